@@ -1,0 +1,1 @@
+"""regimes.flows: thin engine layer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""regimes.jobs: thin engine layer (see docs/architecture.md)."""

@@ -1,0 +1,356 @@
+"""The ``regimes`` command line.
+
+Every command prints a human summary to stderr and, where it produces something, one
+JSON object as the last line of stdout. A user mistake exits non-zero with a one-line
+reason on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from regimes import __version__
+from regimes.config import PlatformConfig, Settings, load_config, resolve_settings
+from regimes.errors import BadInputError, ConfigError, RegimesError
+from regimes.timeframes import TIMEFRAMES
+
+logger = logging.getLogger("regimes.cli")
+
+EXIT_USER_ERROR = 2
+EXIT_STORE_ERROR = 3
+
+
+# --------------------------------------------------------------------------- output
+
+
+def say(message: str = "") -> None:
+    """A line of the human summary (stderr)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def progress(items: Sequence[Any], description: str) -> Any:
+    """A progress bar on stderr over ``items`` (hidden when stderr is not a terminal,
+    unless ``REGIMES_PROGRESS=1``)."""
+    from tqdm.auto import tqdm
+
+    forced = os.environ.get("REGIMES_PROGRESS") == "1"
+    return tqdm(
+        items,
+        desc=description,
+        file=sys.stderr,
+        disable=False if forced else None,
+        leave=True,
+        dynamic_ncols=True,
+    )
+
+
+def _progress_for(description: str) -> Callable[[Sequence[Any]], Any]:
+    return lambda items: progress(items, description)
+
+
+def format_table(frame) -> str:
+    return frame.to_string(index=False)
+
+
+# --------------------------------------------------------------------------- context
+
+
+class Context:
+    """Resolved settings and lazily loaded config and engine for one invocation."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._config: PlatformConfig | None = None
+        self._engine = None
+
+    @property
+    def config(self) -> PlatformConfig:
+        if self._config is None:
+            self._config = load_config(self.settings.config_dir)
+        return self._config
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from regimes import db
+
+            self._engine = db.make_engine(self.settings.db_url)
+            db.create_schema(self._engine)
+        return self._engine
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_synth(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from regimes import db
+    from regimes.synth import SynthConfig, generate, write_truth
+
+    synth_config = SynthConfig(
+        symbols=args.symbols,
+        days=args.days,
+        seed=args.seed,
+        start=args.start,
+        missing_rate=args.missing_rate,
+    ).validate()
+    started = time.perf_counter()
+    market = generate(synth_config, ctx.config.timeframes.session)
+    engine = ctx.engine
+    frames = [group for _, group in market.bars.groupby("symbol", sort=True)]
+    written = 0
+    for frame in progress(frames, "writing 1m bars"):
+        written += db.upsert_bars(engine, frame)
+    truth_path, params_path = write_truth(market, ctx.settings.synth_dir)
+    digest = market.bars_sha256()
+    elapsed = time.perf_counter() - started
+    say(
+        f"synth: {synth_config.symbols} symbols x {synth_config.days} trading days, seed "
+        f"{synth_config.seed}: {written} one-minute bars "
+        f"({int(market.truth['missing'].sum())} dropped as missing) in {elapsed:.1f}s"
+    )
+    say(f"  bars  -> {db.describe(engine)} (table bars, timeframe 1m)")
+    say(f"  truth -> {truth_path}")
+    say(f"  params-> {params_path}")
+    return {
+        "command": "synth",
+        "symbols": sorted(market.bars["symbol"].unique().tolist()),
+        "days": synth_config.days,
+        "seed": synth_config.seed,
+        "bars_written": written,
+        "missing_bars": int(market.truth["missing"].sum()),
+        "bars_sha256": digest,
+        "truth": str(truth_path),
+        "params": str(params_path),
+        "seconds": round(elapsed, 3),
+    }
+
+
+def cmd_ingest(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from regimes.ingest import describe_problems, ingest_file
+
+    report = ingest_file(
+        ctx.engine, args.file, args.symbol, args.timeframe, drop_bad=args.drop_bad, tz=args.tz
+    )
+    say(
+        f"ingest: {report.rows_written} of {report.rows_read} rows of {report.file} written as "
+        f"{report.symbol} {report.timeframe} ({report.first_ts} .. {report.last_ts})"
+    )
+    if report.reordered_rows:
+        say(f"  {report.reordered_rows} row(s) were out of time order and were sorted")
+    if report.dropped:
+        say(
+            f"  dropped {len(report.dropped)} bad row(s): "
+            f"{describe_problems(Path(report.file), report.dropped)}"
+        )
+    return {"command": "ingest", **report.as_dict()}
+
+
+def cmd_resample(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from regimes.bars import resample_symbols
+
+    started = time.perf_counter()
+    report = resample_symbols(
+        ctx.engine,
+        ctx.config.timeframes.session,
+        ctx.config.timeframes.gaps.max_missing_fraction,
+        symbols=args.symbols,
+        timeframes=args.timeframes,
+        progress=_progress_for("resampling"),
+    )
+    elapsed = time.perf_counter() - started
+    say(
+        f"resample: {report.symbols} symbols in {elapsed:.1f}s; 1m gap rows marked: "
+        f"{report.gap_rows_added}; 1m bars outside the session (not aggregated): "
+        f"{report.outside_session}"
+    )
+    for timeframe, rows in report.rows_written.items():
+        if timeframe != "1m":
+            say(f"  {timeframe:>4}: {rows} bars written")
+    return {
+        "command": "resample",
+        "symbols": report.symbols,
+        "rows_written": report.rows_written,
+        "gap_rows_added": report.gap_rows_added,
+        "outside_session": report.outside_session,
+        "seconds": round(elapsed, 3),
+    }
+
+
+def cmd_demo(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from regimes.demo import run_demo
+
+    return run_demo(ctx, args, say=say, progress=_progress_for)
+
+
+COMMANDS: dict[str, Callable[[Context, argparse.Namespace], dict[str, Any]]] = {
+    "synth": cmd_synth,
+    "ingest": cmd_ingest,
+    "resample": cmd_resample,
+    "demo": cmd_demo,
+}
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _timeframe(text: str) -> str:
+    if text not in TIMEFRAMES:
+        raise argparse.ArgumentTypeError(
+            f"unknown timeframe {text!r}; expected one of {', '.join(TIMEFRAMES)}"
+        )
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump: the user asked for --help
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="regimes",
+        description=(
+            "Multi-timeframe market regimes: latent state vectors z_t and a Gaussian HMM per "
+            "timeframe. Human summaries go to stderr; where a command produces something, "
+            "the last line of stdout is one JSON object."
+        ),
+        epilog=(
+            "Precedence of settings: CLI option > environment variable > config file > "
+            "default. Environment: REGIMES_HOME, REGIMES_DB_URL, REGIMES_CONFIG_DIR."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"regimes {__version__}")
+    parser.add_argument(
+        "--home",
+        help="where outputs go (database, models/, states/, synth/); "
+        "env REGIMES_HOME; default: the current directory",
+    )
+    parser.add_argument(
+        "--db-url",
+        help="SQLAlchemy database URL; env REGIMES_DB_URL; default sqlite:///<home>/regimes.db",
+    )
+    parser.add_argument(
+        "--config-dir",
+        help="directory with features.yaml and timeframes.yaml; env REGIMES_CONFIG_DIR; "
+        "default <home>/config if present, else the project's config/",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    synth = sub.add_parser(
+        "synth",
+        help="generate a synthetic 1m market with known regimes",
+        description="Generate multi-symbol 1-minute OHLCV with known slow and fast regimes; "
+        "write the bars to the database and the truth to <home>/synth/.",
+    )
+    synth.add_argument("--symbols", type=int, default=20, help="number of symbols (default 20)")
+    synth.add_argument("--days", type=int, default=60, help="trading days (default 60)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--start",
+        type=_date,
+        default=date(2024, 1, 2),
+        help="first calendar day, YYYY-MM-DD (default 2024-01-02)",
+    )
+    synth.add_argument(
+        "--missing-rate",
+        type=float,
+        default=0.002,
+        help="fraction of 1m bars dropped as missing (default 0.002)",
+    )
+
+    ingest = sub.add_parser(
+        "ingest",
+        help="load OHLCV bars from a CSV or Parquet file",
+        description="Load bars (columns ts, open, high, low, close, volume) for one symbol and "
+        "timeframe. Any bad row refuses the whole file unless --drop-bad is given.",
+    )
+    ingest.add_argument("file", help="a .csv or .parquet file")
+    ingest.add_argument("--symbol", required=True, help="symbol name, e.g. SPX")
+    ingest.add_argument(
+        "--timeframe", required=True, help=f"timeframe of the bars: {', '.join(TIMEFRAMES)}"
+    )
+    ingest.add_argument(
+        "--drop-bad",
+        action="store_true",
+        help="write the good rows and report the bad ones instead of refusing",
+    )
+    ingest.add_argument(
+        "--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)"
+    )
+
+    resample = sub.add_parser(
+        "resample",
+        help="align 1m bars to the session, mark gaps, build higher timeframes",
+        description="Align stored 1m bars to the session grid (missing minutes become gap "
+        "rows) and resample them into higher timeframes anchored at the session open.",
+    )
+    resample.add_argument("--symbols", nargs="+", help="symbols (default: all with 1m bars)")
+    resample.add_argument(
+        "--timeframes",
+        nargs="+",
+        type=_timeframe,
+        default=list(TIMEFRAMES[1:]),
+        help="target timeframes (default: 5m 15m 1h 1d)",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="run everything that exists end to end on the home directory",
+        description="synth -> resample -> summary; prints where every output went.",
+    )
+    demo.add_argument("--symbols", type=int, default=8, help="synthetic symbols (default 8)")
+    demo.add_argument("--days", type=int, default=40, help="trading days (default 40)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    command = COMMANDS[args.command]
+    try:
+        settings = resolve_settings(args.home, args.db_url, args.config_dir)
+        result = command(Context(settings), args)
+    except (BadInputError, ConfigError) as exc:
+        say(f"regimes {args.command}: error: {_one_line(exc)}")
+        return EXIT_USER_ERROR
+    except RegimesError as exc:
+        say(f"regimes {args.command}: error: {_one_line(exc)}")
+        return EXIT_STORE_ERROR
+    except KeyboardInterrupt:
+        say(f"regimes {args.command}: interrupted")
+        return 130
+    if result is not None:
+        print(json.dumps(result, default=str), flush=True)
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""The SQL data layer (SQLAlchemy 2): ``bars``, ``computed_features``, ``current_states``.
+
+This is the only module that imports SQLAlchemy. Any SQLAlchemy URL works; SQLite is
+the embedded default and PostgreSQL is tested. Every write is an idempotent upsert in
+one transaction: writing the same rows twice changes nothing, and a failed write
+leaves the table as it was.
+
+Timestamps are stored as timezone-aware UTC (``timestamptz`` on PostgreSQL; on SQLite,
+which has no time zones, as UTC text) and always come back as UTC-aware pandas
+timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.types import TypeDecorator
+
+from regimes.config import FIXED_FEATURES
+from regimes.errors import BadInputError, StoreError
+from regimes.paths import check_symbol
+from regimes.timeframes import check_timeframe
+
+logger = logging.getLogger(__name__)
+
+BAR_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "timeframe",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "is_gap",
+)
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+FEATURE_KEY: tuple[str, ...] = ("symbol", "timeframe", "ts")
+_ROWS_PER_STATEMENT = 5000
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp that must be timezone-aware going in and is UTC-aware coming out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, pd.Timestamp):
+            value = value.to_pydatetime()
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise StoreError(f"refusing a naive timestamp {value!r}: timestamps must be UTC-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+bars = Table(
+    "bars",
+    metadata,
+    Column("symbol", String(64), primary_key=True),
+    Column("timeframe", String(8), primary_key=True),
+    Column("ts", UTCDateTime(), primary_key=True),
+    Column("open", Float(53), nullable=True),
+    Column("high", Float(53), nullable=True),
+    Column("low", Float(53), nullable=True),
+    Column("close", Float(53), nullable=True),
+    Column("volume", Float(53), nullable=False),
+    Column("is_gap", Boolean, nullable=False, default=False),
+)
+
+computed_features = Table(
+    "computed_features",
+    metadata,
+    Column("symbol", String(64), primary_key=True),
+    Column("timeframe", String(8), primary_key=True),
+    Column("ts", UTCDateTime(), primary_key=True),
+    *[Column(name, Float(53), nullable=True) for name in FIXED_FEATURES],
+    Column("is_warmup", Boolean, nullable=False, default=False),
+    Column("feature_spec_version", Integer, nullable=False),
+)
+
+current_states = Table(
+    "current_states",
+    metadata,
+    Column("symbol", String(64), primary_key=True),
+    Column("timeframe", String(8), primary_key=True),
+    Column("model_id", String(64), nullable=False),
+    Column("ts", UTCDateTime(), nullable=False),
+    Column("state_id", Integer, nullable=False),
+    Column("state_prob", Float(53), nullable=False),
+    Column("is_unknown", Boolean, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url``; for SQLite the parent directory is created.
+
+    Raises
+    ------
+    StoreError
+        When the URL is malformed or names a driver that is not installed.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"database URL {url!r} is not a valid SQLAlchemy URL: {exc}") from None
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 60}
+    elif parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # psycopg (3) is the installed driver; plain postgresql:// would ask for psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        engine = create_engine(parsed, future=True, pool_pre_ping=True, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (the service, a report) read while a writer (ingest) writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the three tables if they do not exist (idempotent)."""
+    try:
+        metadata.create_all(engine)
+    except OperationalError as exc:
+        raise StoreError(f"cannot create the schema at {engine.url!r}: {exc.orig}") from None
+
+
+def describe(engine: Engine) -> str:
+    """The engine's URL with any password hidden, for messages."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+# --------------------------------------------------------------------------- upserts
+
+
+def _upsert(engine: Engine, table: Table, rows: list[dict[str, Any]], key: Sequence[str]) -> int:
+    if not rows:
+        return 0
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        insert = sqlite.insert(table)
+    elif dialect == "postgresql":
+        insert = postgresql.insert(table)
+    else:
+        raise StoreError(f"upserts are implemented for sqlite and postgresql, not {dialect!r}")
+    update_columns = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in key}
+    statement = insert.on_conflict_do_update(index_elements=list(key), set_=update_columns)
+    try:
+        with engine.begin() as connection:
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                connection.execute(statement, rows[start : start + _ROWS_PER_STATEMENT])
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"writing {len(rows)} rows to {table.name} at {describe(engine)} failed; "
+            f"nothing was written: {getattr(exc, 'orig', exc)}"
+        ) from None
+    return len(rows)
+
+
+def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+    subset = frame.loc[:, list(columns)].copy()
+    subset["ts"] = subset["ts"].astype(object)  # pd.Timestamp values; bound as datetimes
+    float_columns = [c for c in columns if c != "ts" and subset[c].dtype.kind == "f"]
+    records = subset.to_dict("records")
+    if float_columns:
+        # NULL, not NaN: NaN would compare unequal to itself and is not portable SQL.
+        for record in records:
+            for column in float_columns:
+                value = record[column]
+                if value != value:
+                    record[column] = None
+    return records
+
+
+def _require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise BadInputError(f"{what}: missing column(s) {missing}")
+    if len(frame) and (frame["ts"].dt.tz is None or str(frame["ts"].dt.tz) != "UTC"):
+        raise BadInputError(f"{what}: column ts must be timezone-aware UTC")
+
+
+def upsert_bars(engine: Engine, frame: pd.DataFrame) -> int:
+    """Insert or replace bars keyed (symbol, timeframe, ts); returns the rows written."""
+    _require_columns(frame, BAR_COLUMNS, "bars")
+    for symbol in frame["symbol"].unique():
+        check_symbol(symbol)
+    for timeframe in frame["timeframe"].unique():
+        check_timeframe(timeframe)
+    data = frame.loc[:, list(BAR_COLUMNS)].copy()
+    data["is_gap"] = data["is_gap"].astype(bool)
+    data["volume"] = data["volume"].astype(float)
+    return _upsert(engine, bars, _records(data, BAR_COLUMNS), FEATURE_KEY)
+
+
+def upsert_features(engine: Engine, frame: pd.DataFrame, feature_spec_version: int) -> int:
+    """Insert or replace feature rows keyed (symbol, timeframe, ts).
+
+    Features not present in ``frame`` are stored as NULL (a timeframe may down-select).
+    """
+    _require_columns(frame, (*FEATURE_KEY, "is_warmup"), "computed_features")
+    unknown = [
+        c for c in frame.columns if c not in (*FEATURE_KEY, "is_warmup") and c not in FIXED_FEATURES
+    ]
+    if unknown:
+        raise BadInputError(f"computed_features: unknown feature column(s) {unknown}")
+    data = frame.copy()
+    for name in FIXED_FEATURES:
+        if name not in data.columns:
+            data[name] = np.nan
+    data["is_warmup"] = data["is_warmup"].astype(bool)
+    data["feature_spec_version"] = int(feature_spec_version)
+    columns = (*FEATURE_KEY, *FIXED_FEATURES, "is_warmup", "feature_spec_version")
+    return _upsert(engine, computed_features, _records(data, columns), FEATURE_KEY)
+
+
+def upsert_current_states(engine: Engine, frame: pd.DataFrame) -> int:
+    """Insert or replace the latest state per (symbol, timeframe).
+
+    A row older than the stored one for the same key never replaces it.
+    """
+    columns = ("symbol", "timeframe", "model_id", "ts", "state_id", "state_prob", "is_unknown")
+    _require_columns(frame, columns, "current_states")
+    data = frame.loc[:, list(columns)].sort_values("ts").groupby(["symbol", "timeframe"]).tail(1)
+    stored = read_current_states(engine)
+    if len(stored):
+        merged = data.merge(
+            stored[["symbol", "timeframe", "ts"]],
+            on=["symbol", "timeframe"],
+            how="left",
+            suffixes=("", "_stored"),
+        )
+        keep = merged["ts_stored"].isna() | (merged["ts"] >= merged["ts_stored"])
+        data = data.loc[keep.to_numpy()]
+    data = data.assign(updated_at=pd.Timestamp.now(tz="UTC"))
+    records = _records(data, (*columns, "updated_at"))
+    for record in records:
+        record["updated_at"] = record["updated_at"].to_pydatetime()
+    return _upsert(engine, current_states, records, ("symbol", "timeframe"))
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def _as_utc(value: datetime | str | pd.Timestamp | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is None:
+        raise BadInputError(f"{what}: expected a timezone-aware timestamp, got {value!r}")
+    return stamp.tz_convert("UTC").to_pydatetime()
+
+
+def _frame(rows: list[Any], columns: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=list(columns))
+    for column in ("ts", "updated_at"):
+        if column in frame.columns:
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def _read(
+    engine: Engine,
+    table: Table,
+    columns: Sequence[str],
+    timeframe: str | None,
+    symbols: Sequence[str] | str | None,
+    start: Any,
+    end: Any,
+) -> pd.DataFrame:
+    statement = select(*[table.c[name] for name in columns])
+    if timeframe is not None:
+        statement = statement.where(table.c.timeframe == check_timeframe(timeframe))
+    if symbols is not None:
+        symbols = [symbols] if isinstance(symbols, str) else list(symbols)
+        statement = statement.where(table.c.symbol.in_([check_symbol(s) for s in symbols]))
+    start_utc, end_utc = _as_utc(start, "start"), _as_utc(end, "end")
+    if start_utc is not None:
+        statement = statement.where(table.c.ts >= start_utc)
+    if end_utc is not None:
+        statement = statement.where(table.c.ts < end_utc)
+    statement = statement.order_by(table.c.symbol, table.c.timeframe, table.c.ts)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(statement).all()
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"reading {table.name} from {describe(engine)} failed: {getattr(exc, 'orig', exc)}"
+        ) from None
+    return _frame(rows, columns)
+
+
+def read_bars(
+    engine: Engine,
+    timeframe: str | None = None,
+    symbols: Sequence[str] | str | None = None,
+    start: Any = None,
+    end: Any = None,
+) -> pd.DataFrame:
+    """Bars with ``start <= ts < end`` as a DataFrame sorted by symbol, timeframe, ts.
+
+    Gap rows carry NaN prices and ``is_gap`` True.
+    """
+    frame = _read(engine, bars, BAR_COLUMNS, timeframe, symbols, start, end)
+    for column in (*PRICE_COLUMNS, "volume"):
+        frame[column] = frame[column].astype(float)
+    frame["is_gap"] = frame["is_gap"].astype(bool)
+    return frame
+
+
+def read_features(
+    engine: Engine,
+    timeframe: str | None = None,
+    symbols: Sequence[str] | str | None = None,
+    start: Any = None,
+    end: Any = None,
+    features: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Feature rows (plan task 2.2), optionally only some feature columns."""
+    names = list(FIXED_FEATURES if features is None else features)
+    unknown = [name for name in names if name not in FIXED_FEATURES]
+    if unknown:
+        raise BadInputError(f"unknown feature(s) {unknown}; expected names from the fixed set")
+    columns = (*FEATURE_KEY, *names, "is_warmup", "feature_spec_version")
+    frame = _read(engine, computed_features, columns, timeframe, symbols, start, end)
+    for name in names:
+        frame[name] = frame[name].astype(float)
+    return frame
+
+
+def read_current_states(engine: Engine, timeframe: str | None = None) -> pd.DataFrame:
+    """The ``current_states`` table."""
+    columns = [c.name for c in current_states.columns]
+    return _read(engine, current_states, columns, timeframe, None, None, None)
+
+
+def list_symbols(engine: Engine, timeframe: str) -> list[str]:
+    """Symbols that have bars of ``timeframe``, sorted."""
+    statement = (
+        select(bars.c.symbol)
+        .where(bars.c.timeframe == check_timeframe(timeframe))
+        .distinct()
+        .order_by(bars.c.symbol)
+    )
+    with engine.connect() as connection:
+        return [row[0] for row in connection.execute(statement)]
+
+
+def bars_summary(engine: Engine) -> pd.DataFrame:
+    """Per (symbol, timeframe): bars, gap bars, first and last ts."""
+    statement = (
+        select(
+            bars.c.symbol,
+            bars.c.timeframe,
+            func.count().label("bars"),
+            func.sum(func.cast(bars.c.is_gap, Integer)).label("gaps"),
+            func.min(bars.c.ts).label("first_ts"),
+            func.max(bars.c.ts).label("last_ts"),
+        )
+        .group_by(bars.c.symbol, bars.c.timeframe)
+        .order_by(bars.c.symbol, bars.c.timeframe)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(statement).all()
+    frame = pd.DataFrame.from_records(
+        rows, columns=["symbol", "timeframe", "bars", "gaps", "first_ts", "last_ts"]
+    )
+    frame["gaps"] = frame["gaps"].fillna(0).astype(int)
+    return frame
+
+
+def count_rows(engine: Engine, table_name: str) -> int:
+    """Number of rows of one of the three tables."""
+    table = metadata.tables[table_name]
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())

@@ -1,0 +1,1 @@
+"""regimes.serve: thin engine layer (see docs/architecture.md)."""

@@ -1,0 +1,87 @@
+"""Shared fixtures.
+
+* Random seeds come from ``REGIMES_TEST_SEED`` (default 0) and are printed.
+* ``home`` is a factory-made, unique, removed-afterwards home directory.
+* ``engine`` runs a test once on SQLite and once on PostgreSQL. PostgreSQL comes from
+  ``REGIMES_TEST_PG_URL`` (default: the machines' server on 127.0.0.1:5432, database
+  ``test``); each test session works in a schema of its own, dropped at the end. If the
+  server does not answer, the PostgreSQL tests fail: a skipped test is a missing test.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from regimes import db
+
+TEST_SEED = int(os.environ.get("REGIMES_TEST_SEED", "0"))
+PG_URL = os.environ.get("REGIMES_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_report_header(config):
+    return [f"REGIMES_TEST_SEED={TEST_SEED}", f"PostgreSQL under test: {PG_URL}"]
+
+
+@pytest.fixture
+def seed() -> int:
+    return TEST_SEED
+
+
+@pytest.fixture
+def home(tmp_path_factory) -> Path:
+    """A fresh, unique home directory (pytest removes old ones)."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url():
+    """A PostgreSQL URL whose connections default to a fresh schema of this session."""
+    import sqlalchemy as sa
+
+    schema = f"regimes_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL at {PG_URL} does not answer ({exc.orig}); start it "
+            "(.ci/ensure-postgres.sh does) or set REGIMES_TEST_PG_URL",
+            pytrace=False,
+        )
+    separator = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{separator}options=-csearch_path%3D{schema}", schema
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def _empty_pg_engine(url: str):
+    engine = db.make_engine(url)
+    db.metadata.drop_all(engine)
+    db.create_schema(engine)
+    return engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, home):
+    """A fresh, empty database with the schema: SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        engine = db.make_engine(f"sqlite:///{home / 'regimes.db'}")
+        db.create_schema(engine)
+    else:
+        url, _ = request.getfixturevalue("pg_schema_url")
+        engine = _empty_pg_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_url(request, home) -> str:
+    """A database URL for CLI tests (SQLite in the home)."""
+    return f"sqlite:///{home / 'regimes.db'}"

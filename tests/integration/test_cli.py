@@ -1,0 +1,128 @@
+"""The ``regimes`` command end to end, as a user runs it (real processes, real databases)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from regimes import db
+from regimes.db import BAR_COLUMNS
+from regimes.synth import content_sha256
+
+pytestmark = pytest.mark.integration
+
+
+def run(*args, home=None, env=None, check=True):
+    command = [sys.executable, "-m", "regimes"]
+    if home is not None:
+        command += ["--home", str(home)]
+    result = subprocess.run(
+        command + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=300
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def last_json(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def stored_bars_hash(url: str) -> str:
+    engine = db.make_engine(url)
+    try:
+        return content_sha256(db.read_bars(engine), BAR_COLUMNS)
+    finally:
+        engine.dispose()
+
+
+def test_synth_is_deterministic_by_seed_across_homes(tmp_path_factory):
+    homes = [tmp_path_factory.mktemp("synth") for _ in range(3)]
+    seeds = [1, 1, 2]
+    results = [
+        run("synth", "--symbols", 4, "--days", 10, "--seed", s, home=h)
+        for h, s in zip(homes, seeds, strict=True)
+    ]
+    hashes = [stored_bars_hash(f"sqlite:///{h / 'regimes.db'}") for h in homes]
+    assert hashes[0] == hashes[1] != hashes[2]
+    printed = [last_json(r)["bars_sha256"] for r in results]
+    assert printed[0] == printed[1] != printed[2]
+    out = last_json(results[0])
+    assert out["symbols"] == ["SYN000", "SYN001", "SYN002", "SYN003"]
+    assert out["bars_written"] + out["missing_bars"] == 4 * 10 * 390
+    assert (homes[0] / "synth" / "truth.parquet").is_file()
+    assert "synth: 4 symbols x 10 trading days" in results[0].stderr
+
+
+def test_synth_then_resample_on_postgresql(home, pg_schema_url):
+    url, _ = pg_schema_url
+    engine = db.make_engine(url)
+    db.metadata.drop_all(engine)
+    run("--db-url", url, "synth", "--symbols", 2, "--days", 3, "--seed", 5, home=home)
+    result = run("--db-url", url, "resample", "--timeframes", "5m", "1d", home=home)
+    out = last_json(result)
+    assert out["rows_written"]["5m"] == 2 * 3 * 78 and out["rows_written"]["1d"] == 6
+    summary = db.bars_summary(engine).set_index(["symbol", "timeframe"])["bars"]
+    assert summary[("SYN000", "1m")] == 3 * 390 and summary[("SYN001", "5m")] == 3 * 78
+    engine.dispose()
+
+
+def test_demo_runs_end_to_end_and_says_where_things_went(home):
+    result = run("demo", "--symbols", 2, "--days", 3, home=home)
+    out = last_json(result)
+    assert out["bars"] == {"1m": 2340, "5m": 468, "15m": 156, "1h": 42, "1d": 6}
+    for text in ("bars per timeframe", "synthetic truth", str(home)):
+        assert text in result.stderr
+    assert (home / "regimes.db").is_file()
+
+
+def test_ingest_and_resample_via_cli(home, tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text(
+        "ts,open,high,low,close,volume\n"
+        "2024-01-02T14:31:00Z,10,11,9,10.5,100\n"
+        "2024-01-02T14:30:00Z,10,11,9,10.5,100\n"
+    )
+    out = last_json(run("ingest", path, "--symbol", "XYZ", "--timeframe", "1m", home=home))
+    assert out["rows_written"] == 2 and out["reordered_rows"] == 1
+    out = last_json(run("resample", "--symbols", "XYZ", home=home))
+    # One session day: 388 of 390 minutes are gap rows; the 1h and 1d bars are gaps.
+    assert out["gap_rows_added"] == 388 and out["rows_written"]["1h"] == 7
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["ingest", "{missing}", "--symbol", "X", "--timeframe", "1m"], "file not found"),
+        (["ingest", "{bad}", "--symbol", "X", "--timeframe", "1m"], "row 1 (line 2): high < low"),
+        (["ingest", "{bad}", "--symbol", "../X", "--timeframe", "1m"], "path separator"),
+        (["ingest", "{bad}", "--symbol", "X", "--timeframe", "7m"], "unknown timeframe '7m'"),
+        (["synth", "--symbols", "0"], "--symbols: expected 1..10000"),
+        (["synth", "--start", "yesterday"], "expected a date YYYY-MM-DD"),
+        (["resample", "--symbols", "NOPE"], "no 1m bars stored"),
+        (["resample", "--timeframes", "2h"], "unknown timeframe '2h'"),
+        (["--db-url", "nosuch://x", "synth"], "cannot use database URL"),
+        (["--config-dir", "{tmp}", "synth"], "config file not found"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_user_mistakes_exit_nonzero_with_one_line_and_no_traceback(home, tmp_path, args, expected):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ts,open,high,low,close,volume\n2024-01-02T14:30:00Z,10,9,11,10,1\n")
+    filled = [a.format(missing=tmp_path / "absent.csv", bad=bad, tmp=tmp_path) for a in args]
+    result = run(*filled, home=home, check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert result.stdout == ""
+
+
+def test_help_texts_name_every_command():
+    result = run("--help")
+    for command in ("synth", "ingest", "resample", "demo"):
+        assert command in result.stdout
+    assert "REGIMES_HOME" in result.stdout and "REGIMES_DB_URL" in result.stdout

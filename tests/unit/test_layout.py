@@ -1,0 +1,99 @@
+"""The layout of DESIGN.md holds: one import root, four layers, clean imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+ENGINES = ("ray", "prefect")
+
+
+def _run(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_platform_is_still_the_standard_module_from_the_repo_root():
+    out = _run(
+        "import platform, json; print(json.dumps([platform.__file__, platform.python_version()]))"
+    )
+    path, version = json.loads(out)
+    assert "/platform/regimes" not in path and not path.startswith(str(REPO_ROOT))
+    assert version.count(".") == 2
+    assert not (REPO_ROOT / "platform" / "__init__.py").exists()
+
+
+def test_import_root_maps_the_four_layers():
+    out = _run(
+        "import json, regimes, regimes.jobs, regimes.serve, regimes.flows as f;"
+        "print(json.dumps([m.__file__ for m in (regimes, regimes.jobs, regimes.serve, f)]))"
+    )
+    core, jobs, serve, flows = json.loads(out)
+    assert core.startswith(str(REPO_ROOT / "platform" / "regimes"))
+    assert jobs.startswith(str(REPO_ROOT / "jobs"))
+    assert serve.startswith(str(REPO_ROOT / "serve"))
+    assert flows.startswith(str(REPO_ROOT / "flows"))
+
+
+def test_core_never_imports_the_engines():
+    """Import every core module in a fresh interpreter and inspect the real import graph."""
+    code = """
+import importlib, json, pkgutil, sys
+import regimes
+core = [m.name for m in pkgutil.walk_packages(regimes.__path__, 'regimes.')
+        if m.name.split('.')[1] not in ('jobs', 'serve', 'flows', '__main__')]
+for name in core:
+    importlib.import_module(name)
+print(json.dumps({'modules': core, 'loaded': sorted(sys.modules)}))
+"""
+    data = json.loads(_run(code))
+    assert "regimes.cli" in data["modules"] and "regimes.db" in data["modules"]
+    offending = [m for m in data["loaded"] if m.split(".")[0] in ENGINES]
+    assert offending == [], f"the core pulled in engine modules: {offending[:10]}"
+
+
+def test_importing_the_core_does_no_io_and_configures_no_logging(tmp_path):
+    code = """
+import logging, os, pkgutil, importlib, regimes
+before = set(os.listdir('.'))
+for m in pkgutil.walk_packages(regimes.__path__, 'regimes.'):
+    if m.name.split('.')[1] not in ('jobs', 'serve', 'flows', '__main__'):
+        importlib.import_module(m.name)
+assert set(os.listdir('.')) == before, 'files appeared on import'
+assert logging.getLogger().handlers == [], 'root logging configured on import'
+print('ok')
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "module, allowed",
+    [
+        ("sqlalchemy", {"regimes.db"}),
+    ],
+)
+def test_adapters_are_the_only_importers(module, allowed):
+    """Style rule 3: one adapter module per heavy dependency."""
+    offenders = []
+    for path in (REPO_ROOT / "platform" / "regimes").rglob("*.py"):
+        name = "regimes." + ".".join(
+            path.relative_to(REPO_ROOT / "platform" / "regimes").with_suffix("").parts
+        )
+        text = path.read_text()
+        if f"import {module}" in text or f"from {module}" in text:
+            if name not in allowed:
+                offenders.append(name)
+    assert offenders == []
