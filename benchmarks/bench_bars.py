@@ -108,8 +108,8 @@ def run() -> str:
         [
             "## bars: resampling and SQL upserts",
             "",
-            "Anchors: pandas `groupby().resample()` (plain OHLCV, no session or gap policy) and the",
-            "sqlite3 driver's `executemany` (no validation, pre-converted tuples). Best of 5 (3).",
+            "Anchors: pandas `groupby().resample()` (plain OHLCV, no session or gap policy)",
+            "and the sqlite3 driver's `executemany` (no validation, pre-converted tuples).",
             "",
             table(rows, ["operation", "size", "regimes", "anchor", "ratio regimes/anchor"]),
         ]

@@ -54,54 +54,94 @@ def _check_frame(frame: pd.DataFrame, what: str) -> None:
         raise BadInputError(f"{what}: ts must be timezone-aware UTC")
 
 
-def _in_session(ts: pd.Series, session: Session | None) -> np.ndarray:
+def session_minute_of_day(ts_utc, session: Session | None):
+    """Local wall-clock minute of the day (0..1439, fractional) of UTC timestamps.
+
+    ``ts_utc`` is a tz-aware pandas Series or DatetimeIndex; returns a numpy array.
+    """
+    index = pd.DatetimeIndex(ts_utc)
+    if session is not None and session.timezone != "UTC":
+        index = index.tz_convert(session.timezone)
+    return (index.hour * 60 + index.minute + index.second / 60.0).to_numpy(dtype=float)
+
+
+def session_local_days(ts_utc, session: Session | None):
+    """The local calendar day (naive midnight) of each UTC timestamp, as a DatetimeIndex."""
+    index = pd.DatetimeIndex(ts_utc)
+    if session is not None and session.timezone != "UTC":
+        index = index.tz_convert(session.timezone)
+    return index.tz_localize(None).normalize()
+
+
+def session_open_utc(local_days, session: Session | None):
+    """The UTC open time of the session on each local day (naive midnights).
+
+    Wall-clock arithmetic: 09:30 New York is 09:30 local on a daylight-saving day too.
+    """
+    days = pd.DatetimeIndex(local_days)
     if session is None:
-        return np.ones(len(ts), dtype=bool)
-    since_midnight = ts - ts.dt.floor("D")
-    open_offset = pd.Timedelta(session.open_offset)
-    close_offset = open_offset + pd.Timedelta(session.length)
-    weekday_ok = ts.dt.weekday.isin(session.weekdays).to_numpy()
-    return (
-        weekday_ok
-        & (since_midnight >= open_offset).to_numpy()
-        & (since_midnight < close_offset).to_numpy()
+        return days.tz_localize("UTC")
+    wall = days + pd.Timedelta(session.open_offset)
+    return wall.tz_localize(session.timezone, ambiguous="raise", nonexistent="raise").tz_convert(
+        "UTC"
     )
 
 
-def session_minutes(days: pd.DatetimeIndex, session: Session | None) -> pd.DatetimeIndex:
-    """Every 1-minute bar open time of the given UTC days' sessions."""
-    if len(days) == 0:
-        return pd.DatetimeIndex([], tz="UTC")
+def _in_session(ts: pd.Series, session: Session | None) -> np.ndarray:
     if session is None:
-        offsets = pd.to_timedelta(np.arange(24 * 60), unit="min")
-        start = pd.Timedelta(0)
-    else:
-        offsets = pd.to_timedelta(np.arange(session.minutes), unit="min")
-        start = pd.Timedelta(session.open_offset)
-    base = days.floor("D").unique()
-    stamps = base.values[:, None] + (start + offsets).values[None, :]
+        return np.ones(len(ts), dtype=bool)
+    index = pd.DatetimeIndex(ts)
+    local = index.tz_convert(session.timezone) if session.timezone != "UTC" else index
+    minute = (local.hour * 60 + local.minute).to_numpy()
+    weekday_ok = np.isin(local.weekday.to_numpy(), session.weekdays)
+    return (
+        weekday_ok
+        & (minute >= session.open_minute)
+        & (minute < session.open_minute + session.minutes)
+    )
+
+
+def session_minutes(local_days: pd.DatetimeIndex, session: Session | None) -> pd.DatetimeIndex:
+    """Every 1-minute bar open time (UTC) of the sessions on the given local days."""
+    if len(local_days) == 0:
+        return pd.DatetimeIndex([], tz="UTC")
+    days = pd.DatetimeIndex(local_days).normalize().unique().sort_values()
+    count = 24 * 60 if session is None else session.minutes
+    opens = session_open_utc(days, session)
+    offsets = pd.to_timedelta(np.arange(count), unit="min")
+    stamps = opens.values[:, None] + offsets.values[None, :]
     return pd.DatetimeIndex(stamps.ravel(), tz="UTC")
 
 
 def align_minutes(
-    frame: pd.DataFrame, session: Session | None
+    frame: pd.DataFrame,
+    session: Session | None,
+    calendar: pd.DatetimeIndex | None = None,
 ) -> tuple[pd.DataFrame, AlignmentReport]:
     """Align one symbol's 1-minute bars to the session grid, adding gap rows.
 
-    Returns the aligned frame (columns of ``bars``, sorted by ts) and a report.
-    Bars outside the session are dropped from the result and counted.
+    The symbol's trading days are the local days on which it has a bar, plus the days of
+    ``calendar`` (local days on which the market traded, e.g. from all symbols) between
+    its first and last day: a day the symbol is missing entirely becomes a day of gaps.
+    Returns the aligned frame (columns of ``bars``, sorted by ts) and a report. Bars
+    outside the session are dropped from the result and counted.
     """
     _check_frame(frame, "align_minutes")
     if frame["symbol"].nunique() > 1:
         raise BadInputError("align_minutes: expected one symbol at a time")
     if len(frame) and (frame["timeframe"] != "1m").any():
         raise BadInputError("align_minutes: expected 1m bars only")
+    frame = frame.loc[~frame["is_gap"].astype(bool)]  # stored gap rows are re-derived
     if frame.empty:
         return frame.loc[:, list(BAR_COLUMNS)].copy(), AlignmentReport(0, 0, 0, 0)
     symbol = frame["symbol"].iloc[0]
     inside = _in_session(frame["ts"], session)
     kept = frame.loc[inside, list(BAR_COLUMNS)]
-    days = pd.DatetimeIndex(kept["ts"]).floor("D").unique()
+    days = session_local_days(kept["ts"], session).unique()
+    if calendar is not None and len(days):
+        market = pd.DatetimeIndex(calendar).normalize()
+        market = market[(market >= days.min()) & (market <= days.max())]
+        days = days.union(market)
     grid = session_minutes(days, session)
     aligned = kept.set_index("ts").reindex(grid)
     added = aligned["symbol"].isna()
@@ -121,11 +161,11 @@ def align_minutes(
 
 
 def bin_open_times(ts: pd.Series, timeframe: str, session: Session | None) -> pd.Series:
-    """The open time of the ``timeframe`` bar each 1-minute ``ts`` belongs to."""
+    """The open time (UTC) of the ``timeframe`` bar each ``ts`` belongs to, anchored at
+    the open of the session of the bar's local day (midnight UTC without a session)."""
     check_timeframe(timeframe)
     step = pd.Timedelta(TIMEFRAME_DURATION[timeframe])
-    day = ts.dt.floor("D")
-    anchor = day + (pd.Timedelta(session.open_offset) if session is not None else pd.Timedelta(0))
+    anchor = pd.Series(session_open_utc(session_local_days(ts, session), session), index=ts.index)
     if timeframe == "1d":
         return anchor
     return anchor + ((ts - anchor) // step) * step
@@ -201,6 +241,13 @@ class ResampleReport:
     outside_session: int
 
 
+def market_calendar(engine, session: Session | None) -> pd.DatetimeIndex:
+    """Local days on which any symbol has an in-session 1-minute bar."""
+    times = db.distinct_bar_times(engine, "1m")
+    inside = times[_in_session(pd.Series(times), session)]
+    return session_local_days(inside, session).unique().sort_values()
+
+
 def resample_symbols(
     engine,
     session: Session | None,
@@ -209,36 +256,46 @@ def resample_symbols(
     timeframes: Sequence[str] = TIMEFRAMES[1:],
     progress=None,
 ) -> ResampleReport:
-    """Align every symbol's stored 1m bars, then write them and their resampled bars.
+    """Align every symbol's stored 1m bars, then write their gap rows and resampled bars.
 
-    One transaction per symbol: a symbol is either fully resampled or untouched.
-    ``progress`` wraps the symbol iterable (e.g. a progress bar); identity by default.
+    The trading calendar is the union of all symbols' days, so a day one symbol missed
+    entirely is marked as gaps. Per symbol, one transaction replaces its 1m gap rows and
+    its bars of the target timeframes: a symbol is either fully resampled or untouched,
+    and a rerun under other settings leaves nothing stale. ``progress`` wraps the symbol
+    iterable (e.g. a progress bar).
     """
     targets = [check_timeframe(tf) for tf in timeframes if tf != "1m"]
-    chosen = list(symbols) if symbols else db.list_symbols(engine, "1m")
+    known = db.list_symbols(engine, "1m")
+    chosen = list(symbols) if symbols else known
     if not chosen:
         raise BadInputError(
             "resample: no 1m bars stored; run `regimes synth` or `regimes ingest` first"
         )
-    known = set(db.list_symbols(engine, "1m"))
-    unknown = [s for s in chosen if s not in known]
+    unknown = [s for s in chosen if s not in set(known)]
     if unknown:
         raise BadInputError(f"resample: no 1m bars stored for symbol(s) {unknown}")
+    calendar = market_calendar(engine, session)
     written = {"1m": 0, **{tf: 0 for tf in targets}}
     gaps = outside = 0
     iterate = progress or (lambda items: items)
     for symbol in iterate(chosen):
         minutes = db.read_bars(engine, "1m", symbol)
-        aligned, report = align_minutes(minutes, session)
+        aligned, report = align_minutes(minutes, session, calendar)
         gaps += report.gap_rows_added
         outside += report.outside_session
-        frames = [aligned.loc[aligned["is_gap"]]]  # 1m gap rows; real 1m bars are stored
+        frames = [aligned.loc[aligned["is_gap"]]]  # 1m gap rows; real 1m bars stay as stored
         written["1m"] += int(aligned["is_gap"].sum())
         for timeframe in targets:
             resampled = resample(aligned, timeframe, session, max_missing_fraction)
             written[timeframe] += len(resampled)
             frames.append(resampled)
-        db.upsert_bars(engine, pd.concat(frames, ignore_index=True))
+        db.rewrite_bars(
+            engine,
+            pd.concat(frames, ignore_index=True),
+            [symbol],
+            timeframes=targets,
+            gap_rows_of=["1m"],
+        )
     return ResampleReport(
         symbols=len(chosen), rows_written=written, gap_rows_added=gaps, outside_session=outside
     )

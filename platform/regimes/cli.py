@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from regimes import __version__
@@ -105,11 +104,15 @@ def cmd_synth(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     market = generate(synth_config, ctx.config.timeframes.session)
     engine = ctx.engine
+    # The truth first: a file-system problem then stops us before the database changes.
+    truth_path, params_path = write_truth(market, ctx.settings.synth_dir)
     frames = [group for _, group in market.bars.groupby("symbol", sort=True)]
     written = 0
     for frame in progress(frames, "writing 1m bars"):
-        written += db.upsert_bars(engine, frame)
-    truth_path, params_path = write_truth(market, ctx.settings.synth_dir)
+        # A synthetic symbol is owned by synth: its earlier bars (any seed, any
+        # timeframe) are replaced in the same transaction, so nothing stale survives.
+        symbol = frame["symbol"].iloc[0]
+        written += db.rewrite_bars(engine, frame, [symbol], timeframes=TIMEFRAMES)
     digest = market.bars_sha256()
     elapsed = time.perf_counter() - started
     say(
@@ -117,7 +120,8 @@ def cmd_synth(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         f"{synth_config.seed}: {written} one-minute bars "
         f"({int(market.truth['missing'].sum())} dropped as missing) in {elapsed:.1f}s"
     )
-    say(f"  bars  -> {db.describe(engine)} (table bars, timeframe 1m)")
+    say(f"  bars  -> {db.describe(engine)} (table bars, timeframe 1m; earlier bars of these")
+    say("           symbols were replaced: run `regimes resample` for 5m..1d)")
     say(f"  truth -> {truth_path}")
     say(f"  params-> {params_path}")
     return {
@@ -138,7 +142,14 @@ def cmd_ingest(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     from regimes.ingest import describe_problems, ingest_file
 
     report = ingest_file(
-        ctx.engine, args.file, args.symbol, args.timeframe, drop_bad=args.drop_bad, tz=args.tz
+        ctx.engine,
+        args.file,
+        args.symbol,
+        args.timeframe,
+        session=ctx.config.timeframes.session,
+        drop_bad=args.drop_bad,
+        tz=args.tz,
+        ts_format=args.ts_format,
     )
     say(
         f"ingest: {report.rows_written} of {report.rows_read} rows of {report.file} written as "
@@ -146,11 +157,13 @@ def cmd_ingest(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     )
     if report.reordered_rows:
         say(f"  {report.reordered_rows} row(s) were out of time order and were sorted")
-    if report.dropped:
+    if report.moved_to_session_open:
         say(
-            f"  dropped {len(report.dropped)} bad row(s): "
-            f"{describe_problems(Path(report.file), report.dropped)}"
+            f"  {report.moved_to_session_open} daily row(s) stamped at midnight were placed "
+            "at the session open (a bar's ts is its open time)"
         )
+    if report.dropped:
+        say(f"  dropped {len(report.dropped)} bad row(s): {describe_problems(report.dropped)}")
     return {"command": "ingest", **report.as_dict()}
 
 
@@ -293,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the good rows and report the bad ones instead of refusing",
     )
     ingest.add_argument(
-        "--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)"
+        "--tz", default="UTC", help="time zone of timestamps without an offset (default UTC)"
+    )
+    ingest.add_argument(
+        "--ts-format",
+        help="strftime format of the ts column, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601, "
+        "or one format inferred from the first row and applied to all)",
     )
 
     resample = sub.add_parser(
@@ -339,6 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except RegimesError as exc:
         say(f"regimes {args.command}: error: {_one_line(exc)}")
+        return EXIT_STORE_ERROR
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        say(f"regimes {args.command}: error: {exc.strerror or exc}{where}")
         return EXIT_STORE_ERROR
     except KeyboardInterrupt:
         say(f"regimes {args.command}: interrupted")

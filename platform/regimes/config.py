@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -138,19 +139,36 @@ class AntiChatter(BaseModel):
 
 
 class Session(BaseModel):
-    """Trading hours in UTC that bars are aligned to."""
+    """Trading hours in a time zone that bars are aligned to.
+
+    ``open`` and ``close`` are wall-clock times in ``timezone`` (daylight saving is
+    handled: a New York session opens at 14:30 UTC in winter and 13:30 UTC in summer).
+    """
 
     model_config = _STRICT
 
     open: time
     close: time
     weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(min_length=1)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str):
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; expected an IANA name such as "
+                "America/New_York or UTC"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _open_before_close(self):
         if self.close <= self.open:
             raise ValueError(
-                f"session close {self.close} must be after open {self.open} (same UTC day)"
+                f"session close {self.close} must be after open {self.open} (same local day)"
             )
         if (self.open.second, self.close.second) != (0, 0):
             raise ValueError("session open and close must be whole minutes")
@@ -169,6 +187,11 @@ class Session(BaseModel):
     @property
     def minutes(self) -> int:
         return int(self.length.total_seconds() // 60)
+
+    @property
+    def open_minute(self) -> int:
+        """Minutes from local midnight to the open."""
+        return self.open.hour * 60 + self.open.minute
 
 
 class TimeframeConfig(BaseModel):

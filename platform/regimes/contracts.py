@@ -40,7 +40,12 @@ def _frozen_vector(values, what: str, *, allow_nan: bool = False) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Bar:
-    """One OHLCV bar. A gap bar (``is_gap``) has no prices: all four are NaN."""
+    """One OHLCV bar.
+
+    A gap bar (``is_gap``) is too incomplete to use: either it has no prices at all (all
+    four NaN: nothing traded in the data we have) or it is a resampled bar built from too
+    few of its minutes, whose prices are valid but partial (see ``docs/data.md``).
+    """
 
     symbol: str
     timeframe: str
@@ -56,9 +61,7 @@ class Bar:
         check_timeframe(self.timeframe)
         _utc(self.ts, "Bar.ts")
         prices = (self.open, self.high, self.low, self.close)
-        if self.is_gap:
-            if not all(math.isnan(price) for price in prices):
-                raise BadInputError("Bar: a gap bar carries no prices (expected NaN OHLC)")
+        if self.is_gap and all(math.isnan(price) for price in prices):
             return
         if not all(math.isfinite(price) and price > 0 for price in prices):
             raise BadInputError(f"Bar {self.symbol} {self.ts}: prices must be finite and > 0")

@@ -13,6 +13,7 @@ timestamps.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,6 +132,11 @@ current_states = Table(
 # --------------------------------------------------------------------------- engine
 
 
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (also for URLs that do not parse)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", str(url))
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine for ``url``; for SQLite the parent directory is created.
 
@@ -142,11 +148,19 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise StoreError(f"database URL {url!r} is not a valid SQLAlchemy URL: {exc}") from None
+        raise StoreError(
+            f"database URL {mask_url(url)!r} is not a valid SQLAlchemy URL: {exc}"
+        ) from None
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the database folder {folder}: {exc.strerror or exc}"
+                ) from None
         kwargs["connect_args"] = {"timeout": 60}
     elif parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # psycopg (3) is the installed driver; plain postgresql:// would ask for psycopg2.
@@ -154,7 +168,7 @@ def make_engine(url: str) -> Engine:
     try:
         engine = create_engine(parsed, future=True, pool_pre_ping=True, **kwargs)
     except (ArgumentError, ImportError) as exc:
-        raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+        raise StoreError(f"cannot use database URL {mask_url(url)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -184,20 +198,52 @@ def describe(engine: Engine) -> str:
 # --------------------------------------------------------------------------- upserts
 
 
-def _upsert(engine: Engine, table: Table, rows: list[dict[str, Any]], key: Sequence[str]) -> int:
-    if not rows:
-        return 0
+def _insert_for(engine: Engine, table: Table):
     dialect = engine.dialect.name
     if dialect == "sqlite":
-        insert = sqlite.insert(table)
-    elif dialect == "postgresql":
-        insert = postgresql.insert(table)
-    else:
-        raise StoreError(f"upserts are implemented for sqlite and postgresql, not {dialect!r}")
+        return sqlite.insert(table)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    raise StoreError(f"upserts are implemented for sqlite and postgresql, not {dialect!r}")
+
+
+def _upsert_statement(engine: Engine, table: Table, key: Sequence[str], newer_only: bool = False):
+    insert = _insert_for(engine, table)
     update_columns = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in key}
-    statement = insert.on_conflict_do_update(index_elements=list(key), set_=update_columns)
+    where = (table.c.ts <= insert.excluded.ts) if newer_only else None
+    return insert.on_conflict_do_update(index_elements=list(key), set_=update_columns, where=where)
+
+
+def _check_unique(rows: list[dict[str, Any]], key: Sequence[str], table: Table) -> None:
+    seen: set[tuple] = set()
+    for position, row in enumerate(rows):
+        identity = tuple(row[k] for k in key)
+        if identity in seen:
+            shown = ", ".join(f"{k}={row[k]}" for k in key)
+            raise BadInputError(
+                f"{table.name}: row {position + 1} repeats the key ({shown}) within one batch"
+            )
+        seen.add(identity)
+
+
+def _write(
+    engine: Engine,
+    table: Table,
+    rows: list[dict[str, Any]],
+    key: Sequence[str],
+    *,
+    deletes: Sequence[Any] = (),
+    newer_only: bool = False,
+) -> int:
+    """Run ``deletes`` then upsert ``rows``, all in one transaction."""
+    if not rows and not deletes:
+        return 0
+    _check_unique(rows, key, table)
+    statement = _upsert_statement(engine, table, key, newer_only)
     try:
         with engine.begin() as connection:
+            for delete in deletes:
+                connection.execute(delete)
             for start in range(0, len(rows), _ROWS_PER_STATEMENT):
                 connection.execute(statement, rows[start : start + _ROWS_PER_STATEMENT])
     except SQLAlchemyError as exc:
@@ -233,6 +279,11 @@ def _require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> 
 
 def upsert_bars(engine: Engine, frame: pd.DataFrame) -> int:
     """Insert or replace bars keyed (symbol, timeframe, ts); returns the rows written."""
+    data = _bars_frame(frame)
+    return _write(engine, bars, _records(data, BAR_COLUMNS), FEATURE_KEY)
+
+
+def _bars_frame(frame: pd.DataFrame) -> pd.DataFrame:
     _require_columns(frame, BAR_COLUMNS, "bars")
     for symbol in frame["symbol"].unique():
         check_symbol(symbol)
@@ -241,7 +292,41 @@ def upsert_bars(engine: Engine, frame: pd.DataFrame) -> int:
     data = frame.loc[:, list(BAR_COLUMNS)].copy()
     data["is_gap"] = data["is_gap"].astype(bool)
     data["volume"] = data["volume"].astype(float)
-    return _upsert(engine, bars, _records(data, BAR_COLUMNS), FEATURE_KEY)
+    return data
+
+
+def rewrite_bars(
+    engine: Engine,
+    frame: pd.DataFrame,
+    symbols: Sequence[str],
+    timeframes: Sequence[str] = (),
+    gap_rows_of: Sequence[str] = (),
+) -> int:
+    """Replace what a producer owns, in one transaction.
+
+    Deletes every bar of ``symbols`` in ``timeframes``, and the gap rows of ``symbols``
+    in ``gap_rows_of``, then upserts ``frame``. A rerun that produces fewer rows (other
+    session, fewer days) leaves nothing stale behind; a failure leaves everything as it was.
+    """
+    data = _bars_frame(frame)
+    names = [check_symbol(s) for s in symbols]
+    deletes = []
+    if timeframes:
+        deletes.append(
+            bars.delete().where(
+                bars.c.symbol.in_(names),
+                bars.c.timeframe.in_([check_timeframe(t) for t in timeframes]),
+            )
+        )
+    if gap_rows_of:
+        deletes.append(
+            bars.delete().where(
+                bars.c.symbol.in_(names),
+                bars.c.timeframe.in_([check_timeframe(t) for t in gap_rows_of]),
+                bars.c.is_gap.is_(True),
+            )
+        )
+    return _write(engine, bars, _records(data, BAR_COLUMNS), FEATURE_KEY, deletes=deletes)
 
 
 def upsert_features(engine: Engine, frame: pd.DataFrame, feature_spec_version: int) -> int:
@@ -262,32 +347,21 @@ def upsert_features(engine: Engine, frame: pd.DataFrame, feature_spec_version: i
     data["is_warmup"] = data["is_warmup"].astype(bool)
     data["feature_spec_version"] = int(feature_spec_version)
     columns = (*FEATURE_KEY, *FIXED_FEATURES, "is_warmup", "feature_spec_version")
-    return _upsert(engine, computed_features, _records(data, columns), FEATURE_KEY)
+    return _write(engine, computed_features, _records(data, columns), FEATURE_KEY)
 
 
 def upsert_current_states(engine: Engine, frame: pd.DataFrame) -> int:
     """Insert or replace the latest state per (symbol, timeframe).
 
-    A row older than the stored one for the same key never replaces it.
+    A row older than the stored one for the same key never replaces it, also when two
+    writers race: the comparison is part of the upsert statement.
     """
     columns = ("symbol", "timeframe", "model_id", "ts", "state_id", "state_prob", "is_unknown")
     _require_columns(frame, columns, "current_states")
     data = frame.loc[:, list(columns)].sort_values("ts").groupby(["symbol", "timeframe"]).tail(1)
-    stored = read_current_states(engine)
-    if len(stored):
-        merged = data.merge(
-            stored[["symbol", "timeframe", "ts"]],
-            on=["symbol", "timeframe"],
-            how="left",
-            suffixes=("", "_stored"),
-        )
-        keep = merged["ts_stored"].isna() | (merged["ts"] >= merged["ts_stored"])
-        data = data.loc[keep.to_numpy()]
     data = data.assign(updated_at=pd.Timestamp.now(tz="UTC"))
     records = _records(data, (*columns, "updated_at"))
-    for record in records:
-        record["updated_at"] = record["updated_at"].to_pydatetime()
-    return _upsert(engine, current_states, records, ("symbol", "timeframe"))
+    return _write(engine, current_states, records, ("symbol", "timeframe"), newer_only=True)
 
 
 # --------------------------------------------------------------------------- reads
@@ -395,6 +469,19 @@ def list_symbols(engine: Engine, timeframe: str) -> list[str]:
     )
     with engine.connect() as connection:
         return [row[0] for row in connection.execute(statement)]
+
+
+def distinct_bar_times(engine: Engine, timeframe: str) -> pd.DatetimeIndex:
+    """Every ts at which any symbol has a real (non-gap) bar of ``timeframe``, sorted."""
+    statement = (
+        select(bars.c.ts)
+        .where(bars.c.timeframe == check_timeframe(timeframe), bars.c.is_gap.is_(False))
+        .distinct()
+        .order_by(bars.c.ts)
+    )
+    with engine.connect() as connection:
+        values = connection.execute(statement).scalars().all()
+    return pd.DatetimeIndex(pd.to_datetime(values, utc=True))
 
 
 def bars_summary(engine: Engine) -> pd.DataFrame:

@@ -42,6 +42,8 @@ def _check_name(value: Any, what: str, pattern: re.Pattern[str], allowed: str) -
         raise UnsafeNameError(f"{what} {value!r}: contains a path separator")
     if ".." in value:
         raise UnsafeNameError(f"{what} {value!r}: contains '..'")
+    if value.endswith("."):
+        raise UnsafeNameError(f"{what} {value!r}: ends with '.'")
     if not pattern.match(value):
         raise UnsafeNameError(f"{what} {value!r}: only {allowed} are allowed")
     return value

@@ -116,10 +116,11 @@ def content_sha256(frame: pd.DataFrame, columns) -> str:
 
 
 def trading_days(start: date, count: int, session: Session | None) -> pd.DatetimeIndex:
-    """``count`` consecutive trading days from ``start`` (session weekdays, no holidays)."""
+    """``count`` consecutive local trading days from ``start`` (session weekdays, no
+    holidays), as naive midnights."""
     weekdays = set(session.weekdays) if session is not None else set(range(7))
     days = []
-    current = pd.Timestamp(start, tz="UTC")
+    current = pd.Timestamp(start)
     while len(days) < count:
         if current.weekday() in weekdays:
             days.append(current)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from regimes import db
@@ -126,3 +127,29 @@ def test_help_texts_name_every_command():
     for command in ("synth", "ingest", "resample", "demo"):
         assert command in result.stdout
     assert "REGIMES_HOME" in result.stdout and "REGIMES_DB_URL" in result.stdout
+
+
+def test_rerunning_synth_and_resample_leaves_nothing_stale(home):
+    run("synth", "--symbols", 2, "--days", 3, "--seed", 1, home=home)
+    run("resample", home=home)
+    run("synth", "--symbols", 2, "--days", 2, "--seed", 2, home=home)
+    url = f"sqlite:///{home / 'regimes.db'}"
+    engine = db.make_engine(url)
+    stored = db.read_bars(engine, "1m")
+    assert db.bars_summary(engine)["timeframe"].unique().tolist() == ["1m"]  # derived cleared
+    from regimes.synth import read_truth
+
+    truth = read_truth(home / "synth")
+    present = truth.loc[~truth["missing"], ["symbol", "ts"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(stored[["symbol", "ts"]].reset_index(drop=True), present)
+    run("resample", home=home)
+    assert len(db.read_bars(engine, "1d")) == 2 * 2
+    engine.dispose()
+
+
+def test_a_home_that_is_a_file_is_a_one_line_error(tmp_path):
+    home = tmp_path / "afile"
+    home.write_text("x")
+    result = run("synth", "--symbols", 1, "--days", 1, home=home, check=False)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "cannot create" in result.stderr

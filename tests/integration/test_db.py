@@ -172,3 +172,63 @@ def test_bad_urls_are_store_errors():
         db.make_engine("not a url")
     with pytest.raises(StoreError, match="cannot use database URL"):
         db.make_engine("nosuchdialect://x/y")
+
+
+def test_a_batch_repeating_a_key_is_refused(engine):
+    frame = pd.concat([_bars(count=3), _bars(count=1)])
+    with pytest.raises(BadInputError, match=r"row 4 repeats the key \(symbol=SYN000"):
+        db.upsert_bars(engine, frame)
+    assert db.count_rows(engine, "bars") == 0
+
+
+def test_rewrite_replaces_what_a_producer_owns_in_one_transaction(engine):
+    db.upsert_bars(
+        engine,
+        pd.concat(
+            [
+                _bars("AAA", "5m"),
+                _bars("AAA", "1h"),
+                _bars("BBB", "1h"),
+                _bars("AAA", "1m", gap_at=[2]),
+            ]
+        ),
+    )
+    replacement = _bars("AAA", "1h", count=4)
+    db.rewrite_bars(engine, replacement, ["AAA"], timeframes=["1h", "5m"], gap_rows_of=["1m"])
+    summary = db.bars_summary(engine).set_index(["symbol", "timeframe"])["bars"].to_dict()
+    assert summary == {("AAA", "1h"): 4, ("AAA", "1m"): 11, ("BBB", "1h"): 12}
+    before = db.read_bars(engine)
+    broken = _bars("AAA", "1h", count=2)
+    broken.loc[1, "volume"] = np.nan
+    with pytest.raises(StoreError):
+        db.rewrite_bars(engine, broken, ["AAA"], timeframes=["1h", "1m"])
+    pd.testing.assert_frame_equal(db.read_bars(engine), before)  # the deletes rolled back too
+
+
+def test_current_states_compare_timestamps_inside_the_upsert(engine):
+    ts = pd.Timestamp("2024-01-02 15:00", tz="UTC")
+    row = pd.DataFrame(
+        {
+            "symbol": ["AAA"],
+            "timeframe": ["1m"],
+            "model_id": ["m1"],
+            "ts": [ts],
+            "state_id": [3],
+            "state_prob": [0.9],
+            "is_unknown": [False],
+        }
+    )
+    db.upsert_current_states(engine, row)
+    older = row.assign(ts=ts - pd.Timedelta(minutes=5), state_id=1)
+    db.upsert_current_states(engine, older)
+    assert db.read_current_states(engine)["state_id"].tolist() == [3]
+    newer = row.assign(ts=ts + pd.Timedelta(minutes=1), state_id=2)
+    db.upsert_current_states(engine, newer)
+    assert db.read_current_states(engine)["state_id"].tolist() == [2]
+
+
+def test_passwords_never_appear_in_messages():
+    with pytest.raises(StoreError) as info:
+        db.make_engine("mysql://user:s3cret@localhost/x")
+    assert "s3cret" not in str(info.value) and "***" in str(info.value)
+    assert db.mask_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"

@@ -227,3 +227,150 @@ def test_parquet_timezones_and_aliases(seeded, tmp_path):
     assert db.read_bars(engine, "1m", "NY")["ts"].iloc[0] == pd.Timestamp(
         "2024-07-01 13:30", tz="UTC"
     )
+
+
+SESSION = (
+    __import__("regimes.config", fromlist=["load_timeframes"])
+    .load_timeframes(
+        __import__("tests.conftest", fromlist=["REPO_ROOT"]).REPO_ROOT
+        / "config"
+        / "timeframes.yaml"
+    )
+    .session
+)
+
+
+def test_day_first_dates_are_never_scrambled(seeded, tmp_path):
+    engine, before = seeded
+    rows = [
+        "12/01/2024 14:30,10,11,9,10.5,1",
+        "13/01/2024 14:30,10,11,9,10.5,1",
+        "14/01/2024 14:30,10,11,9,10.5,1",
+    ]
+    path = _csv(tmp_path, rows)
+    with pytest.raises(BadInputError, match=r"row 2 \(line 3\): unparsable"):
+        ingest_file(engine, path, "ABC", "1m")
+    _unchanged(engine, before)
+    report = ingest_file(engine, path, "ABC", "1m", ts_format="%d/%m/%Y %H:%M")
+    assert report.rows_written == 3 and report.reordered_rows == 0
+    assert db.read_bars(engine, "1m", "ABC")["ts"].dt.day.tolist() == [12, 13, 14]
+
+
+def test_zone_suffixes_win_over_tz_and_naive_text_uses_tz(seeded, tmp_path):
+    engine, _ = seeded
+    rows = [
+        "2024-01-02 14:30:00 UTC,10,11,9,10.5,1",
+        "2024-01-02T09:31:00-05:00,10,11,9,10.5,1",
+        "2024-01-02 09:32:00,10,11,9,10.5,1",
+    ]
+    ingest_file(engine, _csv(tmp_path, rows), "ABC", "1m", tz="America/New_York")
+    stored = db.read_bars(engine, "1m", "ABC")["ts"].dt.strftime("%H:%M").tolist()
+    assert stored == ["14:30", "14:31", "14:32"]
+    with pytest.raises(BadInputError, match="--tz: unknown time zone 'Mars/Base'"):
+        ingest_file(engine, _csv(tmp_path, rows), "ABC", "1m", tz="Mars/Base")
+    gap = ["2024-03-10 02:30:00,10,11,9,10.5,1"]  # skipped by the spring-forward change
+    with pytest.raises(BadInputError, match="non-existent local time in America/New_York"):
+        ingest_file(engine, _csv(tmp_path, gap), "ABC", "1m", tz="America/New_York")
+
+
+def test_line_numbers_stay_true_with_blank_lines(seeded, tmp_path):
+    engine, before = seeded
+    path = tmp_path / "blank.csv"
+    path.write_text(HEADER + GOOD_ROWS[0] + "\n\n\n" + "2024-01-02T14:31:00Z,10,9,11,10,1\n\n")
+    with pytest.raises(BadInputError, match=r"row 2 \(line 5\): high < low"):
+        ingest_file(engine, path, "ABC", "1m")
+    _unchanged(engine, before)
+
+
+def test_a_bad_row_never_knocks_out_a_good_duplicate(seeded, tmp_path):
+    engine, _ = seeded
+    rows = ["2024-01-02T14:30:00Z,10,11,9,99,1", "2024-01-02T14:30:00Z,10,11,9,10.5,1"]
+    report = ingest_file(engine, _csv(tmp_path, rows), "ABC", "1m", drop_bad=True)
+    assert report.rows_written == 1
+    assert [p.reason for p in report.dropped] == ["close outside [low, high]"]
+    assert db.read_bars(engine, "1m", "ABC")["close"].tolist() == [10.5]
+
+
+@pytest.mark.parametrize("scale", [1, 1_000, 1_000_000, 1_000_000_000])
+def test_epoch_timestamps_by_magnitude(seeded, tmp_path, scale):
+    engine, _ = seeded
+    seconds = int(pd.Timestamp("2024-01-02 14:30", tz="UTC").timestamp())
+    rows = [f"{(seconds + 60 * i) * scale},10,11,9,10.5,1" for i in range(2)]
+    ingest_file(engine, _csv(tmp_path, rows), "ABC", "1m")
+    stored = db.read_bars(engine, "1m", "ABC")["ts"]
+    assert stored.tolist() == list(
+        pd.date_range("2024-01-02 14:30", periods=2, freq="1min", tz="UTC")
+    )
+
+
+def test_epoch_parquet_and_unnamed_datetime_index(seeded, tmp_path):
+    engine, _ = seeded
+    seconds = int(pd.Timestamp("2024-01-02 14:30", tz="UTC").timestamp())
+    frame = pd.DataFrame(
+        {
+            "ts": [seconds * 1000, (seconds + 60) * 1000],
+            "open": 10.0,
+            "high": 11.0,
+            "low": 9.0,
+            "close": 10.0,
+            "volume": 5,
+        }
+    )
+    frame.to_parquet(tmp_path / "epoch.parquet")
+    assert ingest_file(engine, tmp_path / "epoch.parquet", "EP", "1m").rows_written == 2
+    indexed = frame.drop(columns="ts").set_index(
+        pd.date_range("2024-01-03 14:30", periods=2, freq="1min", tz="UTC")
+    )
+    indexed.to_parquet(tmp_path / "indexed.parquet")
+    assert ingest_file(engine, tmp_path / "indexed.parquet", "IX", "1m").rows_written == 2
+
+
+def test_separate_date_and_time_columns_are_combined(seeded, tmp_path):
+    engine, _ = seeded
+    path = _csv(
+        tmp_path,
+        ["2024-01-02,14:30,10,11,9,10.5,1", "2024-01-02,14:31,10,11,9,10.5,1"],
+        header="date,time,open,high,low,close,volume\n",
+    )
+    assert ingest_file(engine, path, "ABC", "1m").rows_written == 2
+    assert db.read_bars(engine, "1m", "ABC")["ts"].dt.minute.tolist() == [30, 31]
+
+
+def test_bars_must_sit_on_their_timeframe_grid(seeded, tmp_path):
+    engine, before = seeded
+    rows = ["2024-01-02T14:30:00Z,10,11,9,10.5,1", "2024-01-02T14:35:00Z,10,11,9,10.5,1"]
+    with pytest.raises(
+        BadInputError,
+        match=r"row 2 \(line 3\): ts is not a 1h bar open time "
+        r"\(bars open every 1h from the session open 09:30 America/New_York\)",
+    ):
+        ingest_file(engine, _csv(tmp_path, rows), "ABC", "1h", session=SESSION)
+    nanos = ["2024-01-02 14:30:00.000000001+00:00,10,11,9,10.5,1"]
+    with pytest.raises(BadInputError, match="not on a whole minute"):
+        ingest_file(engine, _csv(tmp_path, nanos), "ABC", "1m")
+    _unchanged(engine, before)
+    # 15:30 UTC in January is 10:30 New York: a 1h bar open of the session grid.
+    ok = ["2024-01-02T14:30:00Z,10,11,9,10.5,1", "2024-01-02T15:30:00Z,10,11,9,10.5,1"]
+    assert ingest_file(engine, _csv(tmp_path, ok), "ABC", "1h", session=SESSION).rows_written == 2
+
+
+def test_daily_bars_are_placed_at_the_session_open(seeded, tmp_path):
+    engine, before = seeded
+    rows = [
+        "2024-01-02,10,11,9,10.5,1",
+        "2024-07-01,10,11,9,10.5,1",
+        "2024-07-02 09:30,10,11,9,10.5,1",
+    ]
+    report = ingest_file(
+        engine, _csv(tmp_path, rows), "SPX", "1d", session=SESSION, tz="America/New_York"
+    )
+    assert report.moved_to_session_open == 2
+    stored = db.read_bars(engine, "1d", "SPX")["ts"]
+    assert stored.dt.strftime("%m-%d %H:%M").tolist() == [
+        "01-02 14:30",
+        "07-01 13:30",
+        "07-02 13:30",
+    ]
+    odd = ["2024-01-03 13:17:45,10,11,9,10.5,1"]
+    with pytest.raises(BadInputError, match=r"a 1d bar must be stamped with its date"):
+        ingest_file(engine, _csv(tmp_path, odd), "SPX", "1d", session=SESSION)

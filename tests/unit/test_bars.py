@@ -150,3 +150,42 @@ def test_forward_fill_only_for_non_price_data():
     assert filled["vendor_flag"].iloc[5] == 2.0
     with pytest.raises(BadInputError, match="price column"):
         forward_fill_non_price(frame, ["close"], limit_bars=2)
+
+
+def test_the_session_follows_daylight_saving():
+    winter = _minutes("2024-01-02 14:30", 390)
+    summer = _minutes("2024-07-01 13:30", 390)
+    for frame, first_hour in ((winter, "14:30"), (summer, "13:30")):
+        aligned, report = align_minutes(frame, SESSION)
+        assert report.gap_rows_added == 0 and report.outside_session == 0
+        hours = resample(aligned, "1h", SESSION)
+        assert hours["ts"].dt.strftime("%H:%M").iloc[0] == first_hour
+        assert len(hours) == 7 and not hours["is_gap"].any()
+        assert resample(aligned, "1d", SESSION)["ts"].dt.strftime("%H:%M").tolist() == [first_hour]
+    market = generate(
+        SynthConfig(symbols=1, days=10, seed=1, start=pd.Timestamp("2024-03-05")), SESSION
+    )  # spans the change on 2024-03-10
+    per_day = market.truth.groupby(market.truth["ts"].dt.date)["ts"].agg(["size", "min"])
+    assert (per_day["size"] == 390).all()
+    assert set(per_day["min"].dt.strftime("%H:%M")) == {"14:30", "13:30"}
+
+
+def test_a_day_missing_entirely_becomes_gaps_via_the_market_calendar():
+    a = pd.concat(
+        [
+            _minutes("2024-01-02 14:30", 390, "A"),
+            _minutes("2024-01-03 14:30", 390, "A"),
+            _minutes("2024-01-04 14:30", 390, "A"),
+        ]
+    )
+    b = pd.concat([_minutes("2024-01-02 14:30", 390, "B"), _minutes("2024-01-04 14:30", 390, "B")])
+    calendar = pd.DatetimeIndex(["2024-01-02", "2024-01-03", "2024-01-04"])
+    aligned, report = align_minutes(b, SESSION, calendar)
+    assert report.trading_days == 3 and report.gap_rows_added == 390
+    days = resample(aligned, "1d", SESSION)
+    assert days["is_gap"].tolist() == [False, True, False]
+    assert days["close"].isna().tolist() == [False, True, False]
+    # Days before the symbol's first bar are not its gaps (it did not trade yet).
+    late, _ = align_minutes(b.iloc[390:], SESSION, calendar)
+    assert len(late) == 390
+    assert len(align_minutes(a, SESSION, calendar)[0]) == 3 * 390

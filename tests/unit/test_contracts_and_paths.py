@@ -31,6 +31,10 @@ def test_bar_is_immutable_and_validated():
         bar.close = 12.0  # type: ignore[misc]
     gap = Bar("SYN000", "5m", TS, *(float("nan"),) * 4, 0.0, is_gap=True)
     assert gap.is_gap
+    partial = Bar("SYN000", "5m", TS, 10.0, 11.0, 9.5, 10.5, 300.0, is_gap=True)
+    assert partial.is_gap  # a resampled bar built from too few minutes keeps its prices
+    with pytest.raises(BadInputError, match="prices must be finite"):
+        Bar("SYN000", "5m", TS, float("nan"), 11.0, 9.5, 10.5, 1.0, is_gap=True)
     for args, message in [
         ((10.0, 9.0, 9.5, 10.0, 1.0), "high < low"),
         ((12.0, 11.0, 9.5, 10.0, 1.0), "open/close outside"),
@@ -143,6 +147,7 @@ UNSAFE = [
     ("A=B", "only letters"),
     (".hidden", "only letters"),
     ("-rf", "only letters"),
+    ("AAPL.", "ends with '.'"),
     (12, "expected a string"),
 ]
 
