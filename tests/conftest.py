@@ -85,3 +85,15 @@ def engine(request, home):
 def db_url(request, home) -> str:
     """A database URL for CLI tests (SQLite in the home)."""
     return f"sqlite:///{home / 'regimes.db'}"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole test session (starting one takes seconds)."""
+    import ray
+
+    from regimes.jobs.runtime import ensure_ray
+
+    where = ensure_ray(num_cpus=2)
+    yield where
+    ray.shutdown()

@@ -26,6 +26,7 @@ logger = logging.getLogger("regimes.cli")
 
 EXIT_USER_ERROR = 2
 EXIT_STORE_ERROR = 3
+EXIT_PARTIAL = 4
 
 
 # --------------------------------------------------------------------------- output
@@ -36,17 +37,20 @@ def say(message: str = "") -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _no_bar() -> bool | None:
+    return False if os.environ.get("REGIMES_PROGRESS") == "1" else None
+
+
 def progress(items: Sequence[Any], description: str) -> Any:
     """A progress bar on stderr over ``items`` (hidden when stderr is not a terminal,
     unless ``REGIMES_PROGRESS=1``)."""
     from tqdm.auto import tqdm
 
-    forced = os.environ.get("REGIMES_PROGRESS") == "1"
     return tqdm(
         items,
         desc=description,
         file=sys.stderr,
-        disable=False if forced else None,
+        disable=_no_bar(),
         leave=True,
         dynamic_ncols=True,
     )
@@ -198,6 +202,58 @@ def cmd_resample(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def engine_layer(module: str):
+    """Import an engines-layer module (``regimes.jobs.*``, ``regimes.flows.*``) at run time.
+
+    The core never imports Ray or Prefect at import time (a test checks the import
+    graph); commands that fan work out reach the thin engine layers through here.
+    """
+    import importlib
+
+    return importlib.import_module(module)
+
+
+def cmd_features(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from regimes.feature_store import plan_units, run_features, summarize
+
+    started = time.perf_counter()
+    units = plan_units(ctx.engine, args.timeframe, args.symbols)
+    if args.executor == "ray":
+        from tqdm.auto import tqdm
+
+        jobs = engine_layer("regimes.jobs.features")
+        where = engine_layer("regimes.jobs.runtime").ensure_ray()
+        say(f"features: {len(units)} (symbol, timeframe) units as Ray tasks on {where}")
+        with tqdm(total=len(units), desc="features", file=sys.stderr, disable=_no_bar()) as bar:
+            results = jobs.run_features_on_ray(
+                ctx.settings.db_url, ctx.config, units, progress=bar.update
+            )
+    else:
+        say(f"features: {len(units)} (symbol, timeframe) units in this process")
+        results = run_features(ctx.engine, ctx.config, units, progress=_progress_for("features"))
+    elapsed = time.perf_counter() - started
+    table = summarize(results)
+    say(f"features: spec version {ctx.config.features.version}, {elapsed:.1f}s")
+    say(format_table(table))
+    failed = [r for r in results if r.error]
+    for result in failed:
+        say(f"  FAILED {result.symbol} {result.timeframe}: {result.error}")
+    payload = {
+        "command": "features",
+        "executor": args.executor,
+        "units": len(results),
+        "failed": [
+            {"symbol": r.symbol, "timeframe": r.timeframe, "error": r.error} for r in failed
+        ],
+        "rows_written": {row.timeframe: int(row.rows_written) for row in table.itertuples()},
+        "feature_spec_version": ctx.config.features.version,
+        "seconds": round(elapsed, 3),
+    }
+    if failed:
+        payload["_exit"] = EXIT_PARTIAL
+    return payload
+
+
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     from regimes.demo import run_demo
 
@@ -208,6 +264,7 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], dict[str, Any]]] = {
     "synth": cmd_synth,
     "ingest": cmd_ingest,
     "resample": cmd_resample,
+    "features": cmd_features,
     "demo": cmd_demo,
 }
 
@@ -329,14 +386,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="target timeframes (default: 5m 15m 1h 1d)",
     )
 
+    features = sub.add_parser(
+        "features",
+        help="compute the 21 features from stored bars into computed_features",
+        description="Compute each timeframe's selected features for every stored (symbol, "
+        "timeframe) and replace their rows in computed_features (idempotent). Units run as "
+        "Ray tasks (local Ray, or the cluster at RAY_ADDRESS) or in this process. A failed "
+        f"unit is reported by name, the others are kept, and the exit code is {EXIT_PARTIAL}.",
+    )
+    features.add_argument(
+        "--timeframe",
+        "--timeframes",
+        nargs="+",
+        type=_timeframe,
+        help="timeframes (default: all five)",
+    )
+    features.add_argument("--symbols", nargs="+", help="symbols (default: all with bars)")
+    features.add_argument(
+        "--executor", choices=("ray", "local"), default="ray", help="where units run (default ray)"
+    )
+
     demo = sub.add_parser(
         "demo",
         help="run everything that exists end to end on the home directory",
-        description="synth -> resample -> summary; prints where every output went.",
+        description="synth -> resample -> features, with a summary read back from the "
+        "database; prints where every output went.",
     )
-    demo.add_argument("--symbols", type=int, default=8, help="synthetic symbols (default 8)")
-    demo.add_argument("--days", type=int, default=40, help="trading days (default 40)")
+    demo.add_argument("--symbols", type=int, default=6, help="synthetic symbols (default 6)")
+    demo.add_argument("--days", type=int, default=100, help="trading days (default 100)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="where fan-out work runs (default ray)",
+    )
     return parser
 
 
@@ -365,9 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say(f"regimes {args.command}: interrupted")
         return 130
+    code = result.pop("_exit", 0) if result is not None else 0
     if result is not None:
         print(json.dumps(result, default=str), flush=True)
-    return 0
+    return code
 
 
 def _one_line(exc: BaseException) -> str:

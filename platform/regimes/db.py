@@ -112,6 +112,7 @@ computed_features = Table(
     Column("ts", UTCDateTime(), primary_key=True),
     *[Column(name, Float(53), nullable=True) for name in FIXED_FEATURES],
     Column("is_warmup", Boolean, nullable=False, default=False),
+    Column("is_gap", Boolean, nullable=False, default=False),
     Column("feature_spec_version", Integer, nullable=False),
 )
 
@@ -329,14 +330,15 @@ def rewrite_bars(
     return _write(engine, bars, _records(data, BAR_COLUMNS), FEATURE_KEY, deletes=deletes)
 
 
-def upsert_features(engine: Engine, frame: pd.DataFrame, feature_spec_version: int) -> int:
-    """Insert or replace feature rows keyed (symbol, timeframe, ts).
+FEATURE_FLAGS: tuple[str, ...] = ("is_warmup", "is_gap")
 
-    Features not present in ``frame`` are stored as NULL (a timeframe may down-select).
-    """
+
+def _features_records(frame: pd.DataFrame, feature_spec_version: int) -> list[dict[str, Any]]:
     _require_columns(frame, (*FEATURE_KEY, "is_warmup"), "computed_features")
     unknown = [
-        c for c in frame.columns if c not in (*FEATURE_KEY, "is_warmup") and c not in FIXED_FEATURES
+        c
+        for c in frame.columns
+        if c not in (*FEATURE_KEY, *FEATURE_FLAGS) and c not in FIXED_FEATURES
     ]
     if unknown:
         raise BadInputError(f"computed_features: unknown feature column(s) {unknown}")
@@ -345,9 +347,31 @@ def upsert_features(engine: Engine, frame: pd.DataFrame, feature_spec_version: i
         if name not in data.columns:
             data[name] = np.nan
     data["is_warmup"] = data["is_warmup"].astype(bool)
+    data["is_gap"] = data["is_gap"].astype(bool) if "is_gap" in data.columns else False
     data["feature_spec_version"] = int(feature_spec_version)
-    columns = (*FEATURE_KEY, *FIXED_FEATURES, "is_warmup", "feature_spec_version")
-    return _write(engine, computed_features, _records(data, columns), FEATURE_KEY)
+    columns = (*FEATURE_KEY, *FIXED_FEATURES, *FEATURE_FLAGS, "feature_spec_version")
+    return _records(data, columns)
+
+
+def upsert_features(engine: Engine, frame: pd.DataFrame, feature_spec_version: int) -> int:
+    """Insert or replace feature rows keyed (symbol, timeframe, ts).
+
+    Features not present in ``frame`` are stored as NULL (a timeframe may down-select).
+    """
+    records = _features_records(frame, feature_spec_version)
+    return _write(engine, computed_features, records, FEATURE_KEY)
+
+
+def rewrite_features(
+    engine: Engine, frame: pd.DataFrame, symbol: str, timeframe: str, feature_spec_version: int
+) -> int:
+    """Replace all feature rows of (symbol, timeframe) with ``frame``, in one transaction."""
+    records = _features_records(frame, feature_spec_version)
+    delete = computed_features.delete().where(
+        computed_features.c.symbol == check_symbol(symbol),
+        computed_features.c.timeframe == check_timeframe(timeframe),
+    )
+    return _write(engine, computed_features, records, FEATURE_KEY, deletes=[delete])
 
 
 def upsert_current_states(engine: Engine, frame: pd.DataFrame) -> int:
@@ -446,8 +470,10 @@ def read_features(
     unknown = [name for name in names if name not in FIXED_FEATURES]
     if unknown:
         raise BadInputError(f"unknown feature(s) {unknown}; expected names from the fixed set")
-    columns = (*FEATURE_KEY, *names, "is_warmup", "feature_spec_version")
+    columns = (*FEATURE_KEY, *names, *FEATURE_FLAGS, "feature_spec_version")
     frame = _read(engine, computed_features, columns, timeframe, symbols, start, end)
+    frame["is_warmup"] = frame["is_warmup"].astype(bool)
+    frame["is_gap"] = frame["is_gap"].astype(bool)
     for name in names:
         frame[name] = frame[name].astype(float)
     return frame
@@ -482,6 +508,31 @@ def distinct_bar_times(engine: Engine, timeframe: str) -> pd.DatetimeIndex:
     with engine.connect() as connection:
         values = connection.execute(statement).scalars().all()
     return pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+
+
+def features_summary(engine: Engine) -> pd.DataFrame:
+    """Per (timeframe, symbol): feature rows, warm-up rows, gap rows, spec version."""
+    table = computed_features
+    statement = (
+        select(
+            table.c.timeframe,
+            table.c.symbol,
+            func.count().label("rows"),
+            func.sum(func.cast(table.c.is_warmup, Integer)).label("warmup"),
+            func.sum(func.cast(table.c.is_gap, Integer)).label("gaps"),
+            func.max(table.c.feature_spec_version).label("spec_version"),
+        )
+        .group_by(table.c.timeframe, table.c.symbol)
+        .order_by(table.c.timeframe, table.c.symbol)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(statement).all()
+    frame = pd.DataFrame.from_records(
+        rows, columns=["timeframe", "symbol", "rows", "warmup", "gaps", "spec_version"]
+    )
+    for column in ("warmup", "gaps"):
+        frame[column] = frame[column].fillna(0).astype(int)
+    return frame
 
 
 def bars_summary(engine: Engine) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """``regimes demo``: everything that exists, end to end, on one home directory.
 
-Each step is the same plain function its own command runs; the demo only chains them
-and prints where every output went.
+Each step is the command a user would run (the same plain functions); the demo only
+chains them and prints what happened and where every output went.
 """
 
 from __future__ import annotations
@@ -9,42 +9,43 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from datetime import date
 from typing import Any
+
+from regimes.timeframes import TIMEFRAMES
+
+DEMO_START = date(2024, 1, 2)
 
 
 def run_demo(
     ctx, args: argparse.Namespace, *, say: Callable[[str], None], progress
 ) -> dict[str, Any]:
     from regimes import db
-    from regimes.bars import resample_symbols
-    from regimes.cli import cmd_synth
+    from regimes.cli import cmd_features, cmd_resample, cmd_synth
 
     started = time.perf_counter()
     settings = ctx.settings
+    steps = 3
     say(f"== regimes demo in {settings.home}")
-    say(f"   database: {settings.db_url}")
+    say(f"   database: {db.mask_url(settings.db_url)}")
     say(f"   config:   {settings.config_dir}")
     say("")
-    say("== 1/2 synthetic market with known regimes")
-    synth_args = argparse.Namespace(
-        symbols=args.symbols,
-        days=args.days,
-        seed=args.seed,
-        start=_default_start(),
-        missing_rate=0.002,
+    say(f"== 1/{steps} synthetic market with known regimes")
+    synth = cmd_synth(
+        ctx,
+        argparse.Namespace(
+            symbols=args.symbols,
+            days=args.days,
+            seed=args.seed,
+            start=DEMO_START,
+            missing_rate=0.002,
+        ),
     )
-    synth_result = cmd_synth(ctx, synth_args)
     say("")
-    say("== 2/2 align 1m bars to the session, mark gaps, resample to 5m 15m 1h 1d")
-    report = resample_symbols(
-        ctx.engine,
-        ctx.config.timeframes.session,
-        ctx.config.timeframes.gaps.max_missing_fraction,
-        progress=progress("resampling"),
-    )
-    say(f"   1m gap rows marked: {report.gap_rows_added}")
+    say(f"== 2/{steps} align 1m bars to the session, mark gaps, resample to 5m 15m 1h 1d")
+    cmd_resample(ctx, argparse.Namespace(symbols=None, timeframes=list(TIMEFRAMES[1:])))
     summary = db.bars_summary(ctx.engine)
-    table = (
+    bars_table = (
         summary.groupby("timeframe", sort=False)
         .agg(
             symbols=("symbol", "nunique"),
@@ -53,38 +54,70 @@ def run_demo(
             first_ts=("first_ts", "min"),
             last_ts=("last_ts", "max"),
         )
-        .reindex([tf for tf in ("1m", "5m", "15m", "1h", "1d") if tf in set(summary["timeframe"])])
+        .reindex([tf for tf in TIMEFRAMES if tf in set(summary["timeframe"])])
         .reset_index()
     )
     say("")
-    say("bars per timeframe (all symbols):")
-    say(table.to_string(index=False))
+    say("bars per timeframe (all symbols, gap rows included):")
+    say(bars_table.to_string(index=False))
     say("")
-    per_symbol = summary.pivot(index="symbol", columns="timeframe", values="bars")
-    per_symbol = per_symbol.reindex(
-        columns=[c for c in ("1m", "5m", "15m", "1h", "1d") if c in per_symbol.columns]
+    say(f"== 3/{steps} the 21 features per (symbol, timeframe), fanned out on {args.executor}")
+    features = cmd_features(
+        ctx, argparse.Namespace(timeframe=None, symbols=None, executor=args.executor)
     )
-    say("bars per symbol and timeframe (gap rows included):")
-    say(per_symbol.to_string())
+    stored = db.features_summary(ctx.engine)
+    feature_table = (
+        stored.groupby("timeframe", sort=False)
+        .agg(
+            symbols=("symbol", "nunique"),
+            rows=("rows", "sum"),
+            warmup=("warmup", "sum"),
+            gaps=("gaps", "sum"),
+        )
+        .reindex([tf for tf in TIMEFRAMES if tf in set(stored["timeframe"])])
+        .reset_index()
+    )
+    feature_table["usable"] = (
+        feature_table["rows"] - feature_table["warmup"] - feature_table["gaps"]
+    )
+    say("")
+    say("computed_features read back per timeframe (usable = neither warm-up nor gap):")
+    say(feature_table.to_string(index=False))
+    sample = _feature_sample(ctx)
+    if sample is not None:
+        say("")
+        say("median of a few usable features per timeframe (all symbols):")
+        say(sample.to_string())
     elapsed = time.perf_counter() - started
     say("")
     say(f"== done in {elapsed:.1f}s. Outputs:")
-    say(f"   bars:             {db.describe(ctx.engine)} (table bars)")
-    say(f"   synthetic truth:  {synth_result['truth']}")
-    say(f"   generating params:{synth_result['params']}")
+    say(f"   bars, features:   {db.describe(ctx.engine)} (tables bars, computed_features)")
+    say(f"   synthetic truth:  {synth['truth']}")
+    say(f"   generating params: {synth['params']}")
     return {
         "command": "demo",
         "home": str(settings.home),
         "db_url": db.describe(ctx.engine),
-        "bars": {row.timeframe: int(row.bars) for row in table.itertuples()},
-        "gaps": {row.timeframe: int(row.gaps) for row in table.itertuples()},
-        "truth": synth_result["truth"],
-        "bars_sha256": synth_result["bars_sha256"],
+        "bars": {row.timeframe: int(row.bars) for row in bars_table.itertuples()},
+        "gaps": {row.timeframe: int(row.gaps) for row in bars_table.itertuples()},
+        "features": {row.timeframe: int(row.rows) for row in feature_table.itertuples()},
+        "usable_features": {row.timeframe: int(row.usable) for row in feature_table.itertuples()},
+        "feature_failures": features["failed"],
+        "truth": synth["truth"],
+        "bars_sha256": synth["bars_sha256"],
         "seconds": round(elapsed, 3),
     }
 
 
-def _default_start():
-    from datetime import date
+def _feature_sample(ctx):
+    import pandas as pd
 
-    return date(2024, 1, 2)
+    from regimes.feature_store import load_features
+
+    columns = ["rv_15", "r15", "relvol_60", "bb_width", "stoch_k"]
+    rows = {}
+    for timeframe in TIMEFRAMES:
+        frame = load_features(ctx.engine, ctx.config, timeframe, drop_unusable=True)
+        if len(frame):
+            rows[timeframe] = frame[[c for c in columns if c in frame.columns]].median()
+    return pd.DataFrame(rows).T if rows else None

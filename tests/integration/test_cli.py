@@ -75,7 +75,9 @@ def test_demo_runs_end_to_end_and_says_where_things_went(home):
     result = run("demo", "--symbols", 2, "--days", 3, home=home)
     out = last_json(result)
     assert out["bars"] == {"1m": 2340, "5m": 468, "15m": 156, "1h": 42, "1d": 6}
-    for text in ("bars per timeframe", "synthetic truth", str(home)):
+    assert out["features"] == out["bars"] and out["feature_failures"] == []
+    assert out["usable_features"]["1m"] > 2000 and out["usable_features"]["1d"] == 0
+    for text in ("bars per timeframe", "computed_features read back", "synthetic truth", str(home)):
         assert text in result.stderr
     assert (home / "regimes.db").is_file()
 

@@ -139,6 +139,7 @@ def test_features_upsert_and_load(engine):
         "ts",
         "clv",
         "is_warmup",
+        "is_gap",
         "feature_spec_version",
     ]
     with pytest.raises(BadInputError, match="unknown feature"):

@@ -97,3 +97,32 @@ def test_adapters_are_the_only_importers(module, allowed):
             if name not in allowed:
                 offenders.append(name)
     assert offenders == []
+
+
+def test_no_core_module_imports_an_engine_at_module_level():
+    """Engines are reached only through regimes.cli.engine_layer at run time."""
+    import ast
+
+    offenders = []
+    for path in (REPO_ROOT / "platform" / "regimes").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in ENGINES or name.startswith(
+                    ("regimes.jobs", "regimes.flows", "regimes.serve")
+                ):
+                    offenders.append(f"{path.name}: {name}")
+    assert offenders == []
+
+
+def test_engine_layers_hold_no_domain_arithmetic():
+    """jobs/, serve/, flows/ stay thin: no numpy/pandas arithmetic of their own."""
+    for folder in ("jobs", "serve", "flows"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            assert "import numpy" not in text and "import pandas" not in text, path

@@ -1,0 +1,58 @@
+"""Ray fan-out of the feature store: one task per (symbol, timeframe).
+
+Thin: what a unit computes lives in ``regimes.feature_store``; this module only decides
+where units run. A unit that fails (or whose worker dies twice) is reported by name and
+the others' results are kept: each unit commits its own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ray
+
+from regimes import db
+from regimes.config import PlatformConfig
+from regimes.feature_store import FeatureUnitResult, compute_and_store
+from regimes.jobs.runtime import ensure_ray
+
+
+@ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)
+def feature_unit(db_url: str, config: PlatformConfig, symbol: str, timeframe: str) -> dict:
+    engine = db.make_engine(db_url)
+    try:
+        return compute_and_store(engine, config, symbol, timeframe).as_dict()
+    except Exception as exc:  # reported by name to the driver, never lost silently
+        return FeatureUnitResult(symbol, timeframe, error=f"{type(exc).__name__}: {exc}").as_dict()
+    finally:
+        engine.dispose()
+
+
+def run_features_on_ray(
+    db_url: str,
+    config: PlatformConfig,
+    units: Sequence[tuple[str, str]],
+    progress: Callable[[int], Any] | None = None,
+) -> list[FeatureUnitResult]:
+    """Run every unit as a Ray task; ``progress(n)`` is called as each one finishes."""
+    ensure_ray()
+    config_ref = ray.put(config)  # once into the object store, not once per task
+    pending = {
+        feature_unit.remote(db_url, config_ref, symbol, timeframe): (symbol, timeframe)
+        for symbol, timeframe in units
+    }
+    results: list[FeatureUnitResult] = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            symbol, timeframe = pending.pop(ref)
+            try:
+                results.append(FeatureUnitResult(**ray.get(ref)))
+            except Exception as exc:  # e.g. the worker died on every retry
+                results.append(
+                    FeatureUnitResult(symbol, timeframe, error=f"{type(exc).__name__}: {exc}")
+                )
+            if progress is not None:
+                progress(1)
+    return results

@@ -1,0 +1,54 @@
+"""Starting or joining Ray: a local Ray by default, an existing cluster when
+``RAY_ADDRESS`` is set. Telemetry off; one BLAS/OpenMP thread per task."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+# Each task owns one core: numpy/scikit-learn/torch must not start thread pools of their
+# own on top of Ray's parallelism.
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+}
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "DO_NOT_TRACK": "1"}
+
+
+def ensure_ray(num_cpus: int | None = None) -> str:
+    """Initialise Ray once per process; returns a description of where work runs."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return _where(ray)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": {**SINGLE_THREAD_ENV, **QUIET_ENV}},
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    else:
+        # A local Ray: its workers inherit this process's environment.
+        for key, value in SINGLE_THREAD_ENV.items():
+            os.environ.setdefault(key, value)
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    return _where(ray)
+
+
+def _where(ray) -> str:
+    resources = ray.cluster_resources()
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    return f"Ray {address} ({int(resources.get('CPU', 0))} CPUs)"
