@@ -254,6 +254,66 @@ def cmd_features(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     return payload
 
 
+def cmd_encode(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from regimes.preprocessing import fit_first_fold
+
+    reports_dir = ctx.settings.home / "reports" / "state_vectors"
+    results, failures, rows = {}, {}, []
+    for timeframe in args.timeframe or list(TIMEFRAMES):
+        try:
+            _, _, report = fit_first_fold(
+                ctx.engine, ctx.config, timeframe, args.encoder, reports_dir=reports_dir
+            )
+        except BadInputError as exc:
+            failures[timeframe] = _one_line(exc)
+            continue
+        results[timeframe] = report
+        rows.append(
+            {
+                "timeframe": timeframe,
+                "encoder": report["encoder"],
+                "d": report["d"],
+                "L": report["window_length"],
+                "explained_var": None
+                if report["explained_variance"] is None
+                else round(report["explained_variance"], 3),
+                "features": len(report["selected"]),
+                "dropped": len(report["dropped"]),
+                "train_windows": report["train_windows"],
+                "val_encoded": report["validation_encoded"],
+            }
+        )
+    import pandas as pd
+
+    if rows:
+        say(
+            "state vectors fitted on each timeframe's first walk-forward training window "
+            "(leakage guard passed for every stage):"
+        )
+        say(format_table(pd.DataFrame(rows)))
+        for timeframe, report in results.items():
+            dropped = ", ".join(f"{d['feature']} ({d['reason']})" for d in report["dropped"])
+            say(f"  {timeframe} selected: {', '.join(report['selected'])}")
+            if dropped:
+                say(f"  {timeframe} dropped:  {dropped}")
+            if "latent_dim_plot" in report:
+                say(f"  {timeframe} latent-dimension curve: {report['latent_dim_plot']}")
+    for timeframe, reason in failures.items():
+        say(f"  {timeframe}: not fitted: {reason}")
+    payload = {
+        "command": "encode",
+        "encoder": args.encoder,
+        "timeframes": results,
+        "not_fitted": failures,
+    }
+    if not results:
+        raise BadInputError(
+            "encode: no timeframe could be fitted: "
+            + "; ".join(f"{tf}: {r}" for tf, r in failures.items())
+        )
+    return payload
+
+
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     from regimes.demo import run_demo
 
@@ -265,6 +325,7 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], dict[str, Any]]] = {
     "ingest": cmd_ingest,
     "resample": cmd_resample,
     "features": cmd_features,
+    "encode": cmd_encode,
     "demo": cmd_demo,
 }
 
@@ -404,6 +465,26 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--symbols", nargs="+", help="symbols (default: all with bars)")
     features.add_argument(
         "--executor", choices=("ray", "local"), default="ray", help="where units run (default ray)"
+    )
+
+    encode = sub.add_parser(
+        "encode",
+        help="fit selection + scaling + encoder per timeframe and report the state vectors",
+        description="Per timeframe: load stored features, take the first walk-forward fold, "
+        "fit feature selection, stationarity, robust+Yeo-Johnson scaling and the encoder on "
+        "its training window only (leakage guard checked), choose d from the explained-"
+        "variance curve, and report d, explained variance and the selected features. "
+        "Curves go to <home>/reports/state_vectors/.",
+    )
+    encode.add_argument(
+        "--timeframe",
+        "--timeframes",
+        nargs="+",
+        type=_timeframe,
+        help="timeframes (default: all five)",
+    )
+    encode.add_argument(
+        "--encoder", choices=("pca", "window", "vae"), default="pca", help="encoder (default pca)"
     )
 
     demo = sub.add_parser(

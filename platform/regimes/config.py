@@ -296,14 +296,82 @@ class GapPolicy(BaseModel):
     """A higher-timeframe bar missing more than this fraction of its minutes is a gap."""
 
 
+class ScalerConfig(BaseModel):
+    """Robust scaling then Yeo-Johnson (plan 2.4)."""
+
+    model_config = _STRICT
+
+    quantile_range: tuple[float, float] = (25.0, 75.0)
+    clip: float = Field(default=5.0, gt=0)
+    """After the power transform, values are clipped to [-clip, clip] (extremes)."""
+
+    @field_validator("quantile_range")
+    @classmethod
+    def _quantiles(cls, value: tuple[float, float]):
+        low, high = value
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"expected 0 <= low < high <= 100, got {list(value)}")
+        return value
+
+
+class SelectionConfig(BaseModel):
+    """Constrained feature selection within the fixed list (plan 2.7, 2.8)."""
+
+    model_config = _STRICT
+
+    max_abs_correlation: float = Field(default=0.95, gt=0.0, le=1.0)
+    """Of a pair with |rho| above this, one is dropped."""
+    stability_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Scores within this of each other count as close: the previous selection wins."""
+
+
+class SplitConfig(BaseModel):
+    """Walk-forward splits (plan 2.5) on the time axis shared by all symbols.
+
+    Fold 0 trains on the first ``train_fraction`` of the distinct timestamps; each later
+    fold's training window ends one validation window later (``expanding`` keeps the
+    start, ``rolling`` moves it). Each fold: train | embargo | validation | embargo | test.
+    """
+
+    model_config = _STRICT
+
+    mode: Literal["expanding", "rolling"] = "expanding"
+    folds: int = Field(default=3, ge=1)
+    train_fraction: float = Field(default=0.45, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(default=0.12, gt=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.08, ge=0.0, lt=1.0)
+    embargo_bars: int = Field(default=20, ge=0)
+    """Bars left out at each boundary, at least the encoder's window length, so a
+    validation window never shares bars with a training window."""
+
+    @model_validator(mode="after")
+    def _fits(self):
+        total = self.train_fraction + self.folds * self.validation_fraction + self.test_fraction
+        if total > 1.0:
+            raise ValueError(
+                f"train_fraction + folds x validation_fraction + test_fraction = {total:.3f} "
+                "exceeds 1: the last fold would run past the end of the history"
+            )
+        return self
+
+
+class PreprocessingConfig(BaseModel):
+    model_config = _STRICT
+
+    scaler: ScalerConfig = Field(default_factory=ScalerConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+
+
 class TimeframesConfig(BaseModel):
-    """``config/timeframes.yaml``: the session, the gap policy and one
-    :class:`TimeframeConfig` per timeframe."""
+    """``config/timeframes.yaml``: the session, the gap policy, preprocessing settings
+    and one :class:`TimeframeConfig` per timeframe."""
 
     model_config = _STRICT
 
     session: Session | None
     gaps: GapPolicy
+    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
     timeframes: dict[str, TimeframeConfig]
 
     @field_validator("timeframes")

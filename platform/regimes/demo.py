@@ -10,6 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from regimes.timeframes import TIMEFRAMES
@@ -25,7 +26,7 @@ def run_demo(
 
     started = time.perf_counter()
     settings = ctx.settings
-    steps = 3
+    steps = 4
     say(f"== regimes demo in {settings.home}")
     say(f"   database: {db.mask_url(settings.db_url)}")
     say(f"   config:   {settings.config_dir}")
@@ -88,12 +89,28 @@ def run_demo(
         say("")
         say("median of a few usable features per timeframe (all symbols):")
         say(sample.to_string())
+    say("")
+    say(
+        f"== 4/{steps} state vectors: selection, stationarity, scaling and a PCA encoder per "
+        "timeframe"
+    )
+    from regimes.cli import cmd_encode
+    from regimes.errors import BadInputError
+
+    try:
+        encode = cmd_encode(ctx, argparse.Namespace(timeframe=None, encoder="pca"))
+    except BadInputError as exc:
+        say(f"   not fitted: {exc}")
+        encode = {"timeframes": {}, "not_fitted": {}}
     elapsed = time.perf_counter() - started
     say("")
     say(f"== done in {elapsed:.1f}s. Outputs:")
     say(f"   bars, features:   {db.describe(ctx.engine)} (tables bars, computed_features)")
     say(f"   synthetic truth:  {synth['truth']}")
     say(f"   generating params: {synth['params']}")
+    plots = [r["latent_dim_plot"] for r in encode["timeframes"].values() if "latent_dim_plot" in r]
+    if plots:
+        say(f"   latent-dim curves: {str(Path(plots[0]).parent)}/ ({len(plots)} PNG + CSV)")
     return {
         "command": "demo",
         "home": str(settings.home),
@@ -103,6 +120,14 @@ def run_demo(
         "features": {row.timeframe: int(row.rows) for row in feature_table.itertuples()},
         "usable_features": {row.timeframe: int(row.usable) for row in feature_table.itertuples()},
         "feature_failures": features["failed"],
+        "state_vectors": {
+            tf: {
+                "d": r["d"],
+                "explained_variance": r["explained_variance"],
+                "selected": r["selected"],
+            }
+            for tf, r in encode["timeframes"].items()
+        },
         "truth": synth["truth"],
         "bars_sha256": synth["bars_sha256"],
         "seconds": round(elapsed, 3),

@@ -1,0 +1,1 @@
+"""Encoders: scaled features -> latent state vectors z_t (plan phase 3)."""
