@@ -83,6 +83,8 @@ print('ok')
     "module, allowed",
     [
         ("sqlalchemy", {"regimes.db"}),
+        ("torch", {"regimes.encoders.vae"}),
+        ("hmmlearn", {"regimes.hmm"}),
     ],
 )
 def test_adapters_are_the_only_importers(module, allowed):
