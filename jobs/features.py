@@ -2,7 +2,8 @@
 
 Thin: what a unit computes lives in ``regimes.feature_store``; this module only decides
 where units run. A unit that fails (or whose worker dies twice) is reported by name and
-the others' results are kept: each unit commits its own rows.
+the others' results are kept: each unit commits its own rows. A worker that dies is
+retried twice (three attempts in all) before its unit is reported as failed.
 """
 
 from __future__ import annotations

@@ -34,7 +34,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -114,6 +116,7 @@ computed_features = Table(
     Column("is_warmup", Boolean, nullable=False, default=False),
     Column("is_gap", Boolean, nullable=False, default=False),
     Column("feature_spec_version", Integer, nullable=False),
+    Column("feature_spec_sha256", String(64), nullable=False, default=""),
 )
 
 current_states = Table(
@@ -184,11 +187,33 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the three tables if they do not exist (idempotent)."""
+    """Create the three tables if they do not exist, and add columns that a database made
+    by an earlier version lacks (idempotent)."""
     try:
         metadata.create_all(engine)
+        _add_missing_columns(engine)
     except OperationalError as exc:
-        raise StoreError(f"cannot create the schema at {engine.url!r}: {exc.orig}") from None
+        raise StoreError(f"cannot create the schema at {describe(engine)}: {exc.orig}") from None
+
+
+# Columns added after a table first shipped, with the value existing rows get.
+_ADDED_COLUMNS = {("computed_features", "feature_spec_sha256"): "''"}
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    inspector = inspect(engine)
+    for (table_name, column_name), default in _ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        if column_name in present:
+            continue
+        column = metadata.tables[table_name].c[column_name]
+        ddl_type = column.type.compile(dialect=engine.dialect)
+        with engine.begin() as connection:
+            connection.execute(text(
+                f"ALTER TABLE {table_name} ADD COLUMN {column_name} {ddl_type} "
+                f"NOT NULL DEFAULT {default}"
+            ))
+        logger.info("added column %s.%s to %s", table_name, column_name, describe(engine))
 
 
 def describe(engine: Engine) -> str:
@@ -333,7 +358,9 @@ def rewrite_bars(
 FEATURE_FLAGS: tuple[str, ...] = ("is_warmup", "is_gap")
 
 
-def _features_records(frame: pd.DataFrame, feature_spec_version: int) -> list[dict[str, Any]]:
+def _features_records(
+    frame: pd.DataFrame, feature_spec_version: int, feature_spec_sha256: str = ""
+) -> list[dict[str, Any]]:
     _require_columns(frame, (*FEATURE_KEY, "is_warmup"), "computed_features")
     unknown = [
         c
@@ -349,7 +376,14 @@ def _features_records(frame: pd.DataFrame, feature_spec_version: int) -> list[di
     data["is_warmup"] = data["is_warmup"].astype(bool)
     data["is_gap"] = data["is_gap"].astype(bool) if "is_gap" in data.columns else False
     data["feature_spec_version"] = int(feature_spec_version)
-    columns = (*FEATURE_KEY, *FIXED_FEATURES, *FEATURE_FLAGS, "feature_spec_version")
+    data["feature_spec_sha256"] = str(feature_spec_sha256)
+    columns = (
+        *FEATURE_KEY,
+        *FIXED_FEATURES,
+        *FEATURE_FLAGS,
+        "feature_spec_version",
+        "feature_spec_sha256",
+    )
     return _records(data, columns)
 
 
@@ -363,10 +397,15 @@ def upsert_features(engine: Engine, frame: pd.DataFrame, feature_spec_version: i
 
 
 def rewrite_features(
-    engine: Engine, frame: pd.DataFrame, symbol: str, timeframe: str, feature_spec_version: int
+    engine: Engine,
+    frame: pd.DataFrame,
+    symbol: str,
+    timeframe: str,
+    feature_spec_version: int,
+    feature_spec_sha256: str = "",
 ) -> int:
     """Replace all feature rows of (symbol, timeframe) with ``frame``, in one transaction."""
-    records = _features_records(frame, feature_spec_version)
+    records = _features_records(frame, feature_spec_version, feature_spec_sha256)
     delete = computed_features.delete().where(
         computed_features.c.symbol == check_symbol(symbol),
         computed_features.c.timeframe == check_timeframe(timeframe),
@@ -470,7 +509,7 @@ def read_features(
     unknown = [name for name in names if name not in FIXED_FEATURES]
     if unknown:
         raise BadInputError(f"unknown feature(s) {unknown}; expected names from the fixed set")
-    columns = (*FEATURE_KEY, *names, *FEATURE_FLAGS, "feature_spec_version")
+    columns = (*FEATURE_KEY, *names, *FEATURE_FLAGS, "feature_spec_version", "feature_spec_sha256")
     frame = _read(engine, computed_features, columns, timeframe, symbols, start, end)
     frame["is_warmup"] = frame["is_warmup"].astype(bool)
     frame["is_gap"] = frame["is_gap"].astype(bool)
@@ -508,6 +547,18 @@ def distinct_bar_times(engine: Engine, timeframe: str) -> pd.DatetimeIndex:
     with engine.connect() as connection:
         values = connection.execute(statement).scalars().all()
     return pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+
+
+def delete_orphan_features(engine: Engine, timeframe: str) -> int:
+    """Delete feature rows of (symbol, timeframe) pairs that no longer have any bars."""
+    check_timeframe(timeframe)
+    with_bars = select(bars.c.symbol).where(bars.c.timeframe == timeframe).distinct()
+    statement = computed_features.delete().where(
+        computed_features.c.timeframe == timeframe,
+        computed_features.c.symbol.not_in(with_bars),
+    )
+    with engine.begin() as connection:
+        return int(connection.execute(statement).rowcount or 0)
 
 
 def features_summary(engine: Engine) -> pd.DataFrame:

@@ -30,3 +30,7 @@ class ArtifactIntegrityError(RegimesError, OSError):
 
 class StoreError(RegimesError, RuntimeError):
     """The database or state store refused or failed an operation."""
+
+
+class TrainingError(RegimesError, RuntimeError):
+    """A fit failed for a reason in the data or the optimisation (e.g. it diverged)."""

@@ -57,7 +57,9 @@ def compute_and_store(
     if bars.empty:
         raise BadInputError(f"features: no {timeframe} bars stored for {symbol}")
     frame = compute_batch(bars, config.features, config.timeframes.session, names)
-    written = db.rewrite_features(engine, frame, symbol, timeframe, config.features.version)
+    written = db.rewrite_features(
+        engine, frame, symbol, timeframe, config.features.version, config.features.fingerprint()
+    )
     return FeatureUnitResult(
         symbol=symbol,
         timeframe=timeframe,
@@ -91,6 +93,9 @@ def plan_units(
                 f"features: no bars stored for symbol(s) {unknown} on timeframe(s) "
                 f"{', '.join(chosen_timeframes)}"
             )
+    for timeframe in chosen_timeframes:
+        # Features of a (symbol, timeframe) whose bars are gone would outlive them.
+        db.delete_orphan_features(engine, timeframe)
     if not units:
         raise BadInputError(
             "features: no bars stored; run `regimes synth` and `regimes resample` "
@@ -150,17 +155,28 @@ def load_features(
     """Feature rows of a timeframe's selected features (plan 2.2), ``start <= ts < end``.
 
     With ``drop_unusable`` the warm-up and gap rows are left out. Refuses rows computed
-    under another feature-spec version (they would not mean what the config says).
+    under another feature spec (version or fingerprint) or another selection: they would
+    not mean what the config says.
     """
     names = selected_features(config.features, config.timeframe(timeframe))
     frame = db.read_features(engine, timeframe, symbols, start, end, features=names)
-    stale = frame["feature_spec_version"] != config.features.version
+    stale = (frame["feature_spec_version"] != config.features.version) | (
+        frame["feature_spec_sha256"] != config.features.fingerprint()
+    )
     if stale.any():
         versions = sorted(frame.loc[stale, "feature_spec_version"].unique().tolist())
         raise BadInputError(
-            f"features: {int(stale.sum())} stored {timeframe} row(s) were computed with feature "
-            f"spec version(s) {versions}, the config is version {config.features.version}; "
-            "run `regimes features` again"
+            f"features: {int(stale.sum())} stored {timeframe} row(s) were computed under another "
+            f"feature spec (version(s) {versions}, or the same version with other formulas or "
+            f"windows); the config is version {config.features.version}; run `regimes features` "
+            "again"
+        )
+    usable = ~(frame["is_warmup"] | frame["is_gap"])
+    empty = [name for name in names if frame.loc[usable, name].isna().any()]
+    if empty:
+        raise BadInputError(
+            f"features: stored {timeframe} rows lack value(s) for {empty} (the timeframe's "
+            "selection changed since they were computed); run `regimes features` again"
         )
     if drop_unusable:
         frame = frame.loc[~(frame["is_warmup"] | frame["is_gap"])].reset_index(drop=True)

@@ -39,6 +39,7 @@ from regimes.paths import check_symbol
 from regimes.timeframes import check_timeframe
 
 SNAPSHOT_VERSION = 1
+_NEVER = np.iinfo(np.int64).min  # last_ts of a symbol that has had no bar yet
 _ZERO_STD_RELATIVE = 1e-9
 _CHUNK_ROWS = 65_536
 
@@ -448,8 +449,11 @@ def _ema(x: np.ndarray, span: int) -> np.ndarray:
         return x.copy()
     alpha = 2.0 / (span + 1.0)
     decay = 1.0 - alpha
-    # y_t = alpha * x_t + decay * y_{t-1}, y_0 = x_0: the online path does the same.
-    out, _ = lfilter([alpha], [1.0, -decay], x, zi=[decay * x[0]])
+    # y_0 = x_0 exactly; then y_t = alpha * x_t + decay * y_{t-1}, as the online path does.
+    out = np.empty(len(x))
+    out[0] = x[0]
+    if len(x) > 1:
+        out[1:], _ = lfilter([alpha], [1.0, -decay], x[1:], zi=[decay * x[0]])
     return out
 
 
@@ -550,6 +554,8 @@ def compute_batch(
         raise BadInputError(f"compute_batch: bars lack column(s) {missing}")
     if bars["timeframe"].nunique() > 1:
         raise BadInputError("compute_batch: expected bars of one timeframe")
+    if len(bars) and getattr(bars["ts"].dt, "tz", None) is None:
+        raise BadInputError("compute_batch: ts must be timezone-aware UTC")
     longest = max(warmup_lengths(spec)[name] for name in names)
     columns = ["symbol", "timeframe", "ts", *names, "is_warmup", "is_gap"]
     if bars.empty:
@@ -893,9 +899,14 @@ class OnlineFeatureBuffer:
         for key, (cls, *args) in self._tracker_specs().items():
             self._trackers[key] = cls(rows, *args)
         self._rows = rows
+        self._capacity = rows
 
     def add_symbols(self, symbols: Sequence[str]) -> None:
-        """Register symbols (each starts empty, in warm-up)."""
+        """Register symbols (each starts empty, in warm-up).
+
+        State arrays grow by doubling their capacity, so registering symbols one at a
+        time costs amortized O(1) each.
+        """
         new = []
         for symbol in symbols:
             check_symbol(symbol)
@@ -903,17 +914,23 @@ class OnlineFeatureBuffer:
                 new.append(symbol)
         if not new:
             return
-        extra = len(new)
+        needed = self._rows + len(new)
+        if needed > self._capacity:
+            self._grow(max(needed, 2 * self._capacity, 16))
+        for symbol in new:
+            self._index[symbol] = len(self.symbols)
+            self.symbols.append(symbol)
+        self._rows = needed
+
+    def _grow(self, capacity: int) -> None:
+        extra = capacity - self._capacity
         for tracker in self._trackers.values():
             template = _empty_like_rows(tracker, extra)
             for name in _STATE_ARRAYS[type(tracker)]:
                 setattr(tracker, name, np.concatenate([getattr(tracker, name), template[name]]))
-        self.last_ts = np.concatenate([self.last_ts, np.full(extra, np.iinfo(np.int64).min)])
+        self.last_ts = np.concatenate([self.last_ts, np.full(extra, _NEVER)])
         self.count = np.concatenate([self.count, np.zeros(extra, dtype=np.int64)])
-        for symbol in new:
-            self._index[symbol] = len(self.symbols)
-            self.symbols.append(symbol)
-        self._rows += extra
+        self._capacity = capacity
 
     # -- the step
 
@@ -947,11 +964,17 @@ class OnlineFeatureBuffer:
                 raise BadInputError(f"update: {name} has {array.shape[0]} values for {m} symbols")
             arrays[name] = array
         gap = np.zeros(m, dtype=bool) if is_gap is None else np.asarray(is_gap, dtype=bool)
+        if gap.shape != (m,):
+            raise BadInputError(f"update: is_gap has shape {gap.shape} for {m} symbols")
+        known = np.array([self._index.get(s, -1) for s in symbols], dtype=np.int64)
+        last = np.full(m, _NEVER)
+        last[known >= 0] = self.last_ts[known[known >= 0]]
+        # Every check before any change: a refused step leaves the buffer exactly as it was.
+        self._validate(symbols, last, ts_ns, arrays, gap)
         unknown = [s for s in symbols if s not in self._index]
         if unknown:
             self.add_symbols(unknown)
         idx = np.array([self._index[s] for s in symbols], dtype=np.int64)
-        self._validate(symbols, idx, ts_ns, arrays, gap)
 
         values = np.full((m, len(self.names)), np.nan)
         real = ~gap
@@ -967,13 +990,13 @@ class OnlineFeatureBuffer:
         is_warmup = self.count[idx] < self._longest
         return OnlineResult(tuple(symbols), self.names, values, is_warmup, gap)
 
-    def _validate(self, symbols, idx, ts_ns, arrays, gap) -> None:
-        stale = ts_ns <= self.last_ts[idx]
+    def _validate(self, symbols, last_ts, ts_ns, arrays, gap) -> None:
+        stale = ts_ns <= last_ts
         if stale.any():
             i = int(np.flatnonzero(stale)[0])
-            last = pd.Timestamp(int(self.last_ts[idx[i]]), tz="UTC")
+            last = pd.Timestamp(int(last_ts[i]), tz="UTC")
             got = pd.Timestamp(int(ts_ns[i]), tz="UTC")
-            what = "twice" if ts_ns[i] == self.last_ts[idx[i]] else "out of order"
+            what = "twice" if ts_ns[i] == last_ts[i] else "out of order"
             raise BadInputError(
                 f"update: bar for {symbols[i]} at {got.isoformat()} arrived {what} (last bar "
                 f"{last.isoformat()}); the step was refused and no state changed"
@@ -1051,12 +1074,12 @@ class OnlineFeatureBuffer:
             if self.symbols
             else np.array([], dtype=str),
             "__session__": np.array(self.session.model_dump_json() if self.session else ""),
-            "last_ts": self.last_ts.copy(),
-            "count": self.count.copy(),
+            "last_ts": self.last_ts[: self._rows].copy(),
+            "count": self.count[: self._rows].copy(),
         }
         for key, tracker in self._trackers.items():
             for name in _STATE_ARRAYS[type(tracker)]:
-                state[f"{key}|{name}"] = getattr(tracker, name).copy()
+                state[f"{key}|{name}"] = getattr(tracker, name)[: self._rows].copy()
         return state
 
     @classmethod
@@ -1076,12 +1099,26 @@ class OnlineFeatureBuffer:
             raise BadInputError("snapshot was taken with another trading session")
         names = [str(name) for name in state["__names__"]]
         buffer = cls(spec, session, [str(s) for s in state["__symbols__"]], names)
-        buffer.last_ts = state["last_ts"].copy()
-        buffer.count = state["count"].copy()
+        rows = len(buffer.symbols)
+        buffer._capacity = rows
+
+        def stored(key: str, like: np.ndarray) -> np.ndarray:
+            if key not in state:
+                raise BadInputError(f"snapshot is incomplete: no {key!r}")
+            value = np.asarray(state[key])
+            expected = (rows, *like.shape[1:])
+            if value.shape != expected or value.dtype != like.dtype:
+                raise BadInputError(
+                    f"snapshot {key!r} has shape {value.shape} {value.dtype}, expected "
+                    f"{expected} {like.dtype}"
+                )
+            return value.copy()
+
+        buffer.last_ts = stored("last_ts", buffer.last_ts[:rows])
+        buffer.count = stored("count", buffer.count[:rows])
         for key, tracker in buffer._trackers.items():
             for name in _STATE_ARRAYS[type(tracker)]:
-                stored = state[f"{key}|{name}"]
-                setattr(tracker, name, stored.copy())
+                setattr(tracker, name, stored(f"{key}|{name}", getattr(tracker, name)[:rows]))
         return buffer
 
     def save(self, path: str | Path) -> Path:

@@ -175,7 +175,10 @@ class StateVectorPipeline:
         else:
             d = int(self.latent_dim)
         self.encoder_ = make_encoder(self.encoder_kind, d, L, **self.encoder_params)
-        self.encoder_.fit(windows, feature_names=self.features_)
+        # Time order across symbols: encoders that hold out a validation tail (the VAE)
+        # must hold out the most recent period, not the last symbol.
+        order = np.argsort(train["ts"].to_numpy()[ends], kind="stable")
+        self.encoder_.fit(windows[order], feature_names=self.features_)
         self.encoder_range_ = FitRange.of(train["ts"].to_numpy()[ends])
         return self
 

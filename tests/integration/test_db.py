@@ -141,6 +141,7 @@ def test_features_upsert_and_load(engine):
         "is_warmup",
         "is_gap",
         "feature_spec_version",
+        "feature_spec_sha256",
     ]
     with pytest.raises(BadInputError, match="unknown feature"):
         db.read_features(engine, features=["rsi"])

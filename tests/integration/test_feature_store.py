@@ -63,10 +63,27 @@ def test_loader_reads_a_time_range_and_drops_unusable_rows(engine):
     assert window["ts"].min() == pd.Timestamp(start) and window["ts"].max() < pd.Timestamp(end)
     usable = load_features(engine, CONFIG, "1m", drop_unusable=True)
     assert not usable["is_warmup"].any() and usable["r60"].notna().all()
+    other = CONFIG.features.model_copy(deep=True)
+    other.features["r5"].windows["n"] = 7  # same version number, another window
+    changed = type(CONFIG)(
+        features=other, timeframes=CONFIG.timeframes, source_dir=CONFIG.source_dir
+    )
+    with pytest.raises(Exception, match="another feature spec"):
+        load_features(engine, changed, "1m")
     with engine.begin() as connection:
         connection.execute(db.computed_features.update().values(feature_spec_version=99))
-    with pytest.raises(Exception, match="feature spec version"):
+    with pytest.raises(Exception, match="another feature spec"):
         load_features(engine, CONFIG, "1m")
+
+
+def test_features_of_symbols_without_bars_are_pruned(engine):
+    market = generate(SynthConfig(symbols=2, days=1, seed=9), CONFIG.timeframes.session)
+    db.upsert_bars(engine, market.bars)
+    run_features(engine, CONFIG, plan_units(engine, ["1m"]))
+    with engine.begin() as connection:
+        connection.execute(db.bars.delete().where(db.bars.c.symbol == "SYN001"))
+    plan_units(engine, ["1m"])
+    assert db.features_summary(engine)["symbol"].tolist() == ["SYN000"]
 
 
 def test_ray_fan_out_reports_a_failed_symbol_and_keeps_the_others(home, ray_local):

@@ -45,3 +45,42 @@ def test_refit_on_a_shifted_window_is_anchored_to_the_previous_axes(market_5m, e
         assert report.sign_flips > 0 and min(report.axis_correlation_before) < 0.9
     anchored = refit.transform(shared)
     assert np.isfinite(anchored[columns].to_numpy()).all()
+
+
+def test_pipeline_leakage_guard_catches_one_row_past_the_boundary(market_5m):
+    from regimes.splits import LeakageError, walk_forward_splits
+
+    frame, _ = market_5m
+    fold = walk_forward_splits(frame["ts"], CONFIG.timeframes.preprocessing.splits)[0]
+    train = frame.loc[fold.mask(frame["ts"], "train")]
+    clean = StateVectorPipeline(CONFIG, "5m", "pca", latent_dim=6).fit(train)
+    clean.check_fold(fold)  # passes: nothing at or after the validation start
+    first_validation_row = frame.loc[frame["ts"] == fold.val_start].iloc[[0]]
+    leaky = StateVectorPipeline(CONFIG, "5m", "pca", latent_dim=6).fit(
+        pd.concat([train, first_validation_row])
+    )
+    with pytest.raises(LeakageError, match="LEAKAGE: selection was fitted on rows up to"):
+        leaky.check_fold(fold)
+    z = clean.transform(frame.loc[fold.mask(frame["ts"], "validation")])
+    assert len(z) > 0 and np.isfinite(z.filter(like="z_").to_numpy()).all()
+
+
+def test_vae_latent_dimension_scan_is_saved_as_data_and_plot(tmp_path, market_5m):
+    from regimes.encoders.latent_dim import save_curve
+    from regimes.encoders.vae import vae_latent_dim_scan
+
+    frame, _ = market_5m
+    pipeline = StateVectorPipeline(CONFIG, "5m", "pca", latent_dim=6).fit(frame.iloc[:6000])
+    windows, _ = pipeline._windows(
+        frame.iloc[:6000], pipeline_stationary(pipeline, frame.iloc[:6000])
+    )
+    scan = vae_latent_dim_scan(windows, [6, 8], window_length=1, max_epochs=5)
+    assert list(scan["d"]) == [6, 8] and (scan["val_recon_mse"] > 0).all()
+    png, csv = save_curve(scan, "d", ["val_recon_mse", "val_kl"], tmp_path / "vae.png", "VAE")
+    assert png.stat().st_size > 1000 and csv.exists()
+
+
+def pipeline_stationary(pipeline, frame):
+    from regimes.scaling import stationarize
+
+    return stationarize(frame, CONFIG.features, pipeline.features_, frame["close"])

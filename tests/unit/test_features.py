@@ -243,3 +243,47 @@ def test_down_selection_follows_the_timeframe_config():
     assert list(out.columns[3:-2]) == list(daily)
     with pytest.raises(BadInputError, match="unknown feature"):
         compute_batch(bars, SPEC, SESSION, ["clv", "rsi_14"])
+
+
+def test_a_refused_step_registers_nothing_and_is_gap_shapes_are_checked():
+    buffer = OnlineFeatureBuffer(SPEC, SESSION, ["A"])
+    t0 = pd.Timestamp("2024-01-02 14:30", tz="UTC")
+    buffer.update(["A"], pd.DatetimeIndex([t0]), [10], [11], [9], [10], [1])
+    before = buffer.snapshot()
+    stamps = pd.DatetimeIndex([t0 + pd.Timedelta(minutes=1), t0])  # A's bar is stale
+    with pytest.raises(BadInputError, match="arrived twice"):
+        buffer.update(["NEW", "A"], stamps[[0, 1]], [10, 10], [11, 11], [9, 9], [10, 10], [1, 1])
+    assert buffer.symbols == ["A"]
+    after = buffer.snapshot()
+    assert before.keys() == after.keys() and all(
+        np.array_equal(before[k], after[k]) for k in before
+    )
+    for is_gap in (False, [True]):
+        with pytest.raises(BadInputError, match="is_gap has shape"):
+            buffer.update(
+                ["A", "B"],
+                pd.DatetimeIndex([stamps[0]] * 2),
+                [10, 10],
+                [11, 11],
+                [9, 9],
+                [10, 10],
+                [1, 1],
+                is_gap=is_gap,
+            )
+    after = buffer.snapshot()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_symbols_added_one_at_a_time_keep_parity_and_snapshots_stay_compact(seed):
+    bars = _aligned_market(seed + 4, symbols=3, days=1)
+    buffer = OnlineFeatureBuffer(SPEC, SESSION)  # symbols arrive as their first bar does
+    online, buffer = _replay(buffer, bars)
+    _assert_parity(compute_batch(bars, SPEC, SESSION), online)
+    state = buffer.snapshot()
+    assert state["count"].shape == (3,)
+    truncated = dict(state, count=state["count"][:2])
+    with pytest.raises(BadInputError, match="'count' has shape"):
+        OnlineFeatureBuffer.restore(truncated, SPEC, SESSION)
+    missing = {k: v for k, v in state.items() if k != "last_ts"}
+    with pytest.raises(BadInputError, match="incomplete"):
+        OnlineFeatureBuffer.restore(missing, SPEC, SESSION)
