@@ -209,10 +209,12 @@ def _add_missing_columns(engine: Engine) -> None:
         column = metadata.tables[table_name].c[column_name]
         ddl_type = column.type.compile(dialect=engine.dialect)
         with engine.begin() as connection:
-            connection.execute(text(
-                f"ALTER TABLE {table_name} ADD COLUMN {column_name} {ddl_type} "
-                f"NOT NULL DEFAULT {default}"
-            ))
+            connection.execute(
+                text(
+                    f"ALTER TABLE {table_name} ADD COLUMN {column_name} {ddl_type} "
+                    f"NOT NULL DEFAULT {default}"
+                )
+            )
         logger.info("added column %s.%s to %s", table_name, column_name, describe(engine))
 
 

@@ -84,7 +84,7 @@ print('ok')
     [
         ("sqlalchemy", {"regimes.db"}),
         ("torch", {"regimes.encoders.vae"}),
-        ("hmmlearn", {"regimes.hmm"}),
+        ("hmmlearn", {"regimes.hmm._hmmlearn"}),
     ],
 )
 def test_adapters_are_the_only_importers(module, allowed):

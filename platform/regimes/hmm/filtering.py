@@ -1,0 +1,217 @@
+"""Gaussian emissions, the filtered posterior, Viterbi, predictive log-likelihood and
+entropy (plan 4.6, 4.7).
+
+The live path needs alpha_t(k) = p(s_t = k | z_1..t): a *filtered* posterior that uses
+no future bar (hmmlearn's ``predict_proba`` is smoothed and does). The forward filter
+here works in log space, batched over symbols: a step takes log alpha_{t-1} (N x K) and
+z_t (N x d) for N symbols at once and returns log alpha_t and log p(z_t | z_1..t-1). The
+sequence API runs the same step over time, so appending bars never changes the past.
+
+The transition is done as a log-sum-exp with the max shifted out, via one matrix
+product: log sum_j alpha_j A_jk = m + log sum_j exp(log alpha_j - m) A_jk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from regimes.errors import BadInputError
+
+LOG_2PI = np.log(2.0 * np.pi)
+
+
+@dataclass(frozen=True)
+class GaussianHMMParams:
+    """Parameters of a K-state Gaussian HMM in d dimensions, covariances in full form.
+
+    Built once from fitted values; derived arrays (log probabilities, inverse Cholesky
+    factors, log normalisers) are precomputed for the filter.
+    """
+
+    startprob: np.ndarray
+    transmat: np.ndarray
+    means: np.ndarray
+    covars: np.ndarray
+
+    def __post_init__(self):
+        startprob = np.asarray(self.startprob, dtype=np.float64)
+        transmat = np.asarray(self.transmat, dtype=np.float64)
+        means = np.asarray(self.means, dtype=np.float64)
+        covars = np.asarray(self.covars, dtype=np.float64)
+        K, d = means.shape
+        if startprob.shape != (K,) or transmat.shape != (K, K) or covars.shape != (K, d, d):
+            raise BadInputError(
+                f"HMM parameters: shapes startprob {startprob.shape}, transmat {transmat.shape}, "
+                f"means {means.shape}, covars {covars.shape} do not fit K={K}, d={d}"
+            )
+        for name, value in (
+            ("startprob", startprob),
+            ("transmat", transmat),
+            ("means", means),
+            ("covars", covars),
+        ):
+            if not np.all(np.isfinite(value)):
+                raise BadInputError(f"HMM parameters: {name} contains NaN or inf")
+        if abs(startprob.sum() - 1) > 1e-8 or np.any(np.abs(transmat.sum(axis=1) - 1) > 1e-8):
+            raise BadInputError("HMM parameters: startprob and transmat rows must sum to 1")
+        try:
+            chol = np.linalg.cholesky(covars)
+        except np.linalg.LinAlgError:
+            raise BadInputError("HMM parameters: a covariance is not positive definite") from None
+        eye = np.broadcast_to(np.eye(d), (K, d, d))
+        inverse = np.linalg.solve(chol, eye)  # L^{-1}, lower triangular
+        logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        for name, value in (
+            ("startprob", startprob),
+            ("transmat", transmat),
+            ("means", means),
+            ("covars", covars),
+        ):
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        with np.errstate(divide="ignore"):
+            object.__setattr__(self, "log_startprob", np.log(startprob))
+            object.__setattr__(self, "log_transmat", np.log(transmat))
+        # y = L^{-1} (z - mu): stacked as (K, d, d) transposed for a batched matmul.
+        object.__setattr__(self, "whiten", np.ascontiguousarray(np.transpose(inverse, (0, 2, 1))))
+        object.__setattr__(self, "log_norm", -0.5 * (d * LOG_2PI + logdet))
+
+    @property
+    def K(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.means.shape[1])
+
+
+def emission_logpdf(Z: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
+    """log N(z_n | mu_k, Sigma_k) for every row and state: (N, K)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    if Z.ndim != 2 or Z.shape[1] != params.d:
+        raise BadInputError(f"emission: expected z of shape (N, {params.d}), got {Z.shape}")
+    diff = Z[None, :, :] - params.means[:, None, :]  # (K, N, d)
+    whitened = np.matmul(diff, params.whiten)  # (K, N, d)
+    quad = np.einsum("knd,knd->nk", whitened, whitened)
+    return params.log_norm[None, :] - 0.5 * quad
+
+
+def _logsumexp_rows(values: np.ndarray) -> np.ndarray:
+    peak = values.max(axis=1, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return (np.log(np.exp(values - peak).sum(axis=1, keepdims=True)) + peak)[:, 0]
+
+
+def predict_log(log_alpha: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
+    """log p(s_t = k | z_1..t-1) from log alpha_{t-1}: (N, K)."""
+    peak = log_alpha.max(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(log_alpha - peak) @ params.transmat) + peak
+
+
+def filter_step(
+    log_alpha_prev: np.ndarray | None,
+    Z: np.ndarray,
+    params: GaussianHMMParams,
+    log_emission: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One bar for N symbols: (log alpha_t (N, K), log p(z_t | z_1..t-1) (N,)).
+
+    ``log_alpha_prev`` is None (or a row of NaN) for a symbol's first bar: the prior is
+    then the start distribution.
+    """
+    log_b = emission_logpdf(Z, params) if log_emission is None else log_emission
+    N = log_b.shape[0]
+    if log_alpha_prev is None:
+        log_pred = np.broadcast_to(params.log_startprob, (N, params.K))
+    else:
+        log_alpha_prev = np.asarray(log_alpha_prev, dtype=np.float64)
+        first = np.isnan(log_alpha_prev).any(axis=1)
+        log_pred = predict_log(np.where(first[:, None], 0.0, log_alpha_prev), params)
+        if first.any():
+            log_pred[first] = params.log_startprob
+    joint = log_pred + log_b
+    loglik = _logsumexp_rows(joint)
+    return joint - loglik[:, None], loglik
+
+
+def filter_sequence(
+    Z: np.ndarray, params: GaussianHMMParams, log_alpha0: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Filtered log posteriors (T, K) and predictive log-likelihoods (T,) of one sequence.
+
+    ``log_alpha0`` continues from an earlier posterior (the state before the first row).
+    """
+    log_b = emission_logpdf(Z, params)
+    T = log_b.shape[0]
+    log_alpha = np.empty((T, params.K))
+    loglik = np.empty(T)
+    previous = None if log_alpha0 is None else np.asarray(log_alpha0, dtype=float)[None, :]
+    for t in range(T):
+        current, ll = filter_step(previous, None, params, log_emission=log_b[t : t + 1])
+        log_alpha[t], loglik[t] = current[0], ll[0]
+        previous = current
+    return log_alpha, loglik
+
+
+def filter_sequences(
+    Z: np.ndarray, lengths: Sequence[int], params: GaussianHMMParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`filter_sequence` for many sequences at once (concatenated rows, ``lengths``),
+    advancing all of them together one time index at a time."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.sum() != len(Z):
+        raise BadInputError(f"filter: lengths sum to {lengths.sum()}, Z has {len(Z)} rows")
+    log_b = emission_logpdf(Z, params)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    log_alpha = np.empty((len(Z), params.K))
+    loglik = np.empty(len(Z))
+    state = np.full((len(lengths), params.K), np.nan)
+    for t in range(int(lengths.max(initial=0))):
+        active = np.flatnonzero(lengths > t)
+        rows = starts[active] + t
+        current, ll = filter_step(state[active], None, params, log_emission=log_b[rows])
+        state[active] = current
+        log_alpha[rows], loglik[rows] = current, ll
+    return log_alpha, loglik
+
+
+def viterbi(Z: np.ndarray, params: GaussianHMMParams) -> tuple[float, np.ndarray]:
+    """Most likely state path of one sequence (offline and backtests): (log p, states)."""
+    log_b = emission_logpdf(Z, params)
+    T, K = log_b.shape
+    if T == 0:
+        return 0.0, np.empty(0, dtype=np.int64)
+    back = np.empty((T, K), dtype=np.int64)
+    delta = params.log_startprob + log_b[0]
+    for t in range(1, T):
+        scores = delta[:, None] + params.log_transmat
+        back[t] = np.argmax(scores, axis=0)
+        delta = scores[back[t], np.arange(K)] + log_b[t]
+    states = np.empty(T, dtype=np.int64)
+    states[-1] = int(np.argmax(delta))
+    for t in range(T - 1, 0, -1):
+        states[t - 1] = back[t, states[t]]
+    return float(delta.max()), states
+
+
+def viterbi_sequences(
+    Z: np.ndarray, lengths: Sequence[int], params: GaussianHMMParams
+) -> np.ndarray:
+    out, start = [], 0
+    for length in lengths:
+        out.append(viterbi(Z[start : start + length], params)[1])
+        start += length
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def entropy(log_alpha: np.ndarray) -> np.ndarray:
+    """Posterior entropy in nats of each row: 0 when certain, log K when uniform."""
+    probabilities = np.exp(log_alpha)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(probabilities > 0, probabilities * log_alpha, 0.0)
+    return -terms.sum(axis=1)
