@@ -26,7 +26,7 @@ def run_demo(
 
     started = time.perf_counter()
     settings = ctx.settings
-    steps = 4
+    steps = 5
     say(f"== regimes demo in {settings.home}")
     say(f"   database: {db.mask_url(settings.db_url)}")
     say(f"   config:   {settings.config_dir}")
@@ -102,6 +102,9 @@ def run_demo(
     except BadInputError as exc:
         say(f"   not fitted: {exc}")
         encode = {"timeframes": {}, "not_fitted": {}}
+    say("")
+    say(f"== 5/{steps} regimes: a Gaussian HMM on z_t per timeframe (K by BIC on validation)")
+    regimes = _fit_regimes(ctx, encode, say)
     elapsed = time.perf_counter() - started
     say("")
     say(f"== done in {elapsed:.1f}s. Outputs:")
@@ -128,6 +131,7 @@ def run_demo(
             }
             for tf, r in encode["timeframes"].items()
         },
+        "regimes": regimes,
         "truth": synth["truth"],
         "bars_sha256": synth["bars_sha256"],
         "seconds": round(elapsed, 3),
@@ -146,3 +150,57 @@ def _feature_sample(ctx):
         if len(frame):
             rows[timeframe] = frame[[c for c in columns if c in frame.columns]].median()
     return pd.DataFrame(rows).T if rows else None
+
+
+# A coarse grid keeps the demo inside its time budget; `regimes train` searches the range.
+DEMO_K = {"1m": [8], "5m": [6, 9], "15m": [6, 9], "1h": [4, 6], "1d": [3, 5]}
+
+
+def _fit_regimes(ctx, encode: dict, say) -> dict[str, Any]:
+    import pandas as pd
+
+    from regimes.errors import BadInputError, TrainingError
+    from regimes.training import fit_regimes_first_fold
+
+    rows, details, out = [], [], {}
+    for timeframe in encode["timeframes"]:
+        try:
+            fit = fit_regimes_first_fold(
+                ctx.engine, ctx.config, timeframe, k_values=DEMO_K[timeframe], n_restarts=1
+            )
+        except (BadInputError, TrainingError) as exc:
+            say(f"   {timeframe}: not fitted: {exc}")
+            continue
+        table = fit.selection_table
+        rows.append(
+            {
+                "timeframe": timeframe,
+                "K": fit.hmm.K,
+                "K tried": ",".join(str(k) for k in table["K"]),
+                "mean dwell (bars)": round(fit.mean_dwell, 1),
+                "stay prob": round(float(fit.hmm.params_.transmat.diagonal().mean()), 3),
+                "val loglik/bar": round(fit.validation_loglik_per_bar, 2),
+                "val entropy": round(fit.validation_entropy, 3),
+                "fit s": round(fit.hmm.fit_seconds_, 1),
+            }
+        )
+        busiest = sorted(fit.occupancy.items(), key=lambda item: -item[1])[:3]
+        details.append(
+            f"   {timeframe} busiest states: "
+            + "; ".join(f"{k} {fit.labels[k]} ({share:.0%})" for k, share in busiest)
+        )
+        out[timeframe] = {
+            "K": fit.hmm.K,
+            "mean_dwell": fit.mean_dwell,
+            "labels": fit.labels,
+            "occupancy": fit.occupancy,
+        }
+    if rows:
+        say(
+            "regime models on each timeframe's first fold (fitted on train, scored on "
+            "validation; filtered posteriors, no look-ahead):"
+        )
+        say(pd.DataFrame(rows).to_string(index=False))
+        for line in details:
+            say(line)
+    return out

@@ -253,3 +253,12 @@ def test_hmm_round_trips_through_a_verified_artifact_and_tampering_is_refused(fi
     (path / "hmm.pkl").write_bytes(bytes(blob))
     with pytest.raises(ArtifactIntegrityError, match="hmm.pkl"):
         load_pickle(path, "hmm.pkl")
+
+
+def test_duplicate_state_labels_are_numbered_all_of_them():
+    states = np.repeat([0, 1, 2], 100)
+    same = np.ones(300)
+    labels = state_labels(state_statistics(states, same, np.zeros(300), same, K=3))
+    assert sorted(labels.values()) == [
+        "low-vol flat, light volume #1", "low-vol flat, light volume #2",
+        "low-vol flat, light volume #3"]

@@ -63,10 +63,13 @@ def state_labels(stats: pd.DataFrame) -> dict[int, str]:
             else "normal volume"
         )
         labels[int(state)] = f"{vol} {trend}, {volume}"
-    counts: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    for name in labels.values():
+        totals[name] = totals.get(name, 0) + 1
+    seen_so_far: dict[str, int] = {}
     for state in sorted(labels):
         name = labels[state]
-        counts[name] = counts.get(name, 0) + 1
-        if list(labels.values()).count(name) > 1:
-            labels[state] = f"{name} #{counts[name]}"
+        if totals[name] > 1:
+            seen_so_far[name] = seen_so_far.get(name, 0) + 1
+            labels[state] = f"{name} #{seen_so_far[name]}"
     return labels
