@@ -314,6 +314,127 @@ def cmd_encode(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     return payload
 
 
+def _parse_grid(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(
+            f"--grid: not valid JSON ({exc.msg}); e.g. '{{\"K\": [4, 6]}}'"
+        ) from None
+    if not isinstance(grid, dict):
+        raise BadInputError('--grid: expected a JSON object such as {"K": [4, 6], "d": [6]}')
+    return grid
+
+
+def cmd_train(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from regimes.store import Registry
+    from regimes.training import expand_grid
+
+    grid = _parse_grid(args.grid)
+    timeframes = args.timeframe or list(TIMEFRAMES)
+    for timeframe in timeframes:
+        expand_grid(ctx.config, timeframe, grid)  # refuse a bad grid before anything runs
+    started = time.perf_counter()
+    common = dict(
+        home=str(ctx.settings.home),
+        db_url=ctx.settings.db_url,
+        config_dir=str(ctx.settings.config_dir),
+        symbols=args.symbols,
+        grid=grid,
+        seed=args.seed,
+        executor=args.executor,
+    )
+    if args.orchestrator == "prefect":
+        server = engine_layer("regimes.flows.server").ensure_prefect_server(ctx.settings.home)
+        say(f"train: Prefect flow 'train' on {server.api_url}, grid on {args.executor}")
+        try:
+            results = engine_layer("regimes.flows.train").train(timeframes=timeframes, **common)
+        finally:
+            server.stop()
+    else:
+        results = [_train_direct(ctx, tf, **common) for tf in timeframes]
+    elapsed = time.perf_counter() - started
+    import pandas as pd
+
+    table = pd.DataFrame(results)
+    say(f"train: {len(results)} model(s) in {elapsed:.1f}s")
+    columns = [
+        "timeframe",
+        "model_id",
+        "K",
+        "d",
+        "covariance",
+        "val_loglik_per_bar",
+        "val_bic",
+        "status",
+    ]
+    say(format_table(table[[c for c in columns if c in table.columns]]))
+    for row in results:
+        say(f"  {row['timeframe']}: {row['path']}")
+    registry = Registry.at_home(ctx.settings.home)
+    return {
+        "command": "train",
+        "models": results,
+        "registry": registry.root,
+        "seconds": round(elapsed, 3),
+    }
+
+
+def _train_direct(ctx, timeframe, *, home, db_url, config_dir, symbols, grid, seed, executor):
+    from regimes.store import Registry
+    from regimes.training import train_timeframe
+
+    runner = engine_layer("regimes.jobs.training").ray_runner() if executor == "ray" else None
+    result = train_timeframe(
+        ctx.engine,
+        ctx.config,
+        timeframe,
+        ctx.settings.models_dir,
+        symbols=symbols,
+        grid=grid,
+        seed=seed,
+        runner=runner,
+    )
+    registry = Registry.at_home(ctx.settings.home)
+    if registry.status(timeframe, result.model_id) is None:
+        registry.transition(
+            timeframe,
+            result.model_id,
+            "candidate",
+            actor="cli:train",
+            reason=f"grid winner {result.winner['cell']}",
+            artifact_path=result.path,
+        )
+    validation = result.metadata["metrics"]["validation"]
+    return {
+        "timeframe": timeframe,
+        "model_id": result.model_id,
+        "path": result.path,
+        "cell": result.winner["cell"],
+        "K": result.metadata["K"],
+        "d": result.metadata["d"],
+        "covariance": result.metadata["covariance_type"],
+        "val_loglik_per_bar": validation["loglik_per_bar"],
+        "val_bic": validation["bic"],
+        "status": registry.status(timeframe, result.model_id),
+    }
+
+
+def cmd_models(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from regimes.store import Registry
+
+    registry = Registry.at_home(ctx.settings.home)
+    current = registry.current(args.timeframe)
+    if current.empty:
+        say(f"models: the registry at {registry.root} is empty; run `regimes train`")
+    else:
+        say(format_table(current[["timeframe", "model_id", "status", "since", "reason"]]))
+    rows = json.loads(current.to_json(orient="records", date_format="iso")) if len(current) else []
+    return {"command": "models", "registry": registry.root, "models": rows}
+
+
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     from regimes.demo import run_demo
 
@@ -326,6 +447,8 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], dict[str, Any]]] = {
     "resample": cmd_resample,
     "features": cmd_features,
     "encode": cmd_encode,
+    "train": cmd_train,
+    "models": cmd_models,
     "demo": cmd_demo,
 }
 
@@ -486,6 +609,46 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument(
         "--encoder", choices=("pca", "window", "vae"), default="pca", help="encoder (default pca)"
     )
+
+    train = sub.add_parser(
+        "train",
+        help="train each timeframe's regime model: walk-forward grid, winner, artifact",
+        description="Per timeframe: a grid of encoder x d x K x covariance over walk-forward "
+        "folds (cells fan out on Ray), the winner by the documented selection rule refitted "
+        "and packaged into models/timeframe=TF/model_id=ID/ and registered as a candidate. "
+        "Runs as the Prefect flow 'train' (a local Prefect server is started when "
+        "PREFECT_API_URL is unset).",
+    )
+    train.add_argument(
+        "--timeframe",
+        "--timeframes",
+        nargs="+",
+        type=_timeframe,
+        help="timeframes (default: all five)",
+    )
+    train.add_argument("--symbols", nargs="+", help="the universe (default: all with features)")
+    train.add_argument(
+        "--grid",
+        help='JSON, e.g. \'{"K": [4, 6], "d": [6, 8], '
+        '"covariance": ["diag"], "encoder": ["pca"]}\' (default: pca, the lowest '
+        "d, K at the bottom, middle and top of the range)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="the one seed of the run (default 0)")
+    train.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="where grid cells run (default ray)",
+    )
+    train.add_argument(
+        "--orchestrator",
+        choices=("prefect", "direct"),
+        default="prefect",
+        help="run through the Prefect flow (default) or directly",
+    )
+
+    models = sub.add_parser("models", help="list the model registry (lifecycle per timeframe)")
+    models.add_argument("--timeframe", type=_timeframe, help="one timeframe only")
 
     demo = sub.add_parser(
         "demo",
