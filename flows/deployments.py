@@ -1,0 +1,64 @@
+"""Scheduled deployments of the ``train`` flow, one per timeframe, from the config's
+retrain cadence (1m weekly, 5m/15m monthly, 1h/1d quarterly by default).
+
+``build_deployments`` returns objects ``prefect.serve`` accepts; ``python -m
+regimes.flows.deployments --home DIR`` serves them (a long-running process that starts
+runs on schedule against the Prefect server at PREFECT_API_URL). ``infra/prefect.yaml``
+describes the same deployments for ``prefect deploy`` with a work pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+
+from regimes.config import PlatformConfig, load_config, resolve_settings
+from regimes.flows.train import train
+
+# Saturday 06:00 UTC for weekly runs (markets closed); the first day of the month or
+# quarter at 06:00 UTC otherwise. Bi-weekly has no cron: it is an interval.
+CADENCE_CRON = {
+    "weekly": "0 6 * * 6",
+    "monthly": "0 6 1 * *",
+    "quarterly": "0 6 1 1,4,7,10 *",
+}
+CADENCE_INTERVAL = {"biweekly": timedelta(days=14)}
+
+
+def schedule_for(cadence: str) -> dict:
+    if cadence in CADENCE_CRON:
+        return {"cron": CADENCE_CRON[cadence]}
+    return {"interval": CADENCE_INTERVAL[cadence]}
+
+
+def build_deployments(config: PlatformConfig, home: str, db_url: str, config_dir: str,
+                      seed: int = 0) -> list:
+    deployments = []
+    for timeframe, tf_config in config.timeframes.timeframes.items():
+        deployments.append(train.to_deployment(
+            name=f"train-{timeframe}",
+            parameters={"timeframes": [timeframe], "home": home, "db_url": db_url,
+                        "config_dir": config_dir, "seed": seed},
+            description=f"Retrain the {timeframe} regime model ({tf_config.retrain_cadence})",
+            tags=["regimes", "train", timeframe],
+            **schedule_for(tf_config.retrain_cadence),
+        ))
+    return deployments
+
+
+def main() -> None:  # pragma: no cover - a long-running server process
+    from prefect import serve
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--home")
+    parser.add_argument("--db-url")
+    parser.add_argument("--config-dir")
+    args = parser.parse_args()
+    settings = resolve_settings(args.home, args.db_url, args.config_dir)
+    config = load_config(settings.config_dir)
+    serve(*build_deployments(config, str(settings.home), settings.db_url,
+                             str(settings.config_dir)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

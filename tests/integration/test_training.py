@@ -1,0 +1,175 @@
+"""Training: reproducible artifacts, the Ray grid (survives a killed worker), the registry,
+the Prefect flow and its deployments, and the bad inputs of the train command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from regimes import db
+from regimes.artifacts import load_pickle, verify_artifact
+from regimes.config import load_config
+from regimes.errors import BadInputError
+from regimes.feature_store import plan_units, run_features
+from regimes.store import Registry
+from regimes.synth import SynthConfig, generate
+from regimes.training import expand_grid, train_timeframe
+from tests.conftest import REPO_ROOT
+from tests.integration.test_cli import last_json, run
+
+pytestmark = pytest.mark.integration
+CONFIG = load_config(REPO_ROOT / "config")
+GRID = {"K": [6], "covariance": ["diag"]}
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory):
+    """A home with 15m bars and features for 3 symbols x 30 days."""
+    from regimes.bars import resample_symbols
+
+    home = tmp_path_factory.mktemp("train")
+    engine = db.make_engine(f"sqlite:///{home / 'regimes.db'}")
+    db.create_schema(engine)
+    market = generate(SynthConfig(symbols=3, days=30, seed=5), CONFIG.timeframes.session)
+    db.upsert_bars(engine, market.bars)
+    resample_symbols(engine, CONFIG.timeframes.session, 0.2, timeframes=["15m"])
+    run_features(engine, CONFIG, plan_units(engine, ["15m"]))
+    yield home, engine
+    engine.dispose()
+
+
+def test_same_inputs_give_the_same_model_id_and_bit_identical_parameters(trained_home, tmp_path):
+    home, engine = trained_home
+    first = train_timeframe(engine, CONFIG, "15m", tmp_path / "a", grid=GRID, seed=7)
+    second = train_timeframe(engine, CONFIG, "15m", tmp_path / "b", grid=GRID, seed=7)
+    assert first.model_id == second.model_id
+    a, b = load_pickle(first.path, "hmm.pkl"), load_pickle(second.path, "hmm.pkl")
+    for name in ("startprob", "transmat", "means", "covars"):
+        np.testing.assert_array_equal(getattr(a.params_, name), getattr(b.params_, name))
+    assert verify_artifact(first.path)["files"] == verify_artifact(second.path)["files"]
+    other = train_timeframe(engine, CONFIG, "15m", tmp_path / "c", grid=GRID, seed=8)
+    assert other.model_id != first.model_id
+    # Written again into the same root: a no-op, not a second copy.
+    again = train_timeframe(engine, CONFIG, "15m", tmp_path / "a", grid=GRID, seed=7)
+    assert again.path == first.path
+    metadata = verify_artifact(first.path)
+    assert {"pipeline.pkl", "scaler.pkl", "encoder.pkl", "encoder.onnx", "hmm.pkl",
+            "feature_spec.yaml", "resolved_config.json"} == set(metadata["files"])
+    assert metadata["metrics"]["selection_rule"].startswith("Among grid cells")
+    assert metadata["ood_threshold"] < 0 and metadata["state_labels"]
+    assert metadata["versions"]["packages"]["hmmlearn"]
+
+
+def test_ray_grid_matches_serial_and_survives_a_killed_worker(trained_home, tmp_path, ray_local):
+    from regimes.jobs.training import ray_runner
+
+    home, engine = trained_home
+    grid = {"K": [6, 9], "covariance": ["diag"]}
+    serial = train_timeframe(engine, CONFIG, "15m", tmp_path / "serial", grid=grid, seed=3)
+    killed = []
+
+    def kill_one_grid_worker():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                        command = handle.read()
+                except OSError:
+                    continue
+                if command.startswith(b"ray::grid_task"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_grid_worker)
+    killer.start()
+    ticks = []
+    on_ray = train_timeframe(engine, CONFIG, "15m", tmp_path / "ray", grid=grid, seed=3,
+                             runner=ray_runner(progress=ticks.append))
+    killer.join()
+    assert killed, "no grid worker was seen to kill"
+    assert len(ticks) == 2 * 3 and on_ray.grid["error"].isna().all()
+    assert on_ray.model_id == serial.model_id
+
+
+def test_registry_records_lifecycle_transitions(tmp_path):
+    registry = Registry(str(tmp_path / "registry"))
+    registry.transition("1h", "m1", "candidate", actor="t", reason="trained")
+    registry.transition("1h", "m1", "production", actor="t", reason="promoted")
+    registry.transition("1h", "m2", "candidate", actor="t", reason="trained")
+    registry.transition("1h", "m2", "production", actor="t", reason="better")
+    current = registry.current("1h").set_index("model_id")["status"].to_dict()
+    assert current == {"m1": "retired", "m2": "production"}
+    assert registry.production("1h") == "m2"
+    with pytest.raises(BadInputError, match="m1 \\(1h\\) is retired: cannot become production"):
+        registry.transition("1h", "m1", "production", actor="t", reason="no")
+    with pytest.raises(BadInputError, match="not registered"):
+        registry.transition("1h", "m3", "shadow", actor="t", reason="no")
+    assert len(registry.history()) == 4  # one Delta commit per transition
+    assert list(registry.events()["to_status"]) == [
+        "candidate", "production", "candidate", "retired", "production"]
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"K": [3]}, r"K=3 outside the 15m range \[6, 12\]"),
+        ({"d": [20]}, r"d=20 outside the 15m range \[6, 16\]"),
+        ({"covariance": ["banded"]}, "covariance 'banded' not among"),
+        ({"encoder": ["lstm"]}, "encoder 'lstm'"),
+        ({"layers": [2]}, "unknown key"),
+    ],
+)
+def test_bad_grids_are_refused(grid, message):
+    with pytest.raises(BadInputError, match=message):
+        expand_grid(CONFIG, "15m", grid)
+
+
+def test_train_command_runs_the_prefect_flow_and_registers_a_candidate(trained_home):
+    home, _ = trained_home
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    out = last_json(run("train", "--timeframe", "15m", "--grid", '{"K": [6], "covariance": '
+                        '["diag"]}', "--executor", "local", home=home, env=env))
+    model = out["models"][0]
+    assert model["status"] == "candidate" and model["model_id"].startswith("15m-")
+    listed = last_json(run("models", home=home, env=env))
+    assert [m["model_id"] for m in listed["models"]] == [model["model_id"]]
+    assert (home / "prefect" / "server.log").exists()  # the CLI started its own server
+
+
+def test_train_mistakes_are_one_line_errors(trained_home):
+    home, _ = trained_home
+    bad_url = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    result = run("train", "--timeframe", "15m", "--grid", '{"K": [6]}', home=home, env=bad_url,
+                 check=False)
+    assert result.returncode == 2 and "PREFECT_API_URL=http://127.0.0.1:9/api does not answer" \
+        in result.stderr
+    result = run("train", "--timeframe", "1h", "--orchestrator", "direct", "--executor",
+                 "local", home=home, check=False)
+    assert result.returncode == 2 and "no 1h features stored" in result.stderr
+    result = run("train", "--grid", "{K: 6}", home=home, check=False)
+    assert result.returncode == 2 and "--grid: not valid JSON" in result.stderr
+
+
+def test_deployments_carry_the_retrain_cadence():
+    from regimes.flows.deployments import build_deployments
+
+    deployments = {d.name: d for d in build_deployments(CONFIG, "/h", "sqlite:///x.db", "/c")}
+    assert set(deployments) == {f"train-{tf}" for tf in ("1m", "5m", "15m", "1h", "1d")}
+
+    def cron(name):
+        return deployments[name].schedules[0].schedule.cron
+
+    assert cron("train-1m") == "0 6 * * 6"
+    assert cron("train-5m") == cron("train-15m") == "0 6 1 * *"
+    assert cron("train-1h") == cron("train-1d") == "0 6 1 1,4,7,10 *"
+    assert deployments["train-1h"].parameters["timeframes"] == ["1h"]
