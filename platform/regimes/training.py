@@ -1,16 +1,15 @@
-"""Fitting the regime model on state vectors (the first piece of plan phase 5).
+"""Training (plan phase 5): for one timeframe, a grid of encoder x d x K x covariance
+scored on walk-forward folds, the winner by an explicit rule, refitted, packaged into a
+verified artifact whose model_id derives from its inputs.
 
-:func:`fit_regimes_first_fold` runs one timeframe end to end on its first walk-forward
-fold: the state-vector pipeline on the training window, z_t for training and validation,
-the HMM's state count chosen by BIC on validation data, and readable state labels. The
-full training orchestrator (grid, folds, artifacts, registry) builds on it.
+:func:`evaluate_cell` is the unit of work the engines layer fans out (one per cell and
+fold); :func:`train_timeframe` runs the whole thing with any runner of those units.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,6 @@ from regimes.hmm.evaluation import mean_dwell
 from regimes.hmm.filtering import entropy, filter_sequences
 from regimes.hmm.labels import state_labels, state_statistics
 from regimes.hmm.model import RegimeHMM
-from regimes.hmm.selection import select_state_count
 from regimes.preprocessing import StateVectorPipeline, load_training_frame
 from regimes.splits import FitRange, check_fitted_before, walk_forward_splits
 
@@ -35,110 +33,6 @@ def z_sequences(z: pd.DataFrame, d: int) -> tuple[pd.DataFrame, np.ndarray, list
     z = z.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
     values = z[[f"z_{k:02d}" for k in range(d)]].to_numpy()
     return z, values, z.groupby("symbol", sort=False).size().tolist()
-
-
-@dataclass
-class RegimeFit:
-    timeframe: str
-    pipeline: StateVectorPipeline
-    hmm: RegimeHMM
-    selection_table: pd.DataFrame
-    labels: dict[int, str]
-    occupancy: dict[int, float]
-    mean_dwell: float
-    validation_loglik_per_bar: float
-    validation_entropy: float
-    hmm_fit_range: FitRange
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def fit_regimes_first_fold(
-    engine,
-    config: PlatformConfig,
-    timeframe: str,
-    encoder: str = "pca",
-    k_values: Sequence[int] | None = None,
-    covariance_type: str = "diag",
-    n_restarts: int = 2,
-    random_state: int = 0,
-) -> RegimeFit:
-    """Pipeline + HMM for one timeframe on its first fold (train fit, validation scored)."""
-    frame = load_training_frame(engine, config, timeframe)
-    fold = walk_forward_splits(frame["ts"], config.timeframes.preprocessing.splits)[0]
-    train = frame.loc[fold.mask(frame["ts"], "train")]
-    validation = frame.loc[fold.mask(frame["ts"], "validation")]
-    pipeline = StateVectorPipeline(config, timeframe, encoder).fit(train)
-    pipeline.check_fold(fold)
-    z_train, Z, lengths = z_sequences(pipeline.transform(train), pipeline.d)
-    z_val, Z_val, lengths_val = z_sequences(pipeline.transform(validation), pipeline.d)
-    if len(Z_val) == 0:
-        raise BadInputError(f"{timeframe}: no validation bars could be encoded")
-    low, high = config.timeframe(timeframe).k_range
-    ks = sorted(set(k_values)) if k_values else list(range(low, high + 1))
-    hmm, table = (
-        select_state_count(
-            Z,
-            lengths,
-            Z_val,
-            lengths_val,
-            (min(ks), max(ks)),
-            (covariance_type,),
-            expected_dwell=EXPECTED_DWELL[timeframe],
-            n_restarts=n_restarts,
-            random_state=random_state,
-        )
-        if k_values is None
-        else _select_from(
-            Z, lengths, Z_val, lengths_val, ks, covariance_type, timeframe, n_restarts, random_state
-        )
-    )
-    hmm_range = FitRange.of(z_train["ts"])
-    check_fitted_before("hmm", hmm_range, fold.val_start)
-    log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
-    states = log_alpha.argmax(axis=1)
-    stats_rows = z_val[["symbol", "ts"]].merge(validation, on=["symbol", "ts"], how="left")
-    stats = state_statistics(
-        states,
-        stats_rows["rv_15"].to_numpy() if "rv_15" in stats_rows else np.zeros(len(states)),
-        stats_rows["r5"].to_numpy() if "r5" in stats_rows else np.zeros(len(states)),
-        stats_rows["relvol_60"].to_numpy() if "relvol_60" in stats_rows else np.ones(len(states)),
-        hmm.K,
-    )
-    return RegimeFit(
-        timeframe=timeframe,
-        pipeline=pipeline,
-        hmm=hmm,
-        selection_table=table,
-        labels=state_labels(stats),
-        occupancy={int(k): float(v) for k, v in stats["occupancy"].items()},
-        mean_dwell=float(mean_dwell(states, lengths_val)),
-        validation_loglik_per_bar=float(loglik.mean()),
-        validation_entropy=float(entropy(log_alpha).mean()),
-        hmm_fit_range=hmm_range,
-    )
-
-
-def _select_from(
-    Z, lengths, Z_val, lengths_val, ks, covariance_type, timeframe, n_restarts, random_state
-):
-    best, rows = None, []
-    for K in ks:
-        model, table = select_state_count(
-            Z,
-            lengths,
-            Z_val,
-            lengths_val,
-            (K, K),
-            (covariance_type,),
-            expected_dwell=EXPECTED_DWELL[timeframe],
-            n_restarts=n_restarts,
-            random_state=random_state,
-        )
-        rows.append(table)
-        score = table["bic"].iloc[0] if "bic" in table else np.inf
-        if best is None or score < best[0]:
-            best = (score, model)
-    return best[1], pd.concat(rows, ignore_index=True)
 
 
 # =========================================================================== the grid
@@ -585,3 +479,53 @@ def _stable_pipeline(pipeline: StateVectorPipeline):
     clone = _stable(pipeline)
     clone.encoder_ = _stable(pipeline.encoder_)
     return clone
+
+
+# =========================================================================== evaluation
+
+TRUTH_LEVEL = {
+    "1m": "fast_regime",
+    "5m": "fast_regime",
+    "15m": "fast_regime",
+    "1h": "slow_regime",
+    "1d": "slow_regime",
+}
+TIMEFRAME_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "1d": 390}
+
+
+def accuracy_against_truth(engine, config: PlatformConfig, path, truth: pd.DataFrame) -> dict:
+    """Score a trained artifact against known regimes (synthetic data) on its last fold's
+    validation window: Hungarian-matched and purity accuracy of the filtered states, the
+    headline figure (Hungarian when K <= the true regime count, else purity) and chance
+    (the share of the most common true regime).
+
+    Only symbols present in ``truth`` are scored; returns an empty dict if none is.
+    """
+    from regimes.artifacts import load_pickle, verify_artifact
+    from regimes.hmm.evaluation import matched_accuracy, truth_for_bars
+
+    metadata = verify_artifact(path)
+    timeframe = metadata["timeframe"]
+    known = sorted(set(metadata["universe"]) & set(truth["symbol"].unique()))
+    if not known:
+        return {}
+    pipeline = load_pickle(path, "pipeline.pkl", metadata)
+    hmm = load_pickle(path, "hmm.pkl", metadata)
+    fold = metadata["metrics"]["folds"][-1]
+    frame = load_training_frame(engine, config, timeframe, known)
+    window = frame[
+        (frame["ts"] >= pd.Timestamp(fold["val_start"]))
+        & (frame["ts"] < pd.Timestamp(fold["val_end"]))
+    ]
+    z, Z, lengths = z_sequences(pipeline.transform(window), pipeline.d)
+    states = filter_sequences(Z, lengths, hmm.params_)[0].argmax(axis=1)
+    level = TRUTH_LEVEL[timeframe]
+    labels = truth_for_bars(truth, z["ts"], z["symbol"], TIMEFRAME_MINUTES[timeframe], level)
+    result = matched_accuracy(states, labels, hmm.K, int(truth[level].max()) + 1)
+    return {
+        "level": level,
+        "bars": int(len(states)),
+        "hungarian": result.hungarian,
+        "purity": result.purity,
+        "chance": 1.0 / (int(truth[level].max()) + 1),
+    }

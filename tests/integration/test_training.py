@@ -58,8 +58,15 @@ def test_same_inputs_give_the_same_model_id_and_bit_identical_parameters(trained
     again = train_timeframe(engine, CONFIG, "15m", tmp_path / "a", grid=GRID, seed=7)
     assert again.path == first.path
     metadata = verify_artifact(first.path)
-    assert {"pipeline.pkl", "scaler.pkl", "encoder.pkl", "encoder.onnx", "hmm.pkl",
-            "feature_spec.yaml", "resolved_config.json"} == set(metadata["files"])
+    assert {
+        "pipeline.pkl",
+        "scaler.pkl",
+        "encoder.pkl",
+        "encoder.onnx",
+        "hmm.pkl",
+        "feature_spec.yaml",
+        "resolved_config.json",
+    } == set(metadata["files"])
     assert metadata["metrics"]["selection_rule"].startswith("Among grid cells")
     assert metadata["ood_threshold"] < 0 and metadata["state_labels"]
     assert metadata["versions"]["packages"]["hmmlearn"]
@@ -93,8 +100,15 @@ def test_ray_grid_matches_serial_and_survives_a_killed_worker(trained_home, tmp_
     killer = threading.Thread(target=kill_one_grid_worker)
     killer.start()
     ticks = []
-    on_ray = train_timeframe(engine, CONFIG, "15m", tmp_path / "ray", grid=grid, seed=3,
-                             runner=ray_runner(progress=ticks.append))
+    on_ray = train_timeframe(
+        engine,
+        CONFIG,
+        "15m",
+        tmp_path / "ray",
+        grid=grid,
+        seed=3,
+        runner=ray_runner(progress=ticks.append),
+    )
     killer.join()
     assert killed, "no grid worker was seen to kill"
     assert len(ticks) == 2 * 3 and on_ray.grid["error"].isna().all()
@@ -116,7 +130,12 @@ def test_registry_records_lifecycle_transitions(tmp_path):
         registry.transition("1h", "m3", "shadow", actor="t", reason="no")
     assert len(registry.history()) == 4  # one Delta commit per transition
     assert list(registry.events()["to_status"]) == [
-        "candidate", "production", "candidate", "retired", "production"]
+        "candidate",
+        "production",
+        "candidate",
+        "retired",
+        "production",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -137,8 +156,19 @@ def test_bad_grids_are_refused(grid, message):
 def test_train_command_runs_the_prefect_flow_and_registers_a_candidate(trained_home):
     home, _ = trained_home
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    out = last_json(run("train", "--timeframe", "15m", "--grid", '{"K": [6], "covariance": '
-                        '["diag"]}', "--executor", "local", home=home, env=env))
+    out = last_json(
+        run(
+            "train",
+            "--timeframe",
+            "15m",
+            "--grid",
+            '{"K": [6], "covariance": ["diag"]}',
+            "--executor",
+            "local",
+            home=home,
+            env=env,
+        )
+    )
     model = out["models"][0]
     assert model["status"] == "candidate" and model["model_id"].startswith("15m-")
     listed = last_json(run("models", home=home, env=env))
@@ -149,12 +179,24 @@ def test_train_command_runs_the_prefect_flow_and_registers_a_candidate(trained_h
 def test_train_mistakes_are_one_line_errors(trained_home):
     home, _ = trained_home
     bad_url = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
-    result = run("train", "--timeframe", "15m", "--grid", '{"K": [6]}', home=home, env=bad_url,
-                 check=False)
-    assert result.returncode == 2 and "PREFECT_API_URL=http://127.0.0.1:9/api does not answer" \
-        in result.stderr
-    result = run("train", "--timeframe", "1h", "--orchestrator", "direct", "--executor",
-                 "local", home=home, check=False)
+    result = run(
+        "train", "--timeframe", "15m", "--grid", '{"K": [6]}', home=home, env=bad_url, check=False
+    )
+    assert (
+        result.returncode == 2
+        and "PREFECT_API_URL=http://127.0.0.1:9/api does not answer" in result.stderr
+    )
+    result = run(
+        "train",
+        "--timeframe",
+        "1h",
+        "--orchestrator",
+        "direct",
+        "--executor",
+        "local",
+        home=home,
+        check=False,
+    )
     assert result.returncode == 2 and "no 1h features stored" in result.stderr
     result = run("train", "--grid", "{K: 6}", home=home, check=False)
     assert result.returncode == 2 and "--grid: not valid JSON" in result.stderr

@@ -260,5 +260,7 @@ def test_duplicate_state_labels_are_numbered_all_of_them():
     same = np.ones(300)
     labels = state_labels(state_statistics(states, same, np.zeros(300), same, K=3))
     assert sorted(labels.values()) == [
-        "low-vol flat, light volume #1", "low-vol flat, light volume #2",
-        "low-vol flat, light volume #3"]
+        "low-vol flat, light volume #1",
+        "low-vol flat, light volume #2",
+        "low-vol flat, light volume #3",
+    ]

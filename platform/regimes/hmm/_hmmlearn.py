@@ -66,7 +66,11 @@ def fit_gaussian_hmm(
         transmat=np.asarray(model.transmat_, dtype=float),
         means=np.asarray(model.means_, dtype=float),
         covars=np.asarray(model._covars_, dtype=float),
-        converged=bool(model.monitor_.converged),
+        # hmmlearn counts stopping at n_iter as converged; only a small last change is.
+        converged=bool(
+            len(model.monitor_.history) >= 2
+            and abs(model.monitor_.history[-1] - model.monitor_.history[-2]) < tol
+        ),
         iterations=int(model.monitor_.iter),
     )
 

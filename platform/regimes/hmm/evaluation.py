@@ -12,7 +12,10 @@ compared:
   that splits a true regime into several states; it can only grow with K, so it is
   reported next to ``hungarian`` and is the fair figure only when K_pred > K_true.
 
-With K_pred <= K_true both are reported too; ``hungarian`` is then the headline figure.
+With K_pred <= K_true both are reported too; ``hungarian`` is then the headline figure
+(:func:`headline_accuracy`). :func:`recovery_report` puts the figures of one model
+together: filtered and Viterbi states, an optional static baseline (e.g. k-means on the
+same z), the no-information rate and the dwell times.
 
 Dwell times are counted on runs of equal consecutive labels. The first and last run of
 every sequence are censored (their true start or end lies outside the data) and are
@@ -141,6 +144,111 @@ def matched_accuracy(
         int(state): int(majority[state]) for state in np.flatnonzero(counts.sum(axis=1))
     }
     return MatchedAccuracy(hungarian, purity, mapping, purity_mapping, counts)
+
+
+def headline_accuracy(result: MatchedAccuracy) -> float:
+    """``hungarian`` when K_pred <= K_true, ``purity`` when the model has more states."""
+    K_pred, K_true = result.confusion.shape
+    return result.hungarian if K_pred <= K_true else result.purity
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """How well decoded states recover known regimes on held-out bars.
+
+    Attributes
+    ----------
+    K, K_true : int
+        States of the model and regimes of the truth.
+    filtered, viterbi : MatchedAccuracy
+        Argmax of the filtered posterior (causal, what the live path sees) and the
+        Viterbi path (uses the whole sequence).
+    baseline : MatchedAccuracy or None
+        A static clustering of the same z (no temporal model), when given.
+    chance : float
+        The no-information rate: the share of the most common true regime, and never
+        less than 1 / K_true.
+    dwell_filtered, dwell_viterbi, dwell_true : float
+        Mean uncensored run lengths in bars (:func:`mean_dwell`).
+    """
+
+    K: int
+    K_true: int
+    filtered: MatchedAccuracy
+    viterbi: MatchedAccuracy
+    baseline: MatchedAccuracy | None
+    chance: float
+    dwell_filtered: float
+    dwell_viterbi: float
+    dwell_true: float
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """Headline figures, flat (for printing, tables and metrics)."""
+        return {
+            "K": self.K,
+            "K_true": self.K_true,
+            "accuracy_filtered": headline_accuracy(self.filtered),
+            "accuracy_viterbi": headline_accuracy(self.viterbi),
+            "accuracy_baseline": (
+                None if self.baseline is None else headline_accuracy(self.baseline)
+            ),
+            "hungarian_filtered": self.filtered.hungarian,
+            "purity_filtered": self.filtered.purity,
+            "hungarian_viterbi": self.viterbi.hungarian,
+            "purity_viterbi": self.viterbi.purity,
+            "chance": self.chance,
+            "dwell_filtered": self.dwell_filtered,
+            "dwell_viterbi": self.dwell_viterbi,
+            "dwell_true": self.dwell_true,
+        }
+
+
+def recovery_report(
+    truth,
+    filtered,
+    viterbi,
+    lengths: Sequence[int] | None,
+    K: int,
+    K_true: int,
+    baseline=None,
+) -> RecoveryReport:
+    """Matched accuracies, the no-information rate and dwell times of decoded states.
+
+    Parameters
+    ----------
+    truth : array-like of int, shape (n,)
+        True regime of every held-out bar (e.g. from :func:`truth_for_bars`).
+    filtered, viterbi : array-like of int, shape (n,)
+        Decoded states of the same bars.
+    lengths : sequence of int or None
+        Bars per sequence (symbol), for the dwell times.
+    K, K_true : int
+        Model states and truth regimes.
+    baseline : array-like of int, shape (n,), optional
+        States of a static clustering of the same bars, with K clusters.
+
+    Examples
+    --------
+    >>> truth = [0, 0, 0, 1, 1, 1, 0, 0]
+    >>> report = recovery_report(truth, [1, 1, 0, 0, 0, 0, 1, 1], truth, None, 2, 2)
+    >>> report.as_dict()["accuracy_filtered"], report.as_dict()["accuracy_viterbi"]
+    (0.875, 1.0)
+    """
+    truth = _labels(truth, "truth")
+    if len(truth) == 0:
+        raise BadInputError("recovery report: no bars to compare")
+    shares = np.bincount(truth, minlength=K_true) / len(truth)
+    return RecoveryReport(
+        K=int(K),
+        K_true=int(K_true),
+        filtered=matched_accuracy(filtered, truth, K, K_true),
+        viterbi=matched_accuracy(viterbi, truth, K, K_true),
+        baseline=None if baseline is None else matched_accuracy(baseline, truth, K, K_true),
+        chance=float(max(shares.max(), 1.0 / K_true)),
+        dwell_filtered=mean_dwell(filtered, lengths),
+        dwell_viterbi=mean_dwell(viterbi, lengths),
+        dwell_true=mean_dwell(truth, lengths),
+    )
 
 
 def _sequence_bounds(n: int, lengths: Sequence[int] | None) -> np.ndarray:

@@ -75,8 +75,13 @@ class GaussianHMMParams:
         with np.errstate(divide="ignore"):
             object.__setattr__(self, "log_startprob", np.log(startprob))
             object.__setattr__(self, "log_transmat", np.log(transmat))
-        # y = L^{-1} (z - mu): stacked as (K, d, d) transposed for a batched matmul.
-        object.__setattr__(self, "whiten", np.ascontiguousarray(np.transpose(inverse, (0, 2, 1))))
+        # y_k = L_k^{-1} (z - mu_k) for all k at once: z @ stacked_whiten - stacked_offset.
+        stacked = np.transpose(inverse, (2, 0, 1)).reshape(d, K * d)
+        offset = np.einsum("kij,kj->ki", inverse, means).reshape(1, K * d)
+        # The last row multiplies the constant 1 appended to z: it subtracts W mu.
+        object.__setattr__(
+            self, "stacked_whiten", np.ascontiguousarray(np.vstack([stacked, -offset]))
+        )
         object.__setattr__(self, "log_norm", -0.5 * (d * LOG_2PI + logdet))
 
     @property
@@ -89,28 +94,42 @@ class GaussianHMMParams:
 
 
 def emission_logpdf(Z: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
-    """log N(z_n | mu_k, Sigma_k) for every row and state: (N, K)."""
+    """log N(z_n | mu_k, Sigma_k) for every row and state: (N, K).
+
+    All K whitenings in one matrix product: y = [z, 1] [W^T; -(W mu)^T] with W the stacked
+    inverse Cholesky factors (K*d x d), then the squared norms per state.
+    """
     Z = np.asarray(Z, dtype=np.float64)
     if Z.ndim != 2 or Z.shape[1] != params.d:
         raise BadInputError(f"emission: expected z of shape (N, {params.d}), got {Z.shape}")
-    diff = Z[None, :, :] - params.means[:, None, :]  # (K, N, d)
-    whitened = np.matmul(diff, params.whiten)  # (K, N, d)
-    quad = np.einsum("knd,knd->nk", whitened, whitened)
-    return params.log_norm[None, :] - 0.5 * quad
+    augmented = np.empty((len(Z), params.d + 1))
+    augmented[:, :-1] = Z
+    augmented[:, -1] = 1.0
+    whitened = augmented @ params.stacked_whiten  # (N, K*d): z W^T - W mu in one product
+    np.square(whitened, out=whitened)
+    quad = np.einsum("nkd->nk", whitened.reshape(len(Z), params.K, params.d))
+    quad *= -0.5
+    quad += params.log_norm
+    return quad
 
 
 def _logsumexp_rows(values: np.ndarray) -> np.ndarray:
-    peak = values.max(axis=1, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
+    peak = values.max(axis=1)
+    peak[~np.isfinite(peak)] = 0.0
     with np.errstate(divide="ignore"):
-        return (np.log(np.exp(values - peak).sum(axis=1, keepdims=True)) + peak)[:, 0]
+        return np.log(np.exp(values - peak[:, None]).sum(axis=1)) + peak
 
 
 def predict_log(log_alpha: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
-    """log p(s_t = k | z_1..t-1) from log alpha_{t-1}: (N, K)."""
-    peak = log_alpha.max(axis=1, keepdims=True)
+    """log p(s_t = k | z_1..t-1) from a *normalised* log alpha_{t-1}: (N, K).
+
+    A normalised posterior's largest entry is at least 1/K, so exp() needs no shift:
+    entries that underflow to 0 are below 1e-308 of the total.
+    """
     with np.errstate(divide="ignore"):
-        return np.log(np.exp(log_alpha - peak) @ params.transmat) + peak
+        predicted = np.exp(log_alpha) @ params.transmat
+        np.log(predicted, out=predicted)
+    return predicted
 
 
 def filter_step(
@@ -124,19 +143,29 @@ def filter_step(
     ``log_alpha_prev`` is None (or a row of NaN) for a symbol's first bar: the prior is
     then the start distribution.
     """
-    log_b = emission_logpdf(Z, params) if log_emission is None else log_emission
+    log_b = emission_logpdf(Z, params) if log_emission is None else log_emission.copy()
     N = log_b.shape[0]
     if log_alpha_prev is None:
-        log_pred = np.broadcast_to(params.log_startprob, (N, params.K))
+        log_b += params.log_startprob
     else:
         log_alpha_prev = np.asarray(log_alpha_prev, dtype=np.float64)
-        first = np.isnan(log_alpha_prev).any(axis=1)
-        log_pred = predict_log(np.where(first[:, None], 0.0, log_alpha_prev), params)
+        first = np.isnan(log_alpha_prev[:, 0])
         if first.any():
+            log_alpha_prev = log_alpha_prev.copy()
+            log_alpha_prev[first] = 0.0
+            log_pred = predict_log(log_alpha_prev, params)
             log_pred[first] = params.log_startprob
-    joint = log_pred + log_b
-    loglik = _logsumexp_rows(joint)
-    return joint - loglik[:, None], loglik
+        else:
+            log_pred = predict_log(log_alpha_prev, params)
+        log_b += log_pred
+    # Normalise: log alpha_t = joint - logsumexp(joint), with the max shifted out.
+    peak = log_b.max(axis=1)
+    peak[~np.isfinite(peak)] = 0.0
+    log_b -= peak[:, None]
+    with np.errstate(divide="ignore"):
+        log_total = np.log(np.exp(log_b).sum(axis=1))
+    log_b -= log_total[:, None]
+    return log_b, (log_total + peak)[:N]
 
 
 def filter_sequence(

@@ -4,8 +4,9 @@
   validation log-likelihood;
 * a sticky transition matrix (4.5): diagonal 1 - 1/expected_dwell, and optionally a
   Dirichlet prior pulling Baum-Welch toward it;
-* covariance regularisation (4.3): diagonal loading during fitting (``min_covar``) and an
-  eigenvalue floor after it, for full, diag, tied or spherical covariances. A fit never
+* covariance regularisation (4.3): diagonal loading of the initial covariances,
+  hmmlearn's covariance prior in the M-step, and an eigenvalue floor after fitting, for
+  full, diag, tied or spherical covariances. A fit never
   ends with NaN parameters or a covariance that is not positive definite: degenerate data
   is either fitted with regularisation or refused with a clear error.
 
@@ -84,7 +85,9 @@ class RegimeHMM(BaseEstimator):
         Strength (pseudo-counts per row) of a Dirichlet prior toward the sticky matrix;
         0 means none.
     diag_loading : float
-        Added to every variance during Baum-Welch (hmmlearn's ``min_covar``).
+        Added to every variance of the initial covariances (and passed to hmmlearn as
+        ``min_covar``, which hmmlearn applies only when it initialises covariances
+        itself); during Baum-Welch hmmlearn's covariance prior regularises the M-step.
     eig_floor : float
         Smallest eigenvalue a fitted covariance keeps.
     n_restarts : int

@@ -1,0 +1,211 @@
+"""Regime recovery on the synthetic market: the HMM's decoded states against the known
+regimes, on bars held out in time, next to k-means on the same z.
+
+Each case fits the state-vector pipeline (pca encoder) and the HMM on fold 0's training
+window, then decodes everything from the validation start onwards: the argmax of the
+filtered posterior (causal, the live path) and the Viterbi path. The 5m models are
+scored against the fast regimes (minutes to hours), the 1h models against the slow
+ones (days to weeks); see :mod:`regimes.synth`.
+
+What was found while building these tests (figures: ``pytest -s``, BENCHMARKS.md):
+
+* Features decide what a timeframe's HMM finds. With every feature, the 5m HMM tracks
+  the *slow* regimes (purity 0.6-0.8 against the slow truth, depending on K): the
+  long-window volatility and return features carry most of the variance and are the
+  most persistent structure. The 1h HMM on every feature is no better than k-means
+  (about 0.5 for 3 regimes). The cases below therefore down-select: fast-reacting
+  features (bar shape, short returns, volume and range relative to their recent level)
+  at 5m, volatility and volume features at 1h.
+* Baum-Welch moves away from the truth: started from the true parameters it ends at a
+  higher likelihood and a lower accuracy (1h: 0.81 -> 0.72). The Gaussian emissions are
+  misspecified (heavy tails, the other regime level's volatility, intraday seasonality),
+  so the states are the likelihood's, not the generator's.
+* Spherical covariances beat diag, full and tied here: a state with its own full or diag
+  variance absorbs the outliers of the others. ``diag_loading`` changes nothing: it becomes
+  hmmlearn's ``min_covar``, which hmmlearn 0.3 reads only when it initialises the
+  covariances itself (``RegimeHMM`` does not let it).
+* Over synthetic seeds 11-15, the Viterbi path beat k-means in every seed for 1h K=3 and
+  5m K=6, the filtered states in 4 and 3 of 5, by 0.01-0.05. With K equal to the 4 fast
+  regimes the 5m filtered states stay below k-means in every seed (strict xfail below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
+
+from regimes.config import PlatformConfig
+from regimes.hmm.evaluation import RecoveryReport, recovery_report, truth_for_bars
+from regimes.hmm.filtering import filter_sequences, viterbi_sequences
+from regimes.hmm.model import RegimeHMM
+from regimes.preprocessing import StateVectorPipeline
+from regimes.splits import walk_forward_splits
+from tests.model.conftest import CONFIG, feature_frame
+
+pytestmark = pytest.mark.model
+
+MARGIN = 0.10
+"""Accuracy must beat the no-information rate by this much."""
+FAST_FEATURES = ("clv", "r5", "dist_vwap_60", "stoch_k", "vol_z_60", "range_1", "range_z_60")
+SLOW_FEATURES = (
+    "vol_of_vol",
+    "vol_z_60",
+    "relvol_60",
+    "range_1",
+    "rv_15",
+    "rv_60",
+    "range_z_60",
+    "bb_width",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    timeframe: str
+    minutes: int
+    level: str
+    K: int
+    expected_dwell: float
+    """Bars: the fast regimes last about 40 minutes, the slow ones about 5 sessions."""
+    features: tuple[str, ...] | None
+    """None: every feature the timeframe's configuration selects."""
+    beats_kmeans: bool = True
+    covariance_type: str = "spherical"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    case: Case
+    report: RecoveryReport
+    train_bars: int
+    held_out_bars: int
+    d: int
+    features: list[str]
+
+    def describe(self) -> str:
+        figures = self.report.as_dict()
+        return (
+            f"{self.case.name}: {self.train_bars} train / {self.held_out_bars} held-out bars, "
+            f"d={self.d}, features {self.features}\n"
+            f"  accuracy filtered {figures['accuracy_filtered']:.3f} "
+            f"(hungarian {figures['hungarian_filtered']:.3f}, purity "
+            f"{figures['purity_filtered']:.3f}), Viterbi {figures['accuracy_viterbi']:.3f} "
+            f"(hungarian {figures['hungarian_viterbi']:.3f}, purity "
+            f"{figures['purity_viterbi']:.3f}), k-means {figures['accuracy_baseline']:.3f}, "
+            f"chance {figures['chance']:.3f}\n"
+            f"  mean dwell (bars) filtered {figures['dwell_filtered']:.1f}, Viterbi "
+            f"{figures['dwell_viterbi']:.1f}, true {figures['dwell_true']:.1f}"
+        )
+
+
+CASES = (
+    Case("5m-fast-K4", "5m", 5, "fast_regime", 4, 8.0, FAST_FEATURES, beats_kmeans=False),
+    Case("5m-fast-K6", "5m", 5, "fast_regime", 6, 8.0, FAST_FEATURES),
+    Case("1h-slow-K3", "1h", 60, "slow_regime", 3, 30.0, SLOW_FEATURES),
+)
+
+
+@pytest.fixture(scope="module")
+def market_1h():
+    # Slow regimes last about 5 sessions (35 bars of 1h): 120 sessions give each symbol
+    # about 24 of them, half of them held out.
+    return feature_frame(symbols=4, days=120, seed=11, timeframe="1h")
+
+
+def config_with_features(timeframe: str, names) -> PlatformConfig:
+    """CONFIG with the timeframe's features down-selected to ``names`` (None: as is)."""
+    if names is None:
+        return CONFIG
+    timeframes = CONFIG.timeframes.model_copy(deep=True)
+    timeframes.timeframes[timeframe] = timeframes.timeframes[timeframe].model_copy(
+        update={"features": list(names), "feature_budget": len(names)}
+    )
+    return PlatformConfig(CONFIG.features, timeframes, CONFIG.source_dir)
+
+
+def sequence_lengths(z: pd.DataFrame) -> np.ndarray:
+    """Rows per symbol of a frame sorted by symbol, then ts."""
+    symbols = z["symbol"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
+    return np.diff(np.r_[starts, len(symbols)])
+
+
+def recover(frame: pd.DataFrame, market, case: Case) -> Recovery:
+    """Fit on fold 0's training window; decode and score everything after it."""
+    fold = walk_forward_splits(frame["ts"], CONFIG.timeframes.preprocessing.splits)[0]
+    train = frame.loc[fold.mask(frame["ts"], "train")]
+    held_out = frame.loc[frame["ts"] >= fold.val_start]
+    config = config_with_features(case.timeframe, case.features)
+    pipeline = StateVectorPipeline(config, case.timeframe, "pca", latent_dim=6).fit(train)
+    pipeline.check_fold(fold)
+    z_train, z_held_out = pipeline.transform(train), pipeline.transform(held_out)
+    columns = [f"z_{k:02d}" for k in range(pipeline.d)]
+    Z, Z_held_out = z_train[columns].to_numpy(), z_held_out[columns].to_numpy()
+    lengths, lengths_held_out = sequence_lengths(z_train), sequence_lengths(z_held_out)
+    truth = truth_for_bars(
+        market.truth, z_held_out["ts"], z_held_out["symbol"], case.minutes, case.level
+    )
+    K_true = int(market.truth[case.level].max()) + 1
+    # One thread: on the shared 2-core machines, OpenMP k-means threads spinning against
+    # other processes turned 1 s fits into 10-20 s ones.
+    with threadpool_limits(limits=1):
+        model = RegimeHMM(
+            n_states=case.K,
+            covariance_type=case.covariance_type,
+            expected_dwell=case.expected_dwell,
+            n_restarts=3,
+            random_state=0,
+        ).fit(Z, lengths)
+        filtered = filter_sequences(Z_held_out, lengths_held_out, model.params_)[0]
+        viterbi = viterbi_sequences(Z_held_out, lengths_held_out, model.params_)
+        kmeans = KMeans(n_clusters=case.K, n_init=10, random_state=0).fit(Z)
+        baseline = kmeans.predict(Z_held_out)
+    report = recovery_report(
+        truth, filtered.argmax(axis=1), viterbi, lengths_held_out, case.K, K_true, baseline
+    )
+    return Recovery(case, report, len(Z), len(Z_held_out), pipeline.d, pipeline.features_)
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda case: case.name)
+def recovered(request, market_5m, market_1h) -> tuple[Case, RecoveryReport]:
+    case = request.param
+    frame, market = market_5m if case.timeframe == "5m" else market_1h
+    recovery = recover(frame, market, case)
+    print("\n" + recovery.describe())
+    return case, recovery.report
+
+
+def test_decoded_states_recover_the_regimes_well_above_chance(recovered):
+    case, report = recovered
+    figures = report.as_dict()
+    bar = figures["chance"] + MARGIN
+    assert figures["accuracy_filtered"] >= bar, f"{case.name}: filtered {figures}"
+    assert figures["accuracy_viterbi"] >= bar, f"{case.name}: Viterbi {figures}"
+
+
+def test_decoded_dwell_is_within_a_factor_two_of_the_true_dwell(recovered):
+    case, report = recovered
+    ratio = report.dwell_viterbi / report.dwell_true
+    assert 0.5 <= ratio <= 2.0, f"{case.name}: Viterbi dwell / true dwell = {ratio:.2f}"
+
+
+def test_the_temporal_model_beats_kmeans_on_the_same_z(request, recovered):
+    case, report = recovered
+    if not case.beats_kmeans:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="with K = the 4 fast regimes, the 5m filtered states stay "
+                "0.01-0.02 below k-means in every seed tried (11-15), Viterbi in 4 of 5: "
+                "Baum-Welch trades the regimes for likelihood (see the module docstring)",
+            )
+        )
+    figures = report.as_dict()
+    assert figures["accuracy_filtered"] > figures["accuracy_baseline"], figures
+    assert figures["accuracy_viterbi"] > figures["accuracy_baseline"], figures
