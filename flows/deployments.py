@@ -31,18 +31,26 @@ def schedule_for(cadence: str) -> dict:
     return {"interval": CADENCE_INTERVAL[cadence]}
 
 
-def build_deployments(config: PlatformConfig, home: str, db_url: str, config_dir: str,
-                      seed: int = 0) -> list:
+def build_deployments(
+    config: PlatformConfig, home: str, db_url: str, config_dir: str, seed: int = 0
+) -> list:
     deployments = []
     for timeframe, tf_config in config.timeframes.timeframes.items():
-        deployments.append(train.to_deployment(
-            name=f"train-{timeframe}",
-            parameters={"timeframes": [timeframe], "home": home, "db_url": db_url,
-                        "config_dir": config_dir, "seed": seed},
-            description=f"Retrain the {timeframe} regime model ({tf_config.retrain_cadence})",
-            tags=["regimes", "train", timeframe],
-            **schedule_for(tf_config.retrain_cadence),
-        ))
+        deployments.append(
+            train.to_deployment(
+                name=f"train-{timeframe}",
+                parameters={
+                    "timeframes": [timeframe],
+                    "home": home,
+                    "db_url": db_url,
+                    "config_dir": config_dir,
+                    "seed": seed,
+                },
+                description=f"Retrain the {timeframe} regime model ({tf_config.retrain_cadence})",
+                tags=["regimes", "train", timeframe],
+                **schedule_for(tf_config.retrain_cadence),
+            )
+        )
     return deployments
 
 
@@ -56,8 +64,7 @@ def main() -> None:  # pragma: no cover - a long-running server process
     args = parser.parse_args()
     settings = resolve_settings(args.home, args.db_url, args.config_dir)
     config = load_config(settings.config_dir)
-    serve(*build_deployments(config, str(settings.home), settings.db_url,
-                             str(settings.config_dir)))
+    serve(*build_deployments(config, str(settings.home), settings.db_url, str(settings.config_dir)))
 
 
 if __name__ == "__main__":  # pragma: no cover

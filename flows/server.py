@@ -75,9 +75,23 @@ def ensure_prefect_server(home: str | Path, timeout: float = 90.0) -> PrefectSer
     env = {**os.environ, **QUIET, "PREFECT_HOME": str(prefect_home)}
     log = open(prefect_home / "server.log", "ab")  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--no-ui", "--analytics-off"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-ui",
+            "--analytics-off",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,10 +8,10 @@ from prefect import flow, get_run_logger, task
 from regimes import db
 from regimes.config import load_config, resolve_settings
 from regimes.store import Registry
-from regimes.training import train_timeframe
+from regimes.training import scope_units, train_timeframe
 
 
-@task(retries=1, retry_delay_seconds=5, task_run_name="train-{timeframe}")
+@task(retries=1, retry_delay_seconds=5, task_run_name="train-{timeframe}-{symbols}")
 def train_one(
     timeframe: str,
     home: str,
@@ -33,16 +33,26 @@ def train_one(
         runner = ray_runner()
     try:
         result = train_timeframe(
-            engine, config, timeframe, settings.models_dir, symbols=symbols, grid=grid,
-            seed=seed, runner=runner,
+            engine,
+            config,
+            timeframe,
+            settings.models_dir,
+            symbols=symbols,
+            grid=grid,
+            seed=seed,
+            runner=runner,
         )
     finally:
         engine.dispose()
     registry = Registry.at_home(settings.home)
     if registry.status(timeframe, result.model_id) is None:
         registry.transition(
-            timeframe, result.model_id, "candidate", actor="flow:train",
-            reason=f"grid winner {result.winner['cell']}", artifact_path=result.path,
+            timeframe,
+            result.model_id,
+            "candidate",
+            actor="flow:train",
+            reason=f"grid winner {result.winner['cell']}",
+            artifact_path=result.path,
         )
     logger.info("%s: %s (%s) -> %s", timeframe, result.model_id, result.winner["cell"], result.path)
     validation = result.metadata["metrics"]["validation"]
@@ -70,9 +80,16 @@ def train(
     grid: dict | None = None,
     seed: int = 0,
     executor: str = "ray",
+    scope: str = "pooled",
 ) -> list[dict]:
-    """Train each timeframe in turn (each one's grid fans out on Ray)."""
+    """Train each timeframe (and, with scope "symbol", each symbol) in turn; each unit's
+    grid fans out on Ray."""
+    engine = db.make_engine(resolve_settings(home, db_url, config_dir).db_url)
+    try:
+        units = scope_units(engine, timeframes, symbols, scope)
+    finally:
+        engine.dispose()
     return [
-        train_one(tf, home, db_url, config_dir, symbols, grid, seed, executor)
-        for tf in timeframes
+        train_one(tf, home, db_url, config_dir, unit_symbols, grid, seed, executor)
+        for tf, unit_symbols in units
     ]

@@ -346,15 +346,23 @@ def cmd_train(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         executor=args.executor,
     )
+    from regimes.training import scope_units
+
+    units = scope_units(ctx.engine, timeframes, args.symbols, args.scope)
     if args.orchestrator == "prefect":
         server = engine_layer("regimes.flows.server").ensure_prefect_server(ctx.settings.home)
         say(f"train: Prefect flow 'train' on {server.api_url}, grid on {args.executor}")
         try:
-            results = engine_layer("regimes.flows.train").train(timeframes=timeframes, **common)
+            results = engine_layer("regimes.flows.train").train(
+                timeframes=timeframes, scope=args.scope, **common
+            )
         finally:
             server.stop()
     else:
-        results = [_train_direct(ctx, tf, **common) for tf in timeframes]
+        results = [
+            _train_direct(ctx, tf, **{**common, "symbols": unit_symbols})
+            for tf, unit_symbols in units
+        ]
     elapsed = time.perf_counter() - started
     import pandas as pd
 
@@ -634,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
         "d, K at the bottom, middle and top of the range)",
     )
     train.add_argument("--seed", type=int, default=0, help="the one seed of the run (default 0)")
+    train.add_argument(
+        "--scope",
+        choices=("pooled", "symbol"),
+        default="pooled",
+        help="one model per timeframe over all symbols (default) or one per (timeframe, symbol)",
+    )
     train.add_argument(
         "--executor",
         choices=("ray", "local"),

@@ -529,3 +529,29 @@ def accuracy_against_truth(engine, config: PlatformConfig, path, truth: pd.DataF
         "purity": result.purity,
         "chance": 1.0 / (int(truth[level].max()) + 1),
     }
+
+
+SCOPES = frozenset({"pooled", "symbol"})
+
+
+def scope_units(
+    engine, timeframes: Sequence[str], symbols: Sequence[str] | None, scope: str
+) -> list[tuple[str, list[str] | None]]:
+    """What gets a model: one pooled model per timeframe (``pooled``, the default) over
+    ``symbols`` (all with features when None), or one model per (timeframe, symbol)."""
+    from regimes import db
+
+    if scope not in SCOPES:
+        raise BadInputError(f"scope: expected one of {sorted(SCOPES)}, got {scope!r}")
+    if scope == "pooled":
+        return [(timeframe, list(symbols) if symbols else None) for timeframe in timeframes]
+    stored = db.features_summary(engine)
+    units = []
+    for timeframe in timeframes:
+        available = sorted(stored.loc[stored["timeframe"] == timeframe, "symbol"])
+        chosen = list(symbols) if symbols else available
+        missing = [s for s in chosen if s not in available]
+        if missing:
+            raise BadInputError(f"scope symbol: no {timeframe} features for {missing}")
+        units.extend((timeframe, [symbol]) for symbol in chosen)
+    return units

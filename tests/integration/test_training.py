@@ -215,3 +215,20 @@ def test_deployments_carry_the_retrain_cadence():
     assert cron("train-5m") == cron("train-15m") == "0 6 1 * *"
     assert cron("train-1h") == cron("train-1d") == "0 6 1 1,4,7,10 *"
     assert deployments["train-1h"].parameters["timeframes"] == ["1h"]
+
+
+def test_scope_symbol_trains_one_model_per_symbol(trained_home):
+    from regimes.training import scope_units
+
+    home, engine = trained_home
+    units = scope_units(engine, ["15m"], None, "symbol")
+    assert units == [("15m", ["SYN000"]), ("15m", ["SYN001"]), ("15m", ["SYN002"])]
+    assert scope_units(engine, ["15m"], None, "pooled") == [("15m", None)]
+    out = last_json(run("train", "--timeframe", "15m", "--scope", "symbol", "--symbols", "SYN001",
+                        "--grid", '{"K": [6], "covariance": ["diag"]}', "--orchestrator",
+                        "direct", "--executor", "local", home=home))
+    [model] = out["models"]
+    metadata = verify_artifact(model["path"])
+    assert metadata["universe"] == ["SYN001"]
+    with pytest.raises(BadInputError, match="no 15m features for"):
+        scope_units(engine, ["15m"], ["NOPE"], "symbol")
