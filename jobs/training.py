@@ -29,9 +29,12 @@ def ray_runner(progress: Callable[[int], Any] | None = None):
         ensure_ray()
         frame_ref = ray.put(frame)  # once, not once per task
         config_ref = ray.put(config)
+        # Largest cells first (more states, full covariances): with few workers the run
+        # then ends on small tasks instead of waiting for one big straggler.
+        by_size = sorted(tasks, key=lambda task: -_cost(task[1]))
         pending = {
             grid_task.remote(frame_ref, fold, cell, config_ref, timeframe, seed): (fold, cell)
-            for fold, cell in tasks
+            for fold, cell in by_size
         }
         results: list[CellResult] = []
         while pending:
@@ -50,3 +53,9 @@ def ray_runner(progress: Callable[[int], Any] | None = None):
         return sorted(results, key=lambda r: order[(r.cell.key, r.fold)])
 
     return run
+
+
+def _cost(cell) -> float:
+    d = cell.latent_dim or 8
+    per_state = d * d if cell.covariance_type == "full" else d
+    return cell.n_states * per_state * (4.0 if cell.encoder == "vae" else 1.0)

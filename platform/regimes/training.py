@@ -502,7 +502,7 @@ def accuracy_against_truth(engine, config: PlatformConfig, path, truth: pd.DataF
     Only symbols present in ``truth`` are scored; returns an empty dict if none is.
     """
     from regimes.artifacts import load_pickle, verify_artifact
-    from regimes.hmm.evaluation import matched_accuracy, truth_for_bars
+    from regimes.hmm.evaluation import headline_accuracy, matched_accuracy, truth_for_bars
 
     metadata = verify_artifact(path)
     timeframe = metadata["timeframe"]
@@ -522,12 +522,14 @@ def accuracy_against_truth(engine, config: PlatformConfig, path, truth: pd.DataF
     level = TRUTH_LEVEL[timeframe]
     labels = truth_for_bars(truth, z["ts"], z["symbol"], TIMEFRAME_MINUTES[timeframe], level)
     result = matched_accuracy(states, labels, hmm.K, int(truth[level].max()) + 1)
+    shares = np.bincount(labels) / len(labels)
     return {
         "level": level,
         "bars": int(len(states)),
         "hungarian": result.hungarian,
         "purity": result.purity,
-        "chance": 1.0 / (int(truth[level].max()) + 1),
+        "accuracy": headline_accuracy(result),
+        "chance": float(max(shares.max(), 1.0 / len(shares))),
     }
 
 

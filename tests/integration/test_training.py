@@ -224,9 +224,24 @@ def test_scope_symbol_trains_one_model_per_symbol(trained_home):
     units = scope_units(engine, ["15m"], None, "symbol")
     assert units == [("15m", ["SYN000"]), ("15m", ["SYN001"]), ("15m", ["SYN002"])]
     assert scope_units(engine, ["15m"], None, "pooled") == [("15m", None)]
-    out = last_json(run("train", "--timeframe", "15m", "--scope", "symbol", "--symbols", "SYN001",
-                        "--grid", '{"K": [6], "covariance": ["diag"]}', "--orchestrator",
-                        "direct", "--executor", "local", home=home))
+    out = last_json(
+        run(
+            "train",
+            "--timeframe",
+            "15m",
+            "--scope",
+            "symbol",
+            "--symbols",
+            "SYN001",
+            "--grid",
+            '{"K": [6], "covariance": ["diag"]}',
+            "--orchestrator",
+            "direct",
+            "--executor",
+            "local",
+            home=home,
+        )
+    )
     [model] = out["models"]
     metadata = verify_artifact(model["path"])
     assert metadata["universe"] == ["SYN001"]

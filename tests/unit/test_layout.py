@@ -85,6 +85,7 @@ print('ok')
         ("sqlalchemy", {"regimes.db"}),
         ("torch", {"regimes.encoders.vae"}),
         ("hmmlearn", {"regimes.hmm._hmmlearn"}),
+        ("deltalake", {"regimes.store"}),
     ],
 )
 def test_adapters_are_the_only_importers(module, allowed):
