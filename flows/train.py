@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from regimes import db
 from regimes.config import load_config, resolve_settings
 from regimes.store import Registry
-from regimes.training import scope_units, train_timeframe
+from regimes.training import PreviousModel, scope_units, train_timeframe
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="train-{timeframe}-{symbols}")
@@ -26,6 +26,11 @@ def train_one(
     settings = resolve_settings(home, db_url, config_dir)
     config = load_config(settings.config_dir)
     engine = db.make_engine(settings.db_url)
+    registry = Registry.at_home(settings.home)
+    production = registry.production(timeframe) if symbols is None else None
+    previous = (
+        PreviousModel.load(registry.artifact_path(timeframe, production)) if production else None
+    )
     runner = None
     if executor == "ray":
         from regimes.jobs.training import ray_runner
@@ -41,10 +46,10 @@ def train_one(
             grid=grid,
             seed=seed,
             runner=runner,
+            previous=previous,
         )
     finally:
         engine.dispose()
-    registry = Registry.at_home(settings.home)
     if registry.status(timeframe, result.model_id) is None:
         registry.transition(
             timeframe,

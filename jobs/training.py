@@ -18,22 +18,28 @@ from regimes.training import CellResult, evaluate_cell
 
 
 @ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)
-def grid_task(frame, fold, cell, config, timeframe: str, seed: int) -> CellResult:
-    return evaluate_cell(frame, fold, cell, config, timeframe, seed)
+def grid_task(frame, fold, cell, config, timeframe: str, seed: int, previous) -> CellResult:
+    return evaluate_cell(frame, fold, cell, config, timeframe, seed, previous)
 
 
 def ray_runner(progress: Callable[[int], Any] | None = None):
     """A runner for ``regimes.training.train_timeframe`` that evaluates the grid on Ray."""
 
-    def run(frame, tasks: Sequence[tuple], config, timeframe: str, seed: int) -> list[CellResult]:
+    def run(
+        frame, tasks: Sequence[tuple], config, timeframe: str, seed: int, previous=None
+    ) -> list[CellResult]:
         ensure_ray()
         frame_ref = ray.put(frame)  # once, not once per task
         config_ref = ray.put(config)
+        previous_ref = ray.put(previous)
         # Largest cells first (more states, full covariances): with few workers the run
         # then ends on small tasks instead of waiting for one big straggler.
         by_size = sorted(tasks, key=lambda task: -_cost(task[1]))
         pending = {
-            grid_task.remote(frame_ref, fold, cell, config_ref, timeframe, seed): (fold, cell)
+            grid_task.remote(frame_ref, fold, cell, config_ref, timeframe, seed, previous_ref): (
+                fold,
+                cell,
+            )
             for fold, cell in by_size
         }
         results: list[CellResult] = []

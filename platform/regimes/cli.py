@@ -392,8 +392,13 @@ def cmd_train(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
 def _train_direct(ctx, timeframe, *, home, db_url, config_dir, symbols, grid, seed, executor):
     from regimes.store import Registry
-    from regimes.training import train_timeframe
+    from regimes.training import PreviousModel, train_timeframe
 
+    registry = Registry.at_home(ctx.settings.home)
+    production = registry.production(timeframe) if symbols is None else None
+    previous = (
+        PreviousModel.load(registry.artifact_path(timeframe, production)) if production else None
+    )
     runner = engine_layer("regimes.jobs.training").ray_runner() if executor == "ray" else None
     result = train_timeframe(
         ctx.engine,
@@ -404,8 +409,8 @@ def _train_direct(ctx, timeframe, *, home, db_url, config_dir, symbols, grid, se
         grid=grid,
         seed=seed,
         runner=runner,
+        previous=previous,
     )
-    registry = Registry.at_home(ctx.settings.home)
     if registry.status(timeframe, result.model_id) is None:
         registry.transition(
             timeframe,

@@ -145,6 +145,16 @@ class Registry:
             ) from None
         return table.to_pandas()
 
+    def artifact_path(self, timeframe: str, model_id: str) -> str | None:
+        """Where a registered model's artifact is (from its registration event)."""
+        events = self.events()
+        rows = events[
+            (events["timeframe"] == timeframe)
+            & (events["model_id"] == model_id)
+            & (events["artifact_path"] != "")
+        ]
+        return None if rows.empty else str(rows["artifact_path"].iloc[0])
+
     def history(self) -> list[dict]:
         """The Delta commit log (one entry per transition commit), newest first."""
         from deltalake import DeltaTable

@@ -41,11 +41,12 @@ def z_sequences(z: pd.DataFrame, d: int) -> tuple[pd.DataFrame, np.ndarray, list
 
 SELECTION_RULE = (
     "Among grid cells that fitted on every fold, keep those whose decoded regimes are "
-    "stable on every fold (mean dwell >= {min_dwell} bars and occupancy balance >= "
-    "{min_balance}); choose the highest mean validation log-likelihood per bar; cells within "
-    "{tie} nats/bar of the best are tied and the lowest mean BIC per bar among them wins, "
-    "then the smallest K x d. If no cell is stable, the same ordering applies to all cells "
-    "and the winner is marked unstable."
+    "stable on every fold (mean dwell >= {min_dwell} bars, occupancy balance >= "
+    "{min_balance} and, when a production model exists, a Hungarian co-occupancy "
+    "alignment cost to it <= {alignment}); choose the highest mean validation "
+    "log-likelihood per bar; cells within {tie} nats/bar of the best are tied and the "
+    "lowest mean BIC per bar among them wins, then the smallest K x d. If no cell is "
+    "stable, the same ordering applies to all cells and the winner is marked unstable."
 )
 MIN_DWELL_BARS = 2.0
 MIN_OCCUPANCY_BALANCE = 0.2
@@ -155,15 +156,71 @@ def fit_cell(
     return pipeline, hmm
 
 
+@dataclass(frozen=True)
+class PreviousModel:
+    """The timeframe's production model: its selection is preferred, and new states are
+    matched to its states (Hungarian, on posterior co-occupancy)."""
+
+    model_id: str
+    pipeline: StateVectorPipeline
+    hmm: RegimeHMM
+
+    @classmethod
+    def load(cls, path) -> PreviousModel:
+        from regimes.artifacts import load_pickle, verify_artifact
+
+        metadata = verify_artifact(path)
+        return cls(
+            metadata["model_id"],
+            load_pickle(path, "pipeline.pkl", metadata),
+            load_pickle(path, "hmm.pkl", metadata),
+        )
+
+    def posteriors(self, frame: pd.DataFrame) -> pd.DataFrame:
+        z, Z, lengths = z_sequences(self.pipeline.transform(frame), self.pipeline.d)
+        posterior = np.exp(filter_sequences(Z, lengths, self.hmm.params_)[0])
+        out = z[["symbol", "ts"]].copy()
+        out["posterior"] = list(posterior)
+        return out
+
+
+ALIGNMENT_THRESHOLD = 0.5  # mean 1 - P(old state | new state) above this: unstable
+
+
+def align_to_previous(previous: PreviousModel, z_new: pd.DataFrame, log_alpha_new, validation):
+    """Hungarian co-occupancy alignment of new states to the previous model's on the
+    validation bars both can encode."""
+    from regimes.hmm.alignment import align_states, co_occupancy_cost
+
+    old = previous.posteriors(validation)
+    new = z_new[["symbol", "ts"]].copy()
+    new["row"] = np.arange(len(new))
+    both = new.merge(old, on=["symbol", "ts"])
+    if len(both) < 10:
+        raise BadInputError("alignment: fewer than 10 bars shared with the previous model")
+    posterior_new = np.exp(np.asarray(log_alpha_new)[both["row"].to_numpy()])
+    posterior_old = np.vstack(both["posterior"].to_numpy())
+    return align_states(
+        co_occupancy_cost(posterior_new, posterior_old), "co_occupancy", ALIGNMENT_THRESHOLD
+    )
+
+
 def evaluate_cell(
-    frame: pd.DataFrame, fold, cell: GridCell, config: PlatformConfig, timeframe: str, seed: int
+    frame: pd.DataFrame,
+    fold,
+    cell: GridCell,
+    config: PlatformConfig,
+    timeframe: str,
+    seed: int,
+    previous: PreviousModel | None = None,
 ) -> CellResult:
     """Score one (cell, fold): the unit of work the Ray grid fans out."""
     import time as _time
 
     started = _time.perf_counter()
     try:
-        pipeline, hmm = fit_cell(frame, fold, cell, config, timeframe, seed)
+        selection = previous.pipeline.features_ if previous is not None else None
+        pipeline, hmm = fit_cell(frame, fold, cell, config, timeframe, seed, selection)
         validation = frame.loc[fold.mask(frame["ts"], "validation")]
         z_val, Z_val, lengths_val = z_sequences(pipeline.transform(validation), pipeline.d)
         if len(Z_val) == 0:
@@ -180,8 +237,11 @@ def evaluate_cell(
             "occupancy_balance": occupancy_balance(states, hmm.K),
             "val_entropy": float(entropy(log_alpha).mean()),
             "val_bars": int(len(Z_val)),
-            "seconds": round(_time.perf_counter() - started, 3),
         }
+        if previous is not None:
+            report = align_to_previous(previous, z_val, log_alpha, validation)
+            metrics["alignment_cost"] = report.cost
+        metrics["seconds"] = round(_time.perf_counter() - started, 3)
         return CellResult(cell, fold.index, metrics)
     except (BadInputError, TrainingError, np.linalg.LinAlgError) as exc:
         return CellResult(cell, fold.index, error=f"{type(exc).__name__}: {exc}")
@@ -211,6 +271,10 @@ def summarize_grid(results: Sequence[CellResult], folds: int) -> pd.DataFrame:
                 len(ok) == folds
                 and (frame["mean_dwell"] >= MIN_DWELL_BARS).all()
                 and (frame["occupancy_balance"] >= MIN_OCCUPANCY_BALANCE).all()
+                and (
+                    "alignment_cost" not in frame
+                    or (frame["alignment_cost"] <= ALIGNMENT_THRESHOLD).all()
+                )
             )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -219,7 +283,10 @@ def summarize_grid(results: Sequence[CellResult], folds: int) -> pd.DataFrame:
 def select_winner(summary: pd.DataFrame) -> tuple[pd.Series, str]:
     """Apply :data:`SELECTION_RULE`; returns the winning row and the rule as stated."""
     rule = SELECTION_RULE.format(
-        min_dwell=MIN_DWELL_BARS, min_balance=MIN_OCCUPANCY_BALANCE, tie=TIE_NATS_PER_BAR
+        min_dwell=MIN_DWELL_BARS,
+        min_balance=MIN_OCCUPANCY_BALANCE,
+        tie=TIE_NATS_PER_BAR,
+        alignment=ALIGNMENT_THRESHOLD,
     )
     complete = summary[summary["folds_ok"] == summary["folds"]]
     if complete.empty:
@@ -320,6 +387,7 @@ def train_timeframe(
     seed: int = 0,
     runner=None,
     truth_accuracy=None,
+    previous: PreviousModel | None = None,
 ) -> TrainingResult:
     """Train one timeframe's pooled model: grid x folds -> winner -> final fit -> artifact.
 
@@ -347,10 +415,11 @@ def train_timeframe(
     tasks = [(fold, cell) for cell in cells for fold in folds]
     if runner is None:
         results = [
-            evaluate_cell(frame, fold, cell, config, timeframe, seed) for fold, cell in tasks
+            evaluate_cell(frame, fold, cell, config, timeframe, seed, previous)
+            for fold, cell in tasks
         ]
     else:
-        results = runner(frame, tasks, config, timeframe, seed)
+        results = runner(frame, tasks, config, timeframe, seed, previous)
     summary = summarize_grid(results, len(folds))
     winner, rule = select_winner(summary)
     cell = next(c for c in cells if c.key == winner["cell"])
@@ -358,10 +427,19 @@ def train_timeframe(
     # Final model: the last fold's training window; its validation window calibrates the
     # OOD threshold and is where the reported metrics come from; its test window stays out.
     last = folds[-1]
-    pipeline, hmm = fit_cell(frame, last, cell, config, timeframe, seed)
+    selection = previous.pipeline.features_ if previous is not None else None
+    pipeline, hmm = fit_cell(frame, last, cell, config, timeframe, seed, selection)
     validation = frame.loc[last.mask(frame["ts"], "validation")]
     z_val, Z_val, lengths_val = z_sequences(pipeline.transform(validation), pipeline.d)
     log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
+    alignment = None
+    if previous is not None:
+        # State k of the new model means what state k of the production model meant.
+        from regimes.hmm.alignment import relabel
+
+        alignment = align_to_previous(previous, z_val, log_alpha, validation)
+        hmm.params_ = relabel(hmm.params_, alignment.mapping)
+        log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
     states = log_alpha.argmax(axis=1)
     stats_rows = z_val[["symbol", "ts"]].merge(validation, on=["symbol", "ts"], how="left")
     labels = state_labels(
@@ -394,6 +472,9 @@ def train_timeframe(
         "selected_features": pipeline.features_,
         "dropped_features": pipeline.selection_.dropped,
         "fit_ranges": pipeline.summary().fit_ranges,
+        "alignment_to_production": None
+        if alignment is None
+        else {"model_id": previous.model_id, **alignment.as_dict()},
     }
     if truth_accuracy is not None:
         metrics["truth"] = truth_accuracy(pipeline, hmm, frame, last)
@@ -410,6 +491,7 @@ def train_timeframe(
         if config.timeframes.session is None
         else config.timeframes.session.model_dump(mode="json"),
         "universe": sorted(frame["symbol"].unique().tolist()),
+        "aligned_to": None if previous is None else previous.model_id,
     }
     train_end = last.train_end
     digest = inputs_hash(resolved, data_fingerprint(frame), seed)

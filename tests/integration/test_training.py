@@ -247,3 +247,25 @@ def test_scope_symbol_trains_one_model_per_symbol(trained_home):
     assert metadata["universe"] == ["SYN001"]
     with pytest.raises(BadInputError, match="no 15m features for"):
         scope_units(engine, ["15m"], ["NOPE"], "symbol")
+
+
+def test_a_retrain_is_aligned_to_the_production_model(trained_home, tmp_path):
+    from regimes.training import PreviousModel
+
+    _, engine = trained_home
+    registry = Registry(str(tmp_path / "registry"))
+    first = train_timeframe(engine, CONFIG, "15m", tmp_path / "models", grid=GRID, seed=1)
+    registry.transition("15m", first.model_id, "candidate", actor="t", reason="trained",
+                        artifact_path=first.path)
+    registry.transition("15m", first.model_id, "production", actor="t", reason="promoted")
+    production = registry.production("15m")
+    previous = PreviousModel.load(registry.artifact_path("15m", production))
+    second = train_timeframe(engine, CONFIG, "15m", tmp_path / "models", grid=GRID, seed=2,
+                             previous=previous)
+    alignment = second.metadata["metrics"]["alignment_to_production"]
+    assert alignment["model_id"] == first.model_id and alignment["method"] == "co_occupancy"
+    assert sorted(int(v) for v in alignment["mapping"].values()) == list(range(6))
+    assert "alignment_cost" in second.grid.columns
+    assert second.metadata["metrics"]["selection_rule"].count("alignment cost") == 1
+    # Relabelled: on the shared validation bars the new states mostly agree with the old.
+    assert alignment["cost"] <= 0.5 and not alignment["unstable"]
