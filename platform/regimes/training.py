@@ -8,6 +8,7 @@ fold); :func:`train_timeframe` runs the whole thing with any runner of those uni
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ from regimes.hmm.labels import state_labels, state_statistics
 from regimes.hmm.model import RegimeHMM
 from regimes.preprocessing import StateVectorPipeline, load_training_frame
 from regimes.splits import FitRange, check_fitted_before, walk_forward_splits
+
+logger = logging.getLogger(__name__)
 
 # Bars a regime is expected to last at first, per timeframe (the transition diagonal's
 # starting point; Baum-Welch moves it).
@@ -409,6 +412,7 @@ def train_timeframe(
     from regimes.paths import inputs_hash, make_model_id
 
     frame = load_training_frame(engine, config, timeframe, symbols)
+    frame, skipped = drop_short_symbols(frame)
     splits = config.timeframes.preprocessing.splits
     folds = walk_forward_splits(frame["ts"], splits)
     cells = expand_grid(config, timeframe, grid)
@@ -472,6 +476,7 @@ def train_timeframe(
         "selected_features": pipeline.features_,
         "dropped_features": pipeline.selection_.dropped,
         "fit_ranges": pipeline.summary().fit_ranges,
+        "skipped_symbols": skipped,
         "alignment_to_production": None
         if alignment is None
         else {"model_id": previous.model_id, **alignment.as_dict()},
@@ -616,6 +621,25 @@ def accuracy_against_truth(engine, config: PlatformConfig, path, truth: pd.DataF
 
 
 SCOPES = frozenset({"pooled", "symbol"})
+MIN_SYMBOL_ROWS = 100
+
+
+def drop_short_symbols(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Leave out symbols with fewer than :data:`MIN_SYMBOL_ROWS` usable rows (neither
+    warm-up nor gap), each named in a warning and returned; refuse if none is left."""
+    usable = ~(frame["is_warmup"] | frame["is_gap"])
+    counts = usable.groupby(frame["symbol"]).sum()
+    short = {str(s): int(n) for s, n in counts.items() if n < MIN_SYMBOL_ROWS}
+    for symbol, rows in short.items():
+        logger.warning(
+            "training: %s left out: %d usable rows, fewer than %d", symbol, rows, MIN_SYMBOL_ROWS
+        )
+    if len(short) == len(counts):
+        raise BadInputError(
+            f"training: no symbol has {MIN_SYMBOL_ROWS} usable rows "
+            f"({', '.join(f'{s}: {n}' for s, n in short.items())}); a longer history is needed"
+        )
+    return frame[~frame["symbol"].isin(short)].reset_index(drop=True), short
 
 
 def scope_units(

@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from regimes import db
@@ -269,3 +270,16 @@ def test_a_retrain_is_aligned_to_the_production_model(trained_home, tmp_path):
     assert second.metadata["metrics"]["selection_rule"].count("alignment cost") == 1
     # Relabelled: on the shared validation bars the new states mostly agree with the old.
     assert alignment["cost"] <= 0.5 and not alignment["unstable"]
+
+
+def test_a_symbol_with_too_few_rows_is_left_out_by_name(tmp_path):
+    from regimes.training import MIN_SYMBOL_ROWS, drop_short_symbols
+
+    ts = pd.date_range("2024-01-02 14:30", periods=300, freq="15min", tz="UTC")
+    frame = pd.DataFrame({"symbol": ["LONG"] * 300 + ["TINY"] * 20,
+                          "ts": list(ts) + list(ts[:20]),
+                          "is_warmup": False, "is_gap": False})
+    kept, skipped = drop_short_symbols(frame)
+    assert skipped == {"TINY": 20} and set(kept["symbol"]) == {"LONG"}
+    with pytest.raises(BadInputError, match=f"no symbol has {MIN_SYMBOL_ROWS} usable rows"):
+        drop_short_symbols(frame[frame["symbol"] == "TINY"])
