@@ -256,13 +256,15 @@ def test_a_retrain_is_aligned_to_the_production_model(trained_home, tmp_path):
     _, engine = trained_home
     registry = Registry(str(tmp_path / "registry"))
     first = train_timeframe(engine, CONFIG, "15m", tmp_path / "models", grid=GRID, seed=1)
-    registry.transition("15m", first.model_id, "candidate", actor="t", reason="trained",
-                        artifact_path=first.path)
+    registry.transition(
+        "15m", first.model_id, "candidate", actor="t", reason="trained", artifact_path=first.path
+    )
     registry.transition("15m", first.model_id, "production", actor="t", reason="promoted")
     production = registry.production("15m")
     previous = PreviousModel.load(registry.artifact_path("15m", production))
-    second = train_timeframe(engine, CONFIG, "15m", tmp_path / "models", grid=GRID, seed=2,
-                             previous=previous)
+    second = train_timeframe(
+        engine, CONFIG, "15m", tmp_path / "models", grid=GRID, seed=2, previous=previous
+    )
     alignment = second.metadata["metrics"]["alignment_to_production"]
     assert alignment["model_id"] == first.model_id and alignment["method"] == "co_occupancy"
     assert sorted(int(v) for v in alignment["mapping"].values()) == list(range(6))
@@ -276,9 +278,14 @@ def test_a_symbol_with_too_few_rows_is_left_out_by_name(tmp_path):
     from regimes.training import MIN_SYMBOL_ROWS, drop_short_symbols
 
     ts = pd.date_range("2024-01-02 14:30", periods=300, freq="15min", tz="UTC")
-    frame = pd.DataFrame({"symbol": ["LONG"] * 300 + ["TINY"] * 20,
-                          "ts": list(ts) + list(ts[:20]),
-                          "is_warmup": False, "is_gap": False})
+    frame = pd.DataFrame(
+        {
+            "symbol": ["LONG"] * 300 + ["TINY"] * 20,
+            "ts": list(ts) + list(ts[:20]),
+            "is_warmup": False,
+            "is_gap": False,
+        }
+    )
     kept, skipped = drop_short_symbols(frame)
     assert skipped == {"TINY": 20} and set(kept["symbol"]) == {"LONG"}
     with pytest.raises(BadInputError, match=f"no symbol has {MIN_SYMBOL_ROWS} usable rows"):
