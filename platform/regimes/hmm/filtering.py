@@ -113,11 +113,13 @@ def emission_logpdf(Z: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
     return quad
 
 
-def _logsumexp_rows(values: np.ndarray) -> np.ndarray:
-    peak = values.max(axis=1)
-    peak[~np.isfinite(peak)] = 0.0
-    with np.errstate(divide="ignore"):
-        return np.log(np.exp(values - peak[:, None]).sum(axis=1)) + peak
+def _row_max(values: np.ndarray) -> np.ndarray:
+    """Max of each row; column by column, which is several times faster than
+    ``max(axis=1)`` when rows are as short as K."""
+    peak = values[:, 0].copy()
+    for column in range(1, values.shape[1]):
+        np.maximum(peak, values[:, column], out=peak)
+    return peak
 
 
 def predict_log(log_alpha: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
@@ -159,11 +161,11 @@ def filter_step(
             log_pred = predict_log(log_alpha_prev, params)
         log_b += log_pred
     # Normalise: log alpha_t = joint - logsumexp(joint), with the max shifted out.
-    peak = log_b.max(axis=1)
+    peak = _row_max(log_b)
     peak[~np.isfinite(peak)] = 0.0
     log_b -= peak[:, None]
     with np.errstate(divide="ignore"):
-        log_total = np.log(np.exp(log_b).sum(axis=1))
+        log_total = np.log(np.exp(log_b) @ np.ones(log_b.shape[1]))
     log_b -= log_total[:, None]
     return log_b, (log_total + peak)[:N]
 
