@@ -1,0 +1,29 @@
+"""The runnable examples in the public docstrings run and print what they say."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+MODULES = [
+    "regimes.timeframes",
+    "regimes.paths",
+    "regimes.synth",
+    "regimes.features",
+    "regimes.scaling",
+    "regimes.encoders.pca",
+    "regimes.hmm.evaluation",
+    "regimes.artifacts",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples that write files write them here
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
