@@ -29,6 +29,22 @@ def ray_runner(progress: Callable[[int], Any] | None = None):
         frame, tasks: Sequence[tuple], config, timeframe: str, seed: int, previous=None
     ) -> list[CellResult]:
         ensure_ray()
+        bar = None
+        tick = progress
+        if tick is None:  # a progress bar on stderr (hidden when it is not a terminal)
+            import os
+            import sys
+
+            from tqdm.auto import tqdm
+
+            forced = os.environ.get("REGIMES_PROGRESS") == "1"
+            bar = tqdm(
+                total=len(tasks),
+                desc=f"grid {timeframe}",
+                file=sys.stderr,
+                disable=False if forced else None,
+            )
+            tick = bar.update
         frame_ref = ray.put(frame)  # once, not once per task
         config_ref = ray.put(config)
         previous_ref = ray.put(previous)
@@ -53,8 +69,9 @@ def ray_runner(progress: Callable[[int], Any] | None = None):
                     results.append(
                         CellResult(cell, fold.index, error=f"{type(exc).__name__}: {exc}")
                     )
-                if progress is not None:
-                    progress(1)
+                tick(1)
+        if bar is not None:
+            bar.close()
         order = {(cell.key, fold.index): i for i, (fold, cell) in enumerate(tasks)}
         return sorted(results, key=lambda r: order[(r.cell.key, r.fold)])
 
