@@ -157,11 +157,11 @@ def _feature_sample(ctx):
 
 # The demo's small grid keeps it inside its time budget; `regimes train` uses the full one.
 DEMO_GRID = {
-    "1m": {"K": [8]},
-    "5m": {"K": [6]},
-    "15m": {"K": [6]},
-    "1h": {"K": [4]},
-    "1d": {"K": [3, 4]},
+    "1m": {"K": [8], "covariance": ["diag"]},
+    "5m": {"K": [6], "covariance": ["diag"]},
+    "15m": {"K": [6], "covariance": ["diag"]},
+    "1h": {"K": [4], "covariance": ["diag"]},
+    "1d": {"K": [3, 4], "covariance": ["diag"]},
 }
 
 
