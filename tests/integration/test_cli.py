@@ -160,3 +160,23 @@ def test_a_home_that_is_a_file_is_a_one_line_error(tmp_path):
     result = run("synth", "--symbols", 1, "--days", 1, home=home, check=False)
     assert result.returncode == 3 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "cannot create" in result.stderr
+
+
+def test_encode_reports_state_vectors_and_writes_curves(home):
+    run("synth", "--symbols", 2, "--days", 20, "--seed", 4, home=home)
+    run("resample", "--timeframes", "15m", home=home)
+    run("features", "--timeframe", "15m", "--executor", "local", home=home)
+    result = run("encode", "--timeframe", "15m", home=home)
+    report = last_json(result)["timeframes"]["15m"]
+    assert 6 <= report["d"] <= 16 and report["explained_variance"] >= 0.9
+    assert set(report["selected"]) <= set(load_config_names())
+    assert (home / "reports" / "state_vectors" / "latent_dim_15m.png").is_file()
+    assert "leakage guard passed" in result.stderr
+    empty = run("models", home=home)
+    assert last_json(empty)["models"] == [] and "registry" in empty.stderr
+
+
+def load_config_names():
+    from regimes.config import FIXED_FEATURES
+
+    return FIXED_FEATURES
