@@ -192,3 +192,52 @@ class InferenceEngine:
         for k in range(self.K):
             out[f"p_{k:02d}"] = posterior[:, k]
         return out
+
+    # -- exact restarts
+
+    def snapshot(self) -> dict:
+        """The whole engine state (feature buffers, filter, windows, anti-chatter, OOD)."""
+        return {
+            "model_id": self.model_id,
+            "symbols": list(self.symbols),
+            "buffer": self.buffer.snapshot(),
+            "log_alpha": self._rows.log_alpha.copy(),
+            "window": self._rows.window.copy(),
+            "run": self._rows.run.copy(),
+            "chatter": self._chatter.snapshot(),
+            "ood": self._ood.snapshot(),
+        }
+
+    def restore(self, state: dict) -> InferenceEngine:
+        """Load :meth:`snapshot` into this engine (built from the same artifact)."""
+        from regimes.errors import BadInputError
+
+        if state["model_id"] != self.model_id:
+            raise BadInputError(
+                f"engine snapshot is of model {state['model_id']}, this engine runs {self.model_id}"
+            )
+        self.buffer = OnlineFeatureBuffer.restore(
+            state["buffer"], self.config.features, self.config.timeframes.session
+        )
+        self.symbols = list(state["symbols"])
+        self._index = {s: i for i, s in enumerate(self.symbols)}
+        self._rows = _Rows(state["log_alpha"].copy(), state["window"].copy(), state["run"].copy())
+        self._chatter = antichatter.AntiChatterState.restore(state["chatter"])
+        self._ood = ood.OODState.restore(state["ood"])
+        return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`snapshot` atomically (pickle of plain arrays and lists)."""
+        import pickle
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(pickle.dumps(self.snapshot(), protocol=pickle.HIGHEST_PROTOCOL))
+        partial.replace(path)
+        return path
+
+    def load(self, path: str | Path) -> InferenceEngine:
+        import pickle
+
+        return self.restore(pickle.loads(Path(path).read_bytes()))

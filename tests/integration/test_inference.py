@@ -71,3 +71,18 @@ def test_bar_by_bar_replay_equals_the_batch_path(model):
     assert (answers.loc[~answers["is_unknown"], "state_id"] >= 0).all()
     known = answers[~answers["is_unknown"]]
     assert len(known) > 0.5 * len(encoded)
+
+
+def test_a_restart_midway_gives_the_same_answers(model, tmp_path):
+    engine, result = model
+    bars = db.read_bars(engine, "15m")
+    steps = [group for _, group in bars.groupby("ts", sort=True)]
+    straight = InferenceEngine(result.path, CONFIG)
+    expected = pd.concat([straight.step(g) for g in steps], ignore_index=True)
+    first = InferenceEngine(result.path, CONFIG)
+    half = len(steps) // 2
+    answers = [first.step(g) for g in steps[:half]]
+    path = first.save(tmp_path / "engine.pkl")
+    second = InferenceEngine(result.path, CONFIG).load(path)
+    answers += [second.step(g) for g in steps[half:]]
+    pd.testing.assert_frame_equal(pd.concat(answers, ignore_index=True), expected)
