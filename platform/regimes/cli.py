@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from regimes import __version__
@@ -448,6 +449,61 @@ def cmd_models(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     return {"command": "models", "registry": registry.root, "models": rows}
 
 
+def cmd_replay(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import pandas as pd
+
+    from regimes import db
+    from regimes.inference import InferenceEngine
+    from regimes.paths import artifact_dir, check_model_id
+    from regimes.store import Registry
+
+    timeframe = args.timeframe
+    registry = Registry.at_home(ctx.settings.home)
+    model_id = args.model_id or registry.production(timeframe)
+    if model_id is None:
+        raise BadInputError(
+            f"replay: no production model for {timeframe}; pass --model-id (see `regimes models`)"
+        )
+    path = artifact_dir(ctx.settings.models_dir, timeframe, check_model_id(model_id))
+    if not path.is_dir():
+        raise BadInputError(f"replay: no artifact for model {model_id} at {path}")
+    engine = InferenceEngine(path, ctx.config)
+    # From the first stored bar: the engine warms up exactly as a live one would have.
+    bars = db.read_bars(ctx.engine, timeframe, args.symbols, None, args.end)
+    if bars.empty:
+        raise BadInputError(f"replay: no {timeframe} bars stored for the request")
+    start = pd.Timestamp(args.start) if args.start else None
+    if start is not None and start.tzinfo is None:
+        raise BadInputError(f"--start: expected a timezone-aware timestamp, got {args.start!r}")
+    steps = [group for _, group in bars.groupby("ts", sort=True)]
+    answers = []
+    for group in progress(steps, f"replay {timeframe}"):
+        out = engine.step(group)
+        if start is None or group["ts"].iloc[0] >= start:
+            answers.append(out)
+    if not answers:
+        raise BadInputError("replay: no bars at or after --start")
+    frame = pd.concat(answers, ignore_index=True)
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(out_path.name + ".partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(out_path)
+    unknown = frame["ood_reason"].value_counts().to_dict()
+    say(
+        f"replay: {len(frame)} answers for {frame['symbol'].nunique()} symbol(s) from model "
+        f"{model_id} -> {out_path}"
+    )
+    say(f"  known states: {int((~frame['is_unknown']).sum())}; UNKNOWN by reason: {unknown}")
+    return {
+        "command": "replay",
+        "model_id": model_id,
+        "rows": len(frame),
+        "out": str(out_path),
+        "unknown": {str(k): int(v) for k, v in unknown.items()},
+    }
+
+
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     from regimes.demo import run_demo
 
@@ -462,6 +518,7 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], dict[str, Any]]] = {
     "encode": cmd_encode,
     "train": cmd_train,
     "models": cmd_models,
+    "replay": cmd_replay,
     "demo": cmd_demo,
 }
 
@@ -668,6 +725,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the model registry (lifecycle per timeframe)")
     models.add_argument("--timeframe", type=_timeframe, help="one timeframe only")
+
+    replay = sub.add_parser(
+        "replay",
+        help="push stored bars through the live engine bar by bar; write its answers",
+        description="Replays stored bars through the inference engine of a model (the "
+        "production model by default) exactly as a live feed would, from the first stored "
+        "bar so warm-up is real, and writes the answers from --start on to Parquet.",
+    )
+    replay.add_argument("--timeframe", required=True, type=_timeframe)
+    replay.add_argument("--model-id", help="default: the timeframe's production model")
+    replay.add_argument("--symbols", nargs="+")
+    replay.add_argument("--start", help="first bar to write (UTC, e.g. 2024-03-01T00:00Z)")
+    replay.add_argument("--end", help="bars before this time only")
+    replay.add_argument("--out", required=True, help="the Parquet file to write")
 
     demo = sub.add_parser(
         "demo",

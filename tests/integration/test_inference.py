@@ -86,3 +86,63 @@ def test_a_restart_midway_gives_the_same_answers(model, tmp_path):
     second = InferenceEngine(result.path, CONFIG).load(path)
     answers += [second.step(g) for g in steps[half:]]
     pd.testing.assert_frame_equal(pd.concat(answers, ignore_index=True), expected)
+
+
+def test_replay_command_writes_the_engines_answers(model, tmp_path):
+    from regimes.store import Registry
+    from tests.integration.test_cli import last_json, run
+
+    engine, result = model
+    home = tmp_path / "home"
+    # The model's home: the CLI finds artifacts under <home>/models and the DB by URL.
+    import shutil
+
+    shutil.copytree(result.path.rsplit("/timeframe=", 1)[0], home / "models")
+    url = str(engine.url)
+    registry = Registry.at_home(home)
+    registry.transition(
+        "15m", result.model_id, "candidate", actor="t", reason="test", artifact_path=result.path
+    )
+    missing = run(
+        "--db-url",
+        url,
+        "replay",
+        "--timeframe",
+        "15m",
+        "--out",
+        tmp_path / "x.parquet",
+        home=home,
+        check=False,
+    )
+    assert missing.returncode == 2 and "no production model for 15m" in missing.stderr
+    out = last_json(
+        run(
+            "--db-url",
+            url,
+            "replay",
+            "--timeframe",
+            "15m",
+            "--model-id",
+            result.model_id,
+            "--start",
+            "2024-01-20T00:00:00Z",
+            "--out",
+            tmp_path / "replay.parquet",
+            home=home,
+        )
+    )
+    frame = pd.read_parquet(tmp_path / "replay.parquet")
+    assert out["rows"] == len(frame) > 0 and frame["ts"].min() >= pd.Timestamp(
+        "2024-01-20", tz="UTC"
+    )
+    assert {
+        "state_id",
+        "raw_state_id",
+        "state_prob",
+        "loglik",
+        "entropy",
+        "is_unknown",
+        "ood_reason",
+        "z_00",
+        "p_00",
+    } <= set(frame.columns)
