@@ -131,7 +131,17 @@ def test_user_mistakes_exit_nonzero_with_one_line_and_no_traceback(home, tmp_pat
 
 def test_help_texts_name_every_command():
     result = run("--help")
-    for command in ("synth", "ingest", "resample", "features", "encode", "train", "models", "demo"):
+    for command in (
+        "synth",
+        "ingest",
+        "resample",
+        "features",
+        "encode",
+        "train",
+        "models",
+        "replay",
+        "demo",
+    ):
         assert command in result.stdout
     assert "REGIMES_HOME" in result.stdout and "REGIMES_DB_URL" in result.stdout
 
