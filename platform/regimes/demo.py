@@ -26,7 +26,7 @@ def run_demo(
 
     started = time.perf_counter()
     settings = ctx.settings
-    steps = 5
+    steps = 6
     say(f"== regimes demo in {settings.home}")
     say(f"   database: {db.mask_url(settings.db_url)}")
     say(f"   config:   {settings.config_dir}")
@@ -108,6 +108,12 @@ def run_demo(
         f"{args.executor}; 1d on real S&P 500 daily bars (arch's copy, no download)"
     )
     trained = _train_all(ctx, args, synth, say)
+    say("")
+    say(
+        f"== 6/{steps} live: the 15m and 1h models replayed bar by bar through the inference "
+        "engine, then one composite record per symbol"
+    )
+    live = _live(ctx, trained, say)
     elapsed = time.perf_counter() - started
     say("")
     say(f"== done in {elapsed:.1f}s. Outputs:")
@@ -135,6 +141,7 @@ def run_demo(
             for tf, r in encode["timeframes"].items()
         },
         "trained": trained,
+        "live": live,
         "truth": synth["truth"],
         "bars_sha256": synth["bars_sha256"],
         "seconds": round(elapsed, 3),
@@ -249,3 +256,55 @@ def _train_all(ctx, args, synth: dict, say) -> list[dict]:
         say(f"   artifacts: {ctx.settings.models_dir}/timeframe=<tf>/model_id=<id>/")
         say(f"   registry:  {ctx.settings.home / 'registry'} (all registered as candidates)")
     return rows
+
+
+def _live(ctx, trained: list[dict], say) -> dict:
+    import pandas as pd
+
+    from regimes import db
+    from regimes.inference import InferenceEngine
+    from regimes.sync import TimeframeSynchronizer
+
+    paths = {row["timeframe"]: row["path"] for row in trained}
+    sync = TimeframeSynchronizer.from_config(ctx.config)
+    summary, last_ts = [], None
+    for timeframe in ("15m", "1h"):
+        if timeframe not in paths:
+            say(f"   {timeframe}: no trained model to run")
+            continue
+        engine = InferenceEngine(paths[timeframe], ctx.config)
+        bars = db.read_bars(ctx.engine, timeframe)
+        bars = bars[bars["symbol"].str.startswith("SYN")]
+        answers = pd.concat(
+            [engine.step(group) for _, group in bars.groupby("ts", sort=True)],
+            ignore_index=True,
+        )
+        sync.update(answers)
+        last_ts = max(last_ts, answers["ts"].max()) if last_ts is not None else answers["ts"].max()
+        reasons = answers["ood_reason"].fillna("known state").value_counts()
+        summary.append(
+            {
+                "timeframe": timeframe,
+                "bars": len(answers),
+                **{str(k): int(v) for k, v in reasons.items()},
+            }
+        )
+    if not summary:
+        return {}
+    table = pd.DataFrame(summary).fillna(0)
+    say("answers of the live engine per timeframe (known state or UNKNOWN reason):")
+    say(table.to_string(index=False))
+    at = last_ts + pd.Timedelta(minutes=15)
+    symbols = sorted(db.list_symbols(ctx.engine, "15m"))[:3]
+    composite = sync.composite(symbols, at)
+    columns = [
+        "symbol",
+        *[
+            c
+            for c in composite.columns
+            if c.split("_")[-1] in ("15m", "1h") and not c.startswith("age")
+        ],
+    ]
+    say(f"composite records at {at.isoformat()} (state TTLs from config/timeframes.yaml):")
+    say(composite[columns].to_string(index=False))
+    return {"answers": summary, "composite_at": at.isoformat()}
