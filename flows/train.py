@@ -1,5 +1,5 @@
 """The ``train`` flow: per timeframe, the Ray grid, the winner packaged, registered as a
-candidate (plan phase 5). Thin: the work is ``regimes.training.train_timeframe``."""
+candidate (plan phase 5). Thin: the work is ``regimes.training.train_and_register``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from prefect import flow, get_run_logger, task
 
 from regimes import db
 from regimes.config import load_config, resolve_settings
-from regimes.store import Registry
-from regimes.training import PreviousModel, scope_units, train_timeframe
+from regimes.training import scope_units, train_and_register
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="train-{timeframe}-{symbols}")
@@ -24,55 +23,29 @@ def train_one(
 ) -> dict:
     logger = get_run_logger()
     settings = resolve_settings(home, db_url, config_dir)
-    config = load_config(settings.config_dir)
     engine = db.make_engine(settings.db_url)
-    registry = Registry.at_home(settings.home)
-    production = registry.production(timeframe) if symbols is None else None
-    previous = (
-        PreviousModel.load(registry.artifact_path(timeframe, production)) if production else None
-    )
     runner = None
     if executor == "ray":
         from regimes.jobs.training import ray_runner
 
         runner = ray_runner()
     try:
-        result = train_timeframe(
+        row = train_and_register(
             engine,
-            config,
-            timeframe,
+            load_config(settings.config_dir),
+            settings.home,
             settings.models_dir,
+            timeframe,
             symbols=symbols,
             grid=grid,
             seed=seed,
             runner=runner,
-            previous=previous,
+            actor="flow:train",
         )
     finally:
         engine.dispose()
-    if registry.status(timeframe, result.model_id) is None:
-        registry.transition(
-            timeframe,
-            result.model_id,
-            "candidate",
-            actor="flow:train",
-            reason=f"grid winner {result.winner['cell']}",
-            artifact_path=result.path,
-        )
-    logger.info("%s: %s (%s) -> %s", timeframe, result.model_id, result.winner["cell"], result.path)
-    validation = result.metadata["metrics"]["validation"]
-    return {
-        "timeframe": timeframe,
-        "model_id": result.model_id,
-        "path": result.path,
-        "cell": result.winner["cell"],
-        "K": result.metadata["K"],
-        "d": result.metadata["d"],
-        "covariance": result.metadata["covariance_type"],
-        "val_loglik_per_bar": validation["loglik_per_bar"],
-        "val_bic": validation["bic"],
-        "status": registry.status(timeframe, result.model_id),
-    }
+    logger.info("%s: %s (%s) -> %s", timeframe, row["model_id"], row["cell"], row["path"])
+    return row
 
 
 @flow(name="train", log_prints=False)

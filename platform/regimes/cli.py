@@ -392,48 +392,21 @@ def cmd_train(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train_direct(ctx, timeframe, *, home, db_url, config_dir, symbols, grid, seed, executor):
-    from regimes.store import Registry
-    from regimes.training import PreviousModel, train_timeframe
+    from regimes.training import train_and_register
 
-    registry = Registry.at_home(ctx.settings.home)
-    production = registry.production(timeframe) if symbols is None else None
-    previous = (
-        PreviousModel.load(registry.artifact_path(timeframe, production)) if production else None
-    )
     runner = engine_layer("regimes.jobs.training").ray_runner() if executor == "ray" else None
-    result = train_timeframe(
+    return train_and_register(
         ctx.engine,
         ctx.config,
-        timeframe,
+        ctx.settings.home,
         ctx.settings.models_dir,
+        timeframe,
         symbols=symbols,
         grid=grid,
         seed=seed,
         runner=runner,
-        previous=previous,
+        actor="cli:train",
     )
-    if registry.status(timeframe, result.model_id) is None:
-        registry.transition(
-            timeframe,
-            result.model_id,
-            "candidate",
-            actor="cli:train",
-            reason=f"grid winner {result.winner['cell']}",
-            artifact_path=result.path,
-        )
-    validation = result.metadata["metrics"]["validation"]
-    return {
-        "timeframe": timeframe,
-        "model_id": result.model_id,
-        "path": result.path,
-        "cell": result.winner["cell"],
-        "K": result.metadata["K"],
-        "d": result.metadata["d"],
-        "covariance": result.metadata["covariance_type"],
-        "val_loglik_per_bar": validation["loglik_per_bar"],
-        "val_bic": validation["bic"],
-        "status": registry.status(timeframe, result.model_id),
-    }
 
 
 def cmd_models(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:

@@ -663,3 +663,61 @@ def scope_units(
             raise BadInputError(f"scope symbol: no {timeframe} features for {missing}")
         units.extend((timeframe, [symbol]) for symbol in chosen)
     return units
+
+
+def train_and_register(
+    engine,
+    config: PlatformConfig,
+    home,
+    models_dir,
+    timeframe: str,
+    *,
+    symbols: Sequence[str] | None,
+    grid: dict | None,
+    seed: int,
+    runner=None,
+    actor: str,
+) -> dict:
+    """One training unit as the CLI and the flow run it: align to the timeframe's
+    production model when there is one (pooled scope), train, register the winner as a
+    candidate, and return a summary row."""
+    from regimes.store import Registry
+
+    registry = Registry.at_home(home)
+    production = registry.production(timeframe) if symbols is None else None
+    previous = (
+        PreviousModel.load(registry.artifact_path(timeframe, production)) if production else None
+    )
+    result = train_timeframe(
+        engine,
+        config,
+        timeframe,
+        models_dir,
+        symbols=symbols,
+        grid=grid,
+        seed=seed,
+        runner=runner,
+        previous=previous,
+    )
+    if registry.status(timeframe, result.model_id) is None:
+        registry.transition(
+            timeframe,
+            result.model_id,
+            "candidate",
+            actor=actor,
+            reason=f"grid winner {result.winner['cell']}",
+            artifact_path=result.path,
+        )
+    validation = result.metadata["metrics"]["validation"]
+    return {
+        "timeframe": timeframe,
+        "model_id": result.model_id,
+        "path": result.path,
+        "cell": result.winner["cell"],
+        "K": result.metadata["K"],
+        "d": result.metadata["d"],
+        "covariance": result.metadata["covariance_type"],
+        "val_loglik_per_bar": validation["loglik_per_bar"],
+        "val_bic": validation["bic"],
+        "status": registry.status(timeframe, result.model_id),
+    }
