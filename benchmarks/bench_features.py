@@ -24,7 +24,6 @@ for _var in (
 ):
     os.environ.setdefault(_var, "1")  # effective only if numpy is not imported yet
 
-import contextlib  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -32,11 +31,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import best_of, table  # noqa: E402
+from common import best_of, one_core, table  # noqa: E402
 
 from regimes.bars import align_minutes  # noqa: E402
 from regimes.config import FIXED_FEATURES, load_feature_spec, load_timeframes  # noqa: E402
@@ -53,21 +51,6 @@ ONLINE_SYMBOLS, ONLINE_WARM, ONLINE_STEPS, ONLINE_WINDOW = 1_000, 100, 200, 80
 RELATIVE_TOLERANCE = 1e-6
 FLAT_ROWS, FLAT_BARS = 2_000, 90
 ZERO_STD_RELATIVE = 1e-9  # the documented "std == 0" test of regimes.features
-
-
-@contextlib.contextmanager
-def one_core():
-    """Limit native thread pools to one thread and pin the process to one CPU."""
-    pinned = hasattr(os, "sched_getaffinity")
-    previous = os.sched_getaffinity(0) if pinned else None
-    try:
-        if pinned:
-            os.sched_setaffinity(0, {min(previous)})
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        if pinned:
-            os.sched_setaffinity(0, previous)
 
 
 # --------------------------------------------------------------------------- the anchor

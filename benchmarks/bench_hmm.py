@@ -19,20 +19,17 @@ Everything is timed on one core (thread pools at 1, process pinned to one CPU).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))  # the recovery cases live in the model-tier tests
 
-from common import best_of, table  # noqa: E402
+from common import best_of, one_core, table  # noqa: E402
 
 from regimes.hmm import _hmmlearn  # noqa: E402
 from regimes.hmm.filtering import GaussianHMMParams, filter_sequence, filter_step  # noqa: E402
@@ -64,21 +61,6 @@ RECOVERY_CASES = (
     Case("1h slow", "1h", 60, "slow_regime", 3, 30.0, SLOW_FEATURES, covariance_type="diag"),
     Case("1h slow", "1h", 60, "slow_regime", 3, 30.0, None),
 )
-
-
-@contextlib.contextmanager
-def one_core():
-    """Limit native thread pools to one thread and pin the process to one CPU."""
-    pinned = hasattr(os, "sched_getaffinity")
-    previous = os.sched_getaffinity(0) if pinned else None
-    try:
-        if pinned:
-            os.sched_setaffinity(0, {min(previous)})
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        if pinned:
-            os.sched_setaffinity(0, previous)
 
 
 def random_params(K: int, d: int, rng: np.random.Generator) -> GaussianHMMParams:

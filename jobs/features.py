@@ -16,7 +16,7 @@ import ray
 from regimes import db
 from regimes.config import PlatformConfig
 from regimes.feature_store import FeatureUnitResult, compute_and_store
-from regimes.jobs.runtime import ensure_ray
+from regimes.jobs.runtime import as_completed, ensure_ray
 
 
 @ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)
@@ -44,16 +44,10 @@ def run_features_on_ray(
         for symbol, timeframe in units
     }
     results: list[FeatureUnitResult] = []
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            symbol, timeframe = pending.pop(ref)
-            try:
-                results.append(FeatureUnitResult(**ray.get(ref)))
-            except Exception as exc:  # e.g. the worker died on every retry
-                results.append(
-                    FeatureUnitResult(symbol, timeframe, error=f"{type(exc).__name__}: {exc}")
-                )
-            if progress is not None:
-                progress(1)
+    for (symbol, timeframe), value, error in as_completed(pending, progress):
+        results.append(
+            FeatureUnitResult(**value)
+            if error is None
+            else FeatureUnitResult(symbol, timeframe, error=error)
+        )
     return results

@@ -52,3 +52,22 @@ def _where(ray) -> str:
     resources = ray.cluster_resources()
     address = os.environ.get("RAY_ADDRESS") or "local"
     return f"Ray {address} ({int(resources.get('CPU', 0))} CPUs)"
+
+
+def as_completed(pending: dict, progress=None):
+    """Yield ``(key, result, error)`` for each Ray task of ``pending`` ({ref: key}) as it
+    finishes; ``error`` is set when the task failed for good (e.g. its worker died on
+    every retry). ``progress(1)`` is called per task."""
+    import ray
+
+    pending = dict(pending)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            key = pending.pop(ref)
+            try:
+                yield key, ray.get(ref), None
+            except Exception as exc:
+                yield key, None, f"{type(exc).__name__}: {exc}"
+            if progress is not None:
+                progress(1)

@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from regimes.jobs.runtime import ensure_ray
+from regimes.jobs.runtime import as_completed, ensure_ray
 from regimes.training import CellResult, evaluate_cell
 
 
@@ -58,18 +58,10 @@ def ray_runner(progress: Callable[[int], Any] | None = None):
             )
             for fold, cell in by_size
         }
-        results: list[CellResult] = []
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                fold, cell = pending.pop(ref)
-                try:
-                    results.append(ray.get(ref))
-                except Exception as exc:  # the worker died on every retry
-                    results.append(
-                        CellResult(cell, fold.index, error=f"{type(exc).__name__}: {exc}")
-                    )
-                tick(1)
+        results = [
+            value if error is None else CellResult(cell, fold.index, error=error)
+            for (fold, cell), value, error in as_completed(pending, tick)
+        ]
         if bar is not None:
             bar.close()
         order = {(cell.key, fold.index): i for i, (fold, cell) in enumerate(tasks)}

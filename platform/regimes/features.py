@@ -594,10 +594,10 @@ def compute_batch(
     return result
 
 
-def _check_prices(symbol: str, bar: dict[str, np.ndarray], ts: pd.Series) -> None:
-    o, h, lo, c, v = (bar[k] for k in ("open", "high", "low", "close", "volume"))
+def valid_bars(o, h, lo, c, v) -> np.ndarray:
+    """Rows with finite positive prices, low <= open, close <= high, finite volume >= 0."""
     with np.errstate(invalid="ignore"):
-        bad = ~(
+        return (
             np.isfinite(o)
             & np.isfinite(h)
             & np.isfinite(lo)
@@ -611,6 +611,10 @@ def _check_prices(symbol: str, bar: dict[str, np.ndarray], ts: pd.Series) -> Non
             & np.isfinite(v)
             & (v >= 0)
         )
+
+
+def _check_prices(symbol: str, bar: dict[str, np.ndarray], ts: pd.Series) -> None:
+    bad = ~valid_bars(*(bar[k] for k in ("open", "high", "low", "close", "volume")))
     if bad.any():
         first = ts.iloc[int(np.flatnonzero(bad)[0])]
         raise BadInputError(
@@ -1003,21 +1007,7 @@ class OnlineFeatureBuffer:
             )
         real = ~gap
         o, h, lo, c, v = (arrays[k] for k in ("open", "high", "low", "close", "volume"))
-        with np.errstate(invalid="ignore"):
-            bad = real & ~(
-                np.isfinite(o)
-                & np.isfinite(h)
-                & np.isfinite(lo)
-                & np.isfinite(c)
-                & (lo > 0)
-                & (h >= lo)
-                & (o >= lo)
-                & (o <= h)
-                & (c >= lo)
-                & (c <= h)
-                & np.isfinite(v)
-                & (v >= 0)
-            )
+        bad = real & ~valid_bars(o, h, lo, c, v)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise BadInputError(
