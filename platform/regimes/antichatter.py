@@ -27,14 +27,20 @@ from regimes.errors import BadInputError
 NO_STATE = -1
 
 
+FIELDS = ("published", "dwell", "history", "seen", "raw_switches", "published_switches")
+
+
 @dataclass
 class AntiChatterState:
-    """Arrays over symbols: published state, bars since it was published, raw history."""
+    """Arrays over symbols: published state, bars since it was published, raw history,
+    and how often the raw and the published state changed (for monitors)."""
 
     published: np.ndarray
     dwell: np.ndarray
     history: np.ndarray  # (N, majority_window) raw states, NO_STATE where not yet seen
     seen: np.ndarray
+    raw_switches: np.ndarray
+    published_switches: np.ndarray
 
     @classmethod
     def empty(cls, n_symbols: int, window: int) -> AntiChatterState:
@@ -43,21 +49,26 @@ class AntiChatterState:
             dwell=np.zeros(n_symbols, dtype=np.int64),
             history=np.full((n_symbols, window), NO_STATE, dtype=np.int64),
             seen=np.zeros(n_symbols, dtype=np.int64),
+            raw_switches=np.zeros(n_symbols, dtype=np.int64),
+            published_switches=np.zeros(n_symbols, dtype=np.int64),
+        )
+
+    def extended(self, n_symbols: int) -> AntiChatterState:
+        """This state with ``n_symbols`` fresh symbols appended."""
+        fresh = AntiChatterState.empty(n_symbols, self.history.shape[1])
+        return AntiChatterState(
+            *(np.concatenate([getattr(self, f), getattr(fresh, f)]) for f in FIELDS)
         )
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        return {
-            name: getattr(self, name).copy() for name in ("published", "dwell", "history", "seen")
-        }
+        return {name: getattr(self, name).copy() for name in FIELDS}
 
     @classmethod
     def restore(cls, state: dict[str, np.ndarray]) -> AntiChatterState:
-        return cls(
-            **{
-                name: np.asarray(state[name]).copy()
-                for name in ("published", "dwell", "history", "seen")
-            }
-        )
+        missing = [name for name in FIELDS if name not in state]
+        if missing:
+            raise BadInputError(f"anti-chatter snapshot is incomplete: no {missing}")
+        return cls(**{name: np.asarray(state[name]).copy() for name in FIELDS})
 
 
 def majority(history: np.ndarray, seen: np.ndarray, K: int) -> np.ndarray:
@@ -98,6 +109,8 @@ def step(
             f"anti-chatter: state has a window of {W}, settings ask for {settings.majority_window}"
         )
     raw = posterior.argmax(axis=1)
+    previous = state.history[rows, (state.seen[rows] - 1) % W]
+    state.raw_switches[rows] += (state.seen[rows] > 0) & (previous != raw)
     slot = state.seen[rows] % W
     state.history[rows, slot] = raw
     state.seen[rows] += 1
@@ -113,6 +126,7 @@ def step(
         & (dwell >= settings.min_dwell_bars)
     )
     moved = first | switch
+    state.published_switches[rows] += switch
     published = np.where(moved, candidate, current)
     state.published[rows] = published
     state.dwell[rows] = np.where(moved, 0, dwell)

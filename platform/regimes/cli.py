@@ -8,6 +8,7 @@ reason on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -426,21 +427,15 @@ def cmd_replay(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import pandas as pd
 
     from regimes import db
-    from regimes.inference import InferenceEngine
-    from regimes.paths import artifact_dir, check_model_id
+    from regimes.inference import open_engine
     from regimes.store import Registry
 
     timeframe = args.timeframe
     registry = Registry.at_home(ctx.settings.home)
-    model_id = args.model_id or registry.production(timeframe)
-    if model_id is None:
-        raise BadInputError(
-            f"replay: no production model for {timeframe}; pass --model-id (see `regimes models`)"
-        )
-    path = artifact_dir(ctx.settings.models_dir, timeframe, check_model_id(model_id))
-    if not path.is_dir():
-        raise BadInputError(f"replay: no artifact for model {model_id} at {path}")
-    engine = InferenceEngine(path, ctx.config)
+    engine = open_engine(
+        ctx.config, ctx.settings.models_dir, registry, timeframe, model_id=args.model_id
+    )
+    model_id = engine.model_id
     # From the first stored bar: the engine warms up exactly as a live one would have.
     bars = db.read_bars(ctx.engine, timeframe, args.symbols, None, args.end)
     if bars.empty:
@@ -739,6 +734,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    try:
+        return _run(args)
+    finally:
+        # Arrow / Delta objects freed now, while their native thread pools are alive:
+        # freed during interpreter teardown they can abort the process
+        # ("terminate called without an active exception", apache/arrow#34314).
+        gc.collect()
+
+
+def _run(args: argparse.Namespace) -> int:
     command = COMMANDS[args.command]
     try:
         settings = resolve_settings(args.home, args.db_url, args.config_dir)

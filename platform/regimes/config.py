@@ -138,6 +138,21 @@ class AntiChatter(BaseModel):
     majority_window: int = Field(ge=1)
 
 
+class OODConfig(BaseModel):
+    """Live out-of-distribution and model-health checks of one timeframe (plan 6.5).
+
+    The log-likelihood threshold itself is calibrated at training and stored in each
+    artifact's metadata (``ood_threshold``); these are the trailing-window settings.
+    """
+
+    model_config = _STRICT
+
+    window: int = Field(default=100, ge=5)
+    entropy_z: float = Field(default=4.0, gt=0)
+    collapse_share: float = Field(default=0.95, gt=0.5, le=1.0)
+    max_clipped_features: int = Field(default=0, ge=0)
+
+
 class Session(BaseModel):
     """Trading hours in a time zone that bars are aligned to.
 
@@ -207,6 +222,7 @@ class TimeframeConfig(BaseModel):
     retrain_cadence: str
     state_ttl: timedelta
     anti_chatter: AntiChatter
+    ood: OODConfig = Field(default_factory=OODConfig)
 
     @field_validator("k_range")
     @classmethod

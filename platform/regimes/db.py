@@ -498,6 +498,39 @@ def read_bars(
     return frame
 
 
+def read_recent_bars(
+    engine: Engine, timeframe: str, symbols: Sequence[str], before: Any, bars_per_symbol: int
+) -> pd.DataFrame:
+    """The last ``bars_per_symbol`` bars of each symbol with ``ts < before``, sorted by
+    symbol and ts (the live engine's cold start of a symbol it has not seen)."""
+    if bars_per_symbol < 1:
+        raise BadInputError(f"bars_per_symbol: expected >= 1, got {bars_per_symbol}")
+    before_utc = _as_utc(before, "before")
+    frames = []
+    try:
+        with engine.connect() as connection:
+            for symbol in symbols:
+                statement = (
+                    select(*[bars.c[name] for name in BAR_COLUMNS])
+                    .where(bars.c.timeframe == check_timeframe(timeframe))
+                    .where(bars.c.symbol == check_symbol(symbol))
+                    .where(bars.c.ts < before_utc)
+                    .order_by(bars.c.ts.desc())
+                    .limit(int(bars_per_symbol))
+                )
+                frames.append(_frame(connection.execute(statement).all()[::-1], BAR_COLUMNS))
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"reading bars from {describe(engine)} failed: {getattr(exc, 'orig', exc)}"
+        ) from None
+    frames = [f for f in frames if len(f)]
+    frame = pd.concat(frames, ignore_index=True) if frames else _frame([], BAR_COLUMNS)
+    for column in (*PRICE_COLUMNS, "volume"):
+        frame[column] = frame[column].astype(float)
+    frame["is_gap"] = frame["is_gap"].astype(bool)
+    return frame
+
+
 def read_features(
     engine: Engine,
     timeframe: str | None = None,

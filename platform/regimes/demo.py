@@ -7,6 +7,7 @@ chains them and prints what happened and where every output went.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from datetime import date
@@ -110,10 +111,10 @@ def run_demo(
     trained = _train_all(ctx, args, synth, say)
     say("")
     say(
-        f"== 6/{steps} live: the 15m and 1h models replayed bar by bar through the inference "
-        "engine, then one composite record per symbol"
+        f"== 6/{steps} live: the last day bar by bar through the inference engine of every "
+        "timeframe, then composite multi-timeframe records"
     )
-    live = _live(ctx, trained, say)
+    live = _live(ctx, trained, say, progress)
     elapsed = time.perf_counter() - started
     say("")
     say(f"== done in {elapsed:.1f}s. Outputs:")
@@ -258,53 +259,109 @@ def _train_all(ctx, args, synth: dict, say) -> list[dict]:
     return rows
 
 
-def _live(ctx, trained: list[dict], say) -> dict:
+def _live(ctx, trained: list[dict], say, progress) -> dict:
+    """The last synthetic day through a live engine per timeframe (cold-started from the
+    database), switch counts with and without anti-chatter, composite records."""
+    import time as clock
+
     import pandas as pd
 
     from regimes import db
-    from regimes.inference import InferenceEngine
+    from regimes.inference import DatabaseHistory, InferenceEngine
     from regimes.sync import TimeframeSynchronizer
+    from regimes.timeframes import TIMEFRAME_DURATION
 
     paths = {row["timeframe"]: row["path"] for row in trained}
+    summary = db.bars_summary(ctx.engine)
+    synthetic = summary[summary["symbol"].str.startswith("SYN")]
+    symbols = sorted(synthetic["symbol"].unique())
+    if not symbols or not paths:
+        say("   no synthetic bars or no trained model to run")
+        return {}
+    zone = ctx.config.timeframes.session.timezone
+    last_1m = pd.Timestamp(synthetic.loc[synthetic["timeframe"] == "1m", "last_ts"].max())
+    day_start = last_1m.tz_convert(zone).normalize().tz_convert("UTC")
     sync = TimeframeSynchronizer.from_config(ctx.config)
-    summary, last_ts = [], None
-    for timeframe in ("15m", "1h"):
+    rows, emitted = [], []
+    for timeframe in TIMEFRAMES:
         if timeframe not in paths:
             say(f"   {timeframe}: no trained model to run")
             continue
-        engine = InferenceEngine(paths[timeframe], ctx.config)
-        bars = db.read_bars(ctx.engine, timeframe)
-        bars = bars[bars["symbol"].str.startswith("SYN")]
+        engine = InferenceEngine(
+            paths[timeframe], ctx.config, history=DatabaseHistory(ctx.engine, timeframe)
+        )
+        # 1d: the day before as well, the last daily state final during the last day.
+        start = day_start - pd.Timedelta(days=4) if timeframe == "1d" else day_start
+        bars = db.read_bars(ctx.engine, timeframe, symbols, start)
+        steps = [group for _, group in bars.groupby("ts", sort=True)]
+        if timeframe == "1d":
+            steps = steps[-2:]
+        started = clock.perf_counter()
         answers = pd.concat(
-            [engine.step(group) for _, group in bars.groupby("ts", sort=True)],
+            [engine.step(group) for group in progress(f"live {timeframe}")(steps)],
             ignore_index=True,
         )
-        sync.update(answers)
-        last_ts = max(last_ts, answers["ts"].max()) if last_ts is not None else answers["ts"].max()
-        reasons = answers["ood_reason"].fillna("known state").value_counts()
-        summary.append(
+        seconds = clock.perf_counter() - started
+        emitted.append(answers)
+        counters = engine.counters()
+        reasons = answers["ood_reason"].value_counts()
+        rows.append(
             {
                 "timeframe": timeframe,
+                "model_id": engine.model_id,
                 "bars": len(answers),
+                "cold-started": counters["cold_started"],
+                "known": int((~answers["is_unknown"]).sum()),
                 **{str(k): int(v) for k, v in reasons.items()},
+                "switches raw": counters["raw_switches"],
+                "switches published": counters["published_switches"],
+                "ms/step": round(1000 * seconds / max(len(steps), 1), 1),
             }
         )
-    if not summary:
-        return {}
-    table = pd.DataFrame(summary).fillna(0)
-    say("answers of the live engine per timeframe (known state or UNKNOWN reason):")
+    table = pd.DataFrame(rows).fillna(0)
+    for column in table.columns[3:]:
+        if column != "ms/step":
+            table[column] = table[column].astype(int)
+    say(
+        f"the last synthetic day ({day_start.tz_convert(zone).date()}) through the live engine, "
+        f"{len(symbols)} symbols; each symbol cold-started from its stored history:"
+    )
     say(table.to_string(index=False))
-    at = last_ts + pd.Timedelta(minutes=15)
-    symbols = sorted(db.list_symbols(ctx.engine, "15m"))[:3]
-    composite = sync.composite(symbols, at)
-    columns = [
-        "symbol",
-        *[
-            c
-            for c in composite.columns
-            if c.split("_")[-1] in ("15m", "1h") and not c.startswith("age")
-        ],
-    ]
-    say(f"composite records at {at.isoformat()} (state TTLs from config/timeframes.yaml):")
-    say(composite[columns].to_string(index=False))
-    return {"answers": summary, "composite_at": at.isoformat()}
+    say(
+        "   switches raw = changes of the filtered argmax; published = after anti-chatter "
+        "(p_switch, min_dwell_bars, majority vote per timeframe)"
+    )
+    # The synchroniser sees each answer when its bar closes, as it would live.
+    answers = pd.concat(emitted, ignore_index=True)
+    answers["final_at"] = answers["ts"] + answers["timeframe"].map(TIMEFRAME_DURATION)
+    answers = answers.sort_values(["final_at", "timeframe"], kind="stable")
+    composites, fed = {}, 0
+    session_open = day_start.tz_convert(zone) + ctx.config.timeframes.session.open_offset
+    for label, at in (
+        ("midday", session_open.tz_convert("UTC") + pd.Timedelta(hours=3)),
+        ("close", last_1m + pd.Timedelta(minutes=1)),
+    ):
+        closed = int((answers["final_at"] <= at).sum())
+        sync.update(answers.iloc[fed:closed])
+        fed = closed
+        composite = sync.composite(symbols, at)
+        shown = composite[["symbol"]].copy()
+        for timeframe in TIMEFRAMES:
+            state = composite[f"state_{timeframe}"]
+            reason = composite[f"reason_{timeframe}"]
+            shown[timeframe] = [
+                f"{int(s)} ({p:.2f})" if s >= 0 else f"UNKNOWN: {r}"
+                for s, p, r in zip(state, composite[f"prob_{timeframe}"], reason, strict=True)
+            ]
+        say("")
+        say(
+            f"composite records at {label} {at.tz_convert(zone):%Y-%m-%d %H:%M %Z} "
+            "(state (probability) per timeframe; TTLs from config/timeframes.yaml):"
+        )
+        say(shown.to_string(index=False))
+        composites[label] = json.loads(composite.to_json(orient="records", date_format="iso"))
+    return {
+        "day": str(day_start.tz_convert(zone).date()),
+        "engines": json.loads(table.to_json(orient="records")),
+        "composite": composites,
+    }

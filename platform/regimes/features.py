@@ -936,6 +936,20 @@ class OnlineFeatureBuffer:
         self.count = np.concatenate([self.count, np.zeros(extra, dtype=np.int64)])
         self._capacity = capacity
 
+    @property
+    def warmup_bars(self) -> int:
+        """Bars a symbol needs before all of its features are defined."""
+        return int(self._longest)
+
+    def last_times(self, symbols: Sequence[str]) -> np.ndarray:
+        """UTC nanoseconds of each symbol's last bar (int64 minimum for an unseen one)."""
+        last = np.full(len(symbols), _NEVER)
+        for i, symbol in enumerate(symbols):
+            row = self._index.get(symbol)
+            if row is not None:
+                last[i] = self.last_ts[row]
+        return last
+
     # -- the step
 
     def update(

@@ -11,10 +11,26 @@ the batch path (:meth:`regimes.preprocessing.StateVectorPipeline.transform` then
 A bar without a complete usable window (warm-up, gap, or too soon after one) gets an
 UNKNOWN answer with its reason; the filter state carries over it unchanged, as in the
 batch path.
+
+Bad rows of a batch (a duplicate or out-of-order bar, a bar of another timeframe or of
+another bar time than the batch, NaN/inf or non-positive prices, an unsafe symbol) are
+refused one by one: they get no answer, are listed with their reason in
+:attr:`InferenceEngine.last_rejected` and counted, and the rest of the batch goes on;
+no state of a refused row or of any other symbol changes.
+
+**Cold start** (plan 6.2): given a ``history`` source (:class:`DatabaseHistory` reads
+the bars table), a symbol the engine has not seen is first warmed up on its last
+:attr:`InferenceEngine.cold_start_bars` stored bars before the bar at hand, so its first
+live answer is a real one when that much history exists; without history it reports
+UNKNOWN "warming up" until its longest window is filled.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +40,21 @@ import pandas as pd
 from regimes import antichatter, ood
 from regimes.artifacts import load_pickle, verify_artifact
 from regimes.config import PlatformConfig
-from regimes.features import OnlineFeatureBuffer, selected_features
+from regimes.errors import BadInputError, UnsafeNameError
+from regimes.features import OnlineFeatureBuffer, selected_features, valid_bars
 from regimes.hmm.filtering import entropy, filter_step
+from regimes.paths import artifact_dir, check_model_id, check_symbol, check_timeframe_name
 from regimes.scaling import stationarize
 
+log = logging.getLogger(__name__)
+
 UNKNOWN = -1
+BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
+ANSWER_REASONS = ("warming up", "gap", "settling", *ood.REASONS[1:])
+SNAPSHOT_VERSION = 2
+
+#: A source of recent bars for cold starts: (symbols, before, bars per symbol) -> bars.
+History = Callable[[Sequence[str], pd.Timestamp, int], pd.DataFrame]
 
 
 @dataclass
@@ -40,14 +66,77 @@ class _Rows:
     run: np.ndarray  # (N,) consecutive usable rows ending at the last bar
 
 
-class InferenceEngine:
-    """Regimes of one timeframe from one model artifact, bar by bar."""
+class DatabaseHistory:
+    """Cold-start history from the ``bars`` table of a database (see :mod:`regimes.db`)."""
 
-    def __init__(self, artifact: str | Path, config: PlatformConfig, symbols=()):
+    def __init__(self, engine, timeframe: str):
+        self.engine = engine
+        self.timeframe = check_timeframe_name(timeframe)
+
+    def __call__(self, symbols, before, bars_per_symbol: int) -> pd.DataFrame:
+        from regimes import db
+
+        return db.read_recent_bars(self.engine, self.timeframe, symbols, before, bars_per_symbol)
+
+
+def open_engine(
+    config: PlatformConfig,
+    models_dir: str | Path,
+    registry,
+    timeframe: str,
+    model_id: str | None = None,
+    history: History | None = None,
+) -> InferenceEngine:
+    """The engine of ``timeframe``: ``model_id``, else the registry's production model.
+
+    Refuses (``BadInputError``) a timeframe without a production model, a model_id
+    without an artifact, and an artifact of another timeframe; an artifact that fails
+    its checksums raises ``ArtifactIntegrityError`` at load.
+    """
+    timeframe = check_timeframe_name(timeframe)
+    if model_id is None:
+        model_id = registry.production(timeframe)
+        if model_id is None:
+            raise BadInputError(
+                f"no production model for {timeframe}; promote one or pass a model_id "
+                "(see `regimes models`)"
+            )
+    model_id = check_model_id(model_id)
+    registered = registry.artifact_path(timeframe, model_id)
+    path = Path(registered) if registered else artifact_dir(models_dir, timeframe, model_id)
+    if not path.is_dir():
+        raise BadInputError(f"model {model_id} ({timeframe}): no artifact at {path}")
+    engine = InferenceEngine(path, config, history=history)
+    if engine.timeframe != timeframe:
+        raise BadInputError(
+            f"model {model_id} is a {engine.timeframe} model, not {timeframe} ({path})"
+        )
+    return engine
+
+
+class InferenceEngine:
+    """Regimes of one timeframe from one model artifact, bar by bar.
+
+    Parameters
+    ----------
+    artifact : path of a model artifact (verified against its checksums at load).
+    config : the platform config (feature spec, session, anti-chatter and OOD settings).
+    symbols : symbols to track from the start (others are added when they first appear).
+    history : optional cold-start source of recent bars (see :class:`DatabaseHistory`).
+    """
+
+    def __init__(
+        self,
+        artifact: str | Path,
+        config: PlatformConfig,
+        symbols=(),
+        history: History | None = None,
+    ):
         self.metadata = verify_artifact(artifact)
         self.pipeline = load_pickle(artifact, "pipeline.pkl", self.metadata)
         self.hmm = load_pickle(artifact, "hmm.pkl", self.metadata)
         self.config = config
+        self.history = history
         self.timeframe = self.metadata["timeframe"]
         self.model_id = self.metadata["model_id"]
         tf_config = config.timeframe(self.timeframe)
@@ -57,10 +146,23 @@ class InferenceEngine:
             names=selected_features(config.features, tf_config),
         )
         self.settings = tf_config.anti_chatter
-        self.ood_settings = ood.OODSettings(loglik_threshold=float(self.metadata["ood_threshold"]))
+        self.ood_settings = ood.OODSettings.from_config(
+            self.metadata["ood_threshold"], tf_config.ood
+        )
         self.L = int(self.pipeline.window_length)
         self.F = len(self.pipeline.features_)
         self.K = self.hmm.K
+        # Enough history for every feature window, the encoder window and full
+        # anti-chatter / OOD trailing windows.
+        self.cold_start_bars = (
+            self.buffer.warmup_bars
+            + self.L
+            + max(
+                self.ood_settings.window,
+                self.settings.majority_window,
+                self.settings.min_dwell_bars,
+            )
+        )
         self.symbols: list[str] = []
         self._index: dict[str, int] = {}
         self._rows = _Rows(
@@ -68,10 +170,12 @@ class InferenceEngine:
         )
         self._chatter = antichatter.AntiChatterState.empty(0, self.settings.majority_window)
         self._ood = ood.OODState.empty(0, self.ood_settings.window)
+        self._counts = _empty_counts()
+        self.last_rejected = _rejected_frame([])
         self.add_symbols(symbols)
 
     def add_symbols(self, symbols) -> None:
-        new = [s for s in dict.fromkeys(symbols) if s not in self._index]
+        new = [check_symbol(s) for s in dict.fromkeys(symbols) if s not in self._index]
         if not new:
             return
         n = len(new)
@@ -81,27 +185,119 @@ class InferenceEngine:
             np.concatenate([self._rows.window, np.zeros((n, self.L, self.F))]),
             np.concatenate([self._rows.run, np.zeros(n, dtype=np.int64)]),
         )
-        grown = antichatter.AntiChatterState.empty(n, self.settings.majority_window)
-        self._chatter = antichatter.AntiChatterState(
-            *(
-                np.concatenate([getattr(self._chatter, f), getattr(grown, f)])
-                for f in ("published", "dwell", "history", "seen")
-            )
-        )
-        fresh = ood.OODState.empty(n, self.ood_settings.window)
-        self._ood = ood.OODState(
-            np.concatenate([self._ood.entropy, fresh.entropy]),
-            np.concatenate([self._ood.states, fresh.states]),
-            np.concatenate([self._ood.seen, fresh.seen]),
-            self._ood.counters,
-        )
+        self._chatter = self._chatter.extended(n)
+        self._ood = self._ood.extended(n)
         for symbol in new:
             self._index[symbol] = len(self.symbols)
             self.symbols.append(symbol)
 
+    # -- the step
+
     def step(self, bars: pd.DataFrame) -> pd.DataFrame:
-        """One closed bar for each of a batch of symbols (columns of ``bars``: symbol, ts,
-        open, high, low, close, volume, is_gap). Returns one answer per symbol."""
+        """One closed bar for each of a batch of symbols; returns one answer per accepted row.
+
+        ``bars`` has columns symbol, ts (UTC), open, high, low, close, volume and
+        optionally is_gap and timeframe. Rows refused for a reason are left out of the
+        answers and listed in :attr:`last_rejected` (row, symbol, ts, reason).
+        """
+        frame = _check_columns(bars)
+        accepted, rejected = self._screen(frame)
+        self.last_rejected = _rejected_frame(rejected)
+        if rejected:
+            self._counts["rejected"] += len(rejected)
+            log.warning(
+                "%s engine refused %d row(s), first: %s",
+                self.timeframe,
+                len(rejected),
+                rejected[0]["reason"],
+            )
+        if not accepted.any():
+            return self._answers(frame.iloc[:0], *self._no_output(0))
+        frame = frame[accepted].reset_index(drop=True)
+        unseen = [s for s in frame["symbol"] if s not in self._index]
+        if unseen and self.history is not None:
+            self._cold_start(unseen, frame["ts"].iloc[0])
+        return self._advance(frame)
+
+    def _screen(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[dict]]:
+        """Accepted-row mask and a reason for every refused row (no state changes)."""
+        n = len(frame)
+        reason = np.full(n, "", dtype=object)
+        ts_ns = frame["ts"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+        def refuse(mask, why):
+            target = mask & (reason == "")
+            if target.any():
+                reason[target] = why(np.flatnonzero(target)) if callable(why) else why
+
+        if "timeframe" in frame.columns:
+            other = frame["timeframe"].to_numpy() != self.timeframe
+            refuse(other, f"bar of another timeframe (this engine runs {self.timeframe})")
+        symbols = frame["symbol"].to_numpy()
+        unsafe = np.zeros(n, dtype=bool)
+        for i, symbol in enumerate(symbols):
+            if symbol not in self._index:
+                try:
+                    check_symbol(symbol)
+                except UnsafeNameError as exc:
+                    unsafe[i] = True
+                    reason[i] = reason[i] or f"unsafe symbol: {exc}"
+        values, counts = np.unique(ts_ns, return_counts=True)
+        batch_ts = values[counts == counts.max()][-1] if n else 0
+        refuse(
+            ts_ns != batch_ts,
+            f"ts differs from the batch's bar time {pd.Timestamp(batch_ts, tz='UTC').isoformat()}"
+            " (one step is one bar time)",
+        )
+        refuse(frame["symbol"].duplicated().to_numpy(), "symbol appears twice in the batch")
+        last = self.buffer.last_times(list(symbols))
+        refuse(ts_ns == last, "duplicate bar (this bar time was already processed)")
+        refuse(ts_ns < last, "out-of-order bar (older than the symbol's last bar)")
+        prices = [
+            frame[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close", "volume")
+        ]
+        gap = frame["is_gap"].to_numpy(dtype=bool)
+        refuse(
+            ~gap & ~valid_bars(*prices),
+            "invalid prices: NaN/inf, non-positive, low > high, open/close outside "
+            "[low, high] or negative volume",
+        )
+        refused = np.flatnonzero(reason != "")
+        rejected = [
+            {
+                "row": int(i),
+                "symbol": str(symbols[i]),
+                "ts": frame["ts"].iloc[i],
+                "reason": str(reason[i]),
+            }
+            for i in refused
+        ]
+        return reason == "", rejected
+
+    def _cold_start(self, symbols: list[str], before: pd.Timestamp) -> None:
+        """Warm ``symbols`` up on their recent stored bars; answers and counters of the
+        warm-up are not reported."""
+        history = self.history(symbols, before, self.cold_start_bars)
+        self.add_symbols(symbols)
+        if history is None or history.empty:
+            return
+        history = _check_columns(history)
+        history = history[history["symbol"].isin(symbols) & (history["ts"] < before)]
+        counts = dict(self._counts)
+        ood_counts = dict(self._ood.counters)
+        rows = np.array([self._index[s] for s in symbols], dtype=np.int64)
+        for _, group in history.groupby("ts", sort=True):
+            accepted, _ = self._screen(group)
+            if accepted.any():
+                self._advance(group[accepted].reset_index(drop=True))
+        self._counts = counts
+        self._counts["cold_started"] += len(symbols)
+        self._ood.counters = ood_counts
+        self._chatter.raw_switches[rows] = 0
+        self._chatter.published_switches[rows] = 0
+
+    def _advance(self, bars: pd.DataFrame) -> pd.DataFrame:
+        """Advance the engine by one bar of each row of ``bars`` (already screened)."""
         features = self.buffer.update(
             bars["symbol"].tolist(),
             pd.DatetimeIndex(bars["ts"]),
@@ -125,17 +321,18 @@ class InferenceEngine:
         usable = ~(features.is_warmup | features.is_gap) & np.isfinite(X).all(axis=1)
         rows = self._rows
         rows.run[idx[~usable]] = 0
+        clipped = np.zeros(len(idx), dtype=np.int64)
         if usable.any():
             scaled = self.pipeline.scaler_.transform(X[usable])
+            clipped[usable] = (np.abs(scaled) >= self.pipeline.scaler_.clip).sum(axis=1)
             target = idx[usable]
             rows.window[target, :-1] = rows.window[target, 1:]
             rows.window[target, -1] = scaled
             rows.run[target] += 1
         ready = usable & (rows.run[idx] >= self.L)
         n = len(idx)
-        posterior = np.full((n, self.K), np.nan)
-        loglik = np.full(n, np.nan)
-        z = np.full((n, self.pipeline.d), np.nan)
+        z, posterior, loglik, h, state_id, raw, reason = self._no_output(n)
+        reason[~ready] = np.where(features.is_gap[~ready], "gap", "warming up")
         if ready.any():
             target = idx[ready]
             windows = rows.window[target].reshape(len(target), self.L * self.F)
@@ -144,14 +341,7 @@ class InferenceEngine:
             rows.log_alpha[target] = log_alpha
             posterior[ready] = np.exp(log_alpha)
             loglik[ready] = ll
-        # Answers: encoded bars go through anti-chatter and OOD; the rest are UNKNOWN.
-        state_id = np.full(n, UNKNOWN, dtype=np.int64)
-        raw = np.full(n, UNKNOWN, dtype=np.int64)
-        reason = np.full(n, "", dtype=object)
-        reason[~ready] = np.where(features.is_gap[~ready], "gap", "warming up")
-        h = np.full(n, np.nan)
-        if ready.any():
-            target = idx[ready]
+            # Encoded bars go through anti-chatter and OOD; the rest stay UNKNOWN.
             published, raw_ready = antichatter.step(
                 self._chatter, target, posterior[ready], self.settings
             )
@@ -164,80 +354,204 @@ class InferenceEngine:
                 raw_ready,
                 np.zeros(len(target), dtype=bool),
                 self.ood_settings,
+                clipped[ready],
             )
             raw[ready] = raw_ready
             settled = published >= 0
             state_id[ready] = np.where(unknown | ~settled, UNKNOWN, published)
-            reason_ready = np.where(unknown, why, np.where(settled, "", "settling"))
-            reason[ready] = reason_ready
-        out = pd.DataFrame(
+            reason[ready] = np.where(unknown, why, np.where(settled, "", "settling"))
+        self._counts["bars"] += n
+        self._counts["known"] += int((reason == "").sum())
+        for name in ANSWER_REASONS:
+            self._counts[name] += int((reason == name).sum())
+        return self._answers(bars, z, posterior, loglik, h, state_id, raw, reason)
+
+    def _no_output(self, n: int):
+        return (
+            np.full((n, self.pipeline.d), np.nan),
+            np.full((n, self.K), np.nan),
+            np.full(n, np.nan),
+            np.full(n, np.nan),
+            np.full(n, UNKNOWN, dtype=np.int64),
+            np.full(n, UNKNOWN, dtype=np.int64),
+            np.full(n, "", dtype=object),
+        )
+
+    def _answers(self, bars, z, posterior, loglik, h, state_id, raw, reason) -> pd.DataFrame:
+        known = np.isfinite(posterior).all(axis=1) if len(posterior) else np.zeros(0, bool)
+        state_prob = np.full(len(posterior), np.nan)
+        if known.any():
+            state_prob[known] = posterior[known].max(axis=1)
+        columns = {
+            "symbol": bars["symbol"].to_numpy(dtype=object),
+            "ts": pd.DatetimeIndex(bars["ts"]),
+            "timeframe": self.timeframe,
+            "model_id": self.model_id,
+            "state_id": state_id,
+            "raw_state_id": raw,
+            "state_prob": state_prob,
+            "loglik": loglik,
+            "entropy": h,
+            "is_unknown": state_id == UNKNOWN,
+            "ood_reason": np.where(reason == "", None, reason),
+        }
+        for k in range(self.pipeline.d):
+            columns[f"z_{k:02d}"] = z[:, k]
+        for k in range(self.K):
+            columns[f"p_{k:02d}"] = posterior[:, k]
+        return pd.DataFrame(columns)
+
+    # -- monitoring
+
+    def counters(self) -> dict:
+        """Counters a monitor reads: rows answered, refused, known, UNKNOWN by reason,
+        switches of the raw and the published state, symbols whose trailing window
+        collapsed onto one state, and symbols cold-started from history."""
+        collapsed = ood.occupancy_collapse(self._ood, self.ood_settings)
+        return {
+            "timeframe": self.timeframe,
+            "model_id": self.model_id,
+            "symbols": len(self.symbols),
+            **{key: int(value) for key, value in self._counts.items()},
+            "raw_switches": int(self._chatter.raw_switches.sum()),
+            "published_switches": int(self._chatter.published_switches.sum()),
+            "occupancy_collapse": [s for s, c in zip(self.symbols, collapsed, strict=True) if c],
+        }
+
+    def switch_counts(self) -> pd.DataFrame:
+        """Per symbol: switches of the raw (argmax) state and of the published state."""
+        return pd.DataFrame(
             {
-                "symbol": bars["symbol"].to_numpy(),
-                "ts": pd.DatetimeIndex(bars["ts"]),
-                "timeframe": self.timeframe,
-                "model_id": self.model_id,
-                "state_id": state_id,
-                "raw_state_id": raw,
-                "state_prob": np.where(
-                    ready, np.nanmax(np.where(ready[:, None], posterior, 0.0), axis=1), np.nan
-                ),
-                "loglik": loglik,
-                "entropy": h,
-                "is_unknown": state_id == UNKNOWN,
-                "ood_reason": np.where(reason == "", None, reason),
+                "symbol": self.symbols,
+                "raw_switches": self._chatter.raw_switches.copy(),
+                "published_switches": self._chatter.published_switches.copy(),
             }
         )
-        for k in range(self.pipeline.d):
-            out[f"z_{k:02d}"] = z[:, k]
-        for k in range(self.K):
-            out[f"p_{k:02d}"] = posterior[:, k]
-        return out
 
     # -- exact restarts
 
-    def snapshot(self) -> dict:
-        """The whole engine state (feature buffers, filter, windows, anti-chatter, OOD)."""
-        return {
-            "model_id": self.model_id,
-            "symbols": list(self.symbols),
-            "buffer": self.buffer.snapshot(),
-            "log_alpha": self._rows.log_alpha.copy(),
-            "window": self._rows.window.copy(),
-            "run": self._rows.run.copy(),
-            "chatter": self._chatter.snapshot(),
-            "ood": self._ood.snapshot(),
-        }
-
-    def restore(self, state: dict) -> InferenceEngine:
-        """Load :meth:`snapshot` into this engine (built from the same artifact)."""
-        from regimes.errors import BadInputError
-
-        if state["model_id"] != self.model_id:
-            raise BadInputError(
-                f"engine snapshot is of model {state['model_id']}, this engine runs {self.model_id}"
-            )
-        self.buffer = OnlineFeatureBuffer.restore(
-            state["buffer"], self.config.features, self.config.timeframes.session
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The whole engine state (feature buffers, filter, windows, anti-chatter, OOD,
+        counters) as a flat dict of arrays."""
+        state = {f"buffer/{k}": v for k, v in self.buffer.snapshot().items()}
+        state.update({f"chatter/{k}": v for k, v in self._chatter.snapshot().items()})
+        ood_state = self._ood.snapshot()
+        state.update(
+            {
+                "engine/version": np.array(SNAPSHOT_VERSION),
+                "engine/model_id": np.array(self.model_id),
+                "engine/symbols": np.array(self.symbols, dtype=str),
+                "engine/log_alpha": self._rows.log_alpha.copy(),
+                "engine/window": self._rows.window.copy(),
+                "engine/run": self._rows.run.copy(),
+                "engine/counts": np.array(json.dumps(self._counts)),
+                "ood/entropy": ood_state["entropy"],
+                "ood/states": ood_state["states"],
+                "ood/seen": ood_state["seen"],
+                "ood/counters": np.array(json.dumps(ood_state["counters"])),
+            }
         )
-        self.symbols = list(state["symbols"])
-        self._index = {s: i for i, s in enumerate(self.symbols)}
-        self._rows = _Rows(state["log_alpha"].copy(), state["window"].copy(), state["run"].copy())
-        self._chatter = antichatter.AntiChatterState.restore(state["chatter"])
-        self._ood = ood.OODState.restore(state["ood"])
+        return state
+
+    def restore(self, state: dict[str, np.ndarray]) -> InferenceEngine:
+        """Load :meth:`snapshot` into this engine (built from the same artifact)."""
+        missing = [
+            key
+            for key in ("engine/version", "engine/model_id", "engine/symbols", "engine/run")
+            if key not in state
+        ]
+        if missing:
+            raise BadInputError(f"engine snapshot is incomplete: no {missing}")
+        if int(state["engine/version"]) != SNAPSHOT_VERSION:
+            raise BadInputError(
+                f"engine snapshot version {int(state['engine/version'])} is not supported"
+            )
+        if str(state["engine/model_id"]) != self.model_id:
+            raise BadInputError(
+                f"engine snapshot is of model {state['engine/model_id']}, this engine runs "
+                f"{self.model_id}"
+            )
+
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+        symbols = [str(s) for s in state["engine/symbols"]]
+        n = len(symbols)
+        shapes = {
+            "engine/log_alpha": (n, self.K),
+            "engine/window": (n, self.L, self.F),
+            "engine/run": (n,),
+        }
+        for key, shape in shapes.items():
+            if key not in state or np.shape(state[key]) != shape:
+                raise BadInputError(f"engine snapshot {key!r}: expected shape {shape}")
+        self.buffer = OnlineFeatureBuffer.restore(
+            part("buffer/"), self.config.features, self.config.timeframes.session
+        )
+        if list(self.buffer.symbols) != symbols:
+            raise BadInputError("engine snapshot: feature buffer and engine symbols differ")
+        self.symbols = symbols
+        self._index = {s: i for i, s in enumerate(symbols)}
+        self._rows = _Rows(
+            np.array(state["engine/log_alpha"], dtype=float),
+            np.array(state["engine/window"], dtype=float),
+            np.array(state["engine/run"], dtype=np.int64),
+        )
+        self._chatter = antichatter.AntiChatterState.restore(part("chatter/"))
+        ood_state = part("ood/")
+        ood_state["counters"] = json.loads(str(ood_state["counters"]))
+        self._ood = ood.OODState.restore(ood_state)
+        self._counts = {**_empty_counts(), **json.loads(str(state["engine/counts"]))}
         return self
 
     def save(self, path: str | Path) -> Path:
-        """Write :meth:`snapshot` atomically (pickle of plain arrays and lists)."""
-        import pickle
-
+        """Write :meth:`snapshot` to an ``.npz`` file atomically (no pickle)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(pickle.dumps(self.snapshot(), protocol=pickle.HIGHEST_PROTOCOL))
+        buffer = io.BytesIO()
+        np.savez(buffer, **self.snapshot())
+        partial.write_bytes(buffer.getvalue())
         partial.replace(path)
         return path
 
     def load(self, path: str | Path) -> InferenceEngine:
-        import pickle
+        """Restore a snapshot written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise BadInputError(f"{path}: no engine snapshot here")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {key: data[key] for key in data.files}
+        except (OSError, ValueError) as exc:
+            raise BadInputError(f"{path}: not an engine snapshot ({exc})") from None
+        return self.restore(state)
 
-        return self.restore(pickle.loads(Path(path).read_bytes()))
+
+def _empty_counts() -> dict[str, int]:
+    return {"bars": 0, "known": 0, "rejected": 0, "cold_started": 0} | {
+        name: 0 for name in ANSWER_REASONS
+    }
+
+
+def _rejected_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["row", "symbol", "ts", "reason"])
+
+
+def _check_columns(bars: pd.DataFrame) -> pd.DataFrame:
+    """Structural checks of a batch (whole-batch errors) and a normalised copy."""
+    if not isinstance(bars, pd.DataFrame):
+        raise BadInputError(f"step: expected a DataFrame of bars, got {type(bars).__name__}")
+    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
+    if missing:
+        raise BadInputError(f"step: bars lack column(s) {missing}; expected {list(BAR_COLUMNS)}")
+    ts = pd.DatetimeIndex(bars["ts"])
+    if ts.tz is None:
+        raise BadInputError("step: ts must be timezone-aware (UTC)")
+    frame = bars.reset_index(drop=True).copy(deep=False)
+    frame["ts"] = ts.tz_convert("UTC")
+    if "is_gap" not in frame.columns:
+        frame["is_gap"] = False
+    else:
+        frame["is_gap"] = frame["is_gap"].fillna(False).astype(bool)
+    return frame

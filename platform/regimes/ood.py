@@ -3,6 +3,10 @@
 Per symbol and bar, in this order (the first that fires is the reason):
 
 * ``gap`` — the bar is a data gap (no prices): UNKNOWN by policy;
+* ``out_of_range`` — more than ``max_clipped_features`` of the bar's scaled features sit
+  at the scaler's clip, i.e. beyond anything seen at training (a regime the model never
+  saw can move features the encoder's subspace barely sees, so the likelihood of z_t
+  alone would miss it);
 * ``loglik`` — the predictive log-likelihood log p(z_t | z_1..t-1) is below the model's
   threshold, calibrated at training (``metadata.ood_threshold``);
 * ``entropy_spike`` — the posterior entropy is more than ``entropy_z`` standard
@@ -22,7 +26,7 @@ import numpy as np
 
 from regimes.errors import BadInputError
 
-REASONS = ("gap", "loglik", "entropy_spike")
+REASONS = ("gap", "out_of_range", "loglik", "entropy_spike")
 
 
 @dataclass(frozen=True)
@@ -31,10 +35,27 @@ class OODSettings:
     window: int = 100
     entropy_z: float = 4.0
     collapse_share: float = 0.95
+    max_clipped_features: int = 0
+
+    @classmethod
+    def from_config(cls, loglik_threshold: float, config) -> OODSettings:
+        """Settings of one timeframe: the artifact's calibrated threshold and the
+        trailing-window settings of ``config/timeframes.yaml`` (``ood``)."""
+        return cls(
+            loglik_threshold=float(loglik_threshold),
+            window=config.window,
+            entropy_z=config.entropy_z,
+            collapse_share=config.collapse_share,
+            max_clipped_features=config.max_clipped_features,
+        )
 
     def __post_init__(self):
         if self.window < 5:
             raise BadInputError(f"ood window: expected >= 5 bars, got {self.window}")
+        if self.max_clipped_features < 0:
+            raise BadInputError(
+                f"max_clipped_features: expected >= 0, got {self.max_clipped_features}"
+            )
         if not 0.5 < self.collapse_share <= 1.0:
             raise BadInputError(f"collapse_share: expected (0.5, 1], got {self.collapse_share}")
 
@@ -52,6 +73,16 @@ class OODState:
             entropy=np.zeros((n_symbols, window)),
             states=np.full((n_symbols, window), -1, dtype=np.int64),
             seen=np.zeros(n_symbols, dtype=np.int64),
+        )
+
+    def extended(self, n_symbols: int) -> OODState:
+        """This state with ``n_symbols`` fresh symbols appended (counters shared)."""
+        fresh = OODState.empty(n_symbols, self.entropy.shape[1])
+        return OODState(
+            np.concatenate([self.entropy, fresh.entropy]),
+            np.concatenate([self.states, fresh.states]),
+            np.concatenate([self.seen, fresh.seen]),
+            self.counters,
         )
 
     def snapshot(self) -> dict:
@@ -80,10 +111,12 @@ def step(
     raw_state: np.ndarray,
     is_gap: np.ndarray,
     settings: OODSettings,
+    clipped: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check one bar of ``rows``; returns (is_unknown, reason) arrays for those rows.
 
-    Gap bars do not enter the trailing windows (they carry no model output).
+    ``clipped`` counts, per row, the bar's scaled features at the scaler's clip. Gap
+    bars do not enter the trailing windows (they carry no model output).
     """
     W = state.entropy.shape[1]
     if W != settings.window:
@@ -94,6 +127,9 @@ def step(
     entropy = np.asarray(entropy, dtype=np.float64)
     reason = np.full(n, "", dtype=object)
     reason[is_gap] = "gap"
+    if clipped is not None:
+        beyond = ~is_gap & (np.asarray(clipped) > settings.max_clipped_features)
+        reason[beyond & (reason == "")] = "out_of_range"
     low = ~is_gap & ~(loglik >= settings.loglik_threshold)  # NaN loglik counts as low
     reason[low & (reason == "")] = "loglik"
     # Entropy spike against the trailing window before this bar (needs a full window).
@@ -114,7 +150,7 @@ def step(
         state.seen[target] += 1
     state.counters["bars"] += n
     for name in REASONS:
-        state.counters[name] += int((reason == name).sum())
+        state.counters[name] = state.counters.get(name, 0) + int((reason == name).sum())
     return reason != "", reason
 
 

@@ -85,6 +85,11 @@ def test_demo_runs_end_to_end_and_says_where_things_went(home):
     for text in ("bars per timeframe", "computed_features read back", "synthetic truth", str(home)):
         assert text in result.stderr
     assert (home / "regimes.db").is_file()
+    # Step 6: the last day through the live engine of every trained timeframe.
+    engines = {row["timeframe"]: row for row in out["live"]["engines"]}
+    assert set(engines) == set(trained) and engines["1d"]["cold-started"] == 2
+    assert set(out["live"]["composite"]) == {"midday", "close"}
+    assert "through the live engine" in result.stderr
 
 
 def test_ingest_and_resample_via_cli(home, tmp_path):

@@ -11,7 +11,8 @@ from regimes.bars import resample_symbols
 from regimes.config import load_config
 from regimes.feature_store import plan_units, run_features
 from regimes.hmm.filtering import filter_sequences
-from regimes.inference import InferenceEngine
+from regimes.errors import BadInputError
+from regimes.inference import ANSWER_REASONS, DatabaseHistory, InferenceEngine
 from regimes.preprocessing import load_training_frame
 from regimes.synth import SynthConfig, generate
 from regimes.training import train_timeframe, z_sequences
@@ -82,7 +83,7 @@ def test_a_restart_midway_gives_the_same_answers(model, tmp_path):
     first = InferenceEngine(result.path, CONFIG)
     half = len(steps) // 2
     answers = [first.step(g) for g in steps[:half]]
-    path = first.save(tmp_path / "engine.pkl")
+    path = first.save(tmp_path / "engine.npz")
     second = InferenceEngine(result.path, CONFIG).load(path)
     answers += [second.step(g) for g in steps[half:]]
     pd.testing.assert_frame_equal(pd.concat(answers, ignore_index=True), expected)
@@ -146,3 +147,154 @@ def test_replay_command_writes_the_engines_answers(model, tmp_path):
         "z_00",
         "p_00",
     } <= set(frame.columns)
+
+
+def _steps(engine):
+    bars = db.read_bars(engine, "15m")
+    return [group.reset_index(drop=True) for _, group in bars.groupby("ts", sort=True)]
+
+
+def test_bad_rows_are_refused_one_by_one_and_change_nothing_else(model):
+    engine, result = model
+    steps = _steps(engine)
+    live = InferenceEngine(result.path, CONFIG)
+    reference = InferenceEngine(result.path, CONFIG)
+    for group in steps[:150]:
+        live.step(group)
+        reference.step(group)
+    good = steps[150]
+    before = steps[149].iloc[[0]].assign(symbol=good["symbol"].iloc[0])
+    bad = [
+        good.iloc[[0]],  # the same symbol twice in the batch
+        steps[149].iloc[[1]],  # another bar time than the batch's
+        good.iloc[[0]].assign(symbol="NEW1", close=np.nan),
+        good.iloc[[0]].assign(symbol="NEW2", low=-1.0),
+        good.iloc[[0]].assign(symbol="NEW3", high=np.inf),
+        good.iloc[[0]].assign(symbol="NEW4", timeframe="1h"),
+        good.iloc[[0]].assign(symbol="NEW5", ts=good["ts"].iloc[0] + pd.Timedelta("15min")),
+        good.iloc[[0]].assign(symbol="../etc"),
+    ]
+    batch = pd.concat([good.assign(timeframe="15m"), *bad], ignore_index=True)
+    answers = live.step(batch)
+    expected = reference.step(good)
+    pd.testing.assert_frame_equal(answers, expected)
+    rejected = live.last_rejected
+    assert list(rejected["row"]) == list(range(len(good), len(batch)))
+    reasons = list(rejected["reason"])
+    assert reasons[0] == "symbol appears twice in the batch"
+    assert reasons[1].startswith("ts differs from the batch's bar time")
+    assert all(r.startswith("invalid prices") for r in reasons[2:5])
+    assert reasons[5].startswith("bar of another timeframe")
+    assert reasons[6].startswith("ts differs")
+    assert reasons[7].startswith("unsafe symbol")
+    assert live.counters()["rejected"] == len(bad)
+    # A bar the engine already processed (duplicate) and an older one (out of order).
+    again = live.step(pd.concat([good.iloc[[0]], before], ignore_index=True))
+    assert again.empty
+    assert list(live.last_rejected["reason"].str.split(" ").str[0]) == ["duplicate", "ts"]
+    assert live.step(before).empty
+    assert live.last_rejected["reason"].iloc[0].startswith("out-of-order bar")
+    assert "NEW1" not in live.symbols and "../etc" not in live.symbols
+    follow = steps[151]
+    pd.testing.assert_frame_equal(live.step(follow), reference.step(follow))
+    with pytest.raises(BadInputError, match="timezone-aware"):
+        live.step(follow.assign(ts=follow["ts"].dt.tz_localize(None)))
+    with pytest.raises(BadInputError, match="lack column"):
+        live.step(follow.drop(columns=["close"]))
+
+
+def test_a_new_symbol_warms_up_from_database_history(model):
+    engine, result = model
+    steps = _steps(engine)
+    start = 400
+    straight = InferenceEngine(result.path, CONFIG)
+    expected = pd.concat([straight.step(g) for g in steps], ignore_index=True)
+    expected = expected[expected["ts"] >= steps[start]["ts"].iloc[0]].reset_index(drop=True)
+    cold = InferenceEngine(result.path, CONFIG, history=DatabaseHistory(engine, "15m"))
+    late = pd.concat([cold.step(g) for g in steps[start:]], ignore_index=True)
+    assert cold.counters()["cold_started"] == 2
+    assert late["ood_reason"].iloc[:2].ne("warming up").all()
+    assert len(late) == len(expected)
+    # Same bars and features; only the filter's distant past differs, and it fades.
+    agree = (late["raw_state_id"] == expected["raw_state_id"]).mean()
+    assert agree >= 0.97, agree
+    tail = late.index >= 40
+    p = [f"p_{k:02d}" for k in range(cold.K)]
+    assert np.nanmax(np.abs(late.loc[tail, p].to_numpy() - expected.loc[tail, p].to_numpy())) < 1e-6
+    # Without history the same engine start reports "warming up" first.
+    blind = InferenceEngine(result.path, CONFIG)
+    first = blind.step(steps[start])
+    assert set(first["ood_reason"]) == {"warming up"}
+    assert blind.counters()["cold_started"] == 0
+
+
+def test_counters_for_a_monitor(model):
+    engine, result = model
+    live = InferenceEngine(result.path, CONFIG)
+    answers = pd.concat([live.step(g) for g in _steps(engine)], ignore_index=True)
+    counters = live.counters()
+    assert counters["bars"] == len(answers)
+    assert counters["known"] == int((~answers["is_unknown"]).sum())
+    reasons = answers["ood_reason"].value_counts()
+    for reason, count in reasons.items():
+        assert counters[reason] == count
+    assert counters["known"] + sum(counters[r] for r in ANSWER_REASONS) == counters["bars"]
+    switches = live.switch_counts()
+    assert (switches["raw_switches"] >= switches["published_switches"]).all()
+    assert counters["raw_switches"] == switches["raw_switches"].sum() > 0
+    raw = answers.dropna(subset=["p_00"]).groupby("symbol")["raw_state_id"]
+    assert counters["raw_switches"] == sum(int((s.diff().fillna(0) != 0).sum()) for _, s in raw)
+    assert isinstance(counters["occupancy_collapse"], list)
+
+
+def test_snapshots_are_npz_and_refused_when_they_do_not_fit(model, tmp_path):
+    engine, result = model
+    live = InferenceEngine(result.path, CONFIG)
+    for group in _steps(engine)[:50]:
+        live.step(group)
+    path = live.save(tmp_path / "engine.npz")
+    with np.load(path, allow_pickle=False) as data:
+        assert "engine/log_alpha" in data.files
+    restored = InferenceEngine(result.path, CONFIG).load(path)
+    assert restored.counters() == live.counters()
+    state = live.snapshot()
+    state["engine/model_id"] = np.array("other-model")
+    with pytest.raises(BadInputError, match="snapshot is of model other-model"):
+        InferenceEngine(result.path, CONFIG).restore(state)
+    state = live.snapshot()
+    state["engine/window"] = state["engine/window"][:1]
+    with pytest.raises(BadInputError, match="engine/window"):
+        InferenceEngine(result.path, CONFIG).restore(state)
+    (tmp_path / "junk.npz").write_bytes(b"not a snapshot")
+    with pytest.raises(BadInputError, match="not an engine snapshot"):
+        InferenceEngine(result.path, CONFIG).load(tmp_path / "junk.npz")
+    with pytest.raises(BadInputError, match="no engine snapshot"):
+        InferenceEngine(result.path, CONFIG).load(tmp_path / "missing.npz")
+
+
+def test_open_engine_runs_the_production_model_by_default(model, tmp_path):
+    import shutil
+
+    from regimes.errors import ArtifactIntegrityError
+    from regimes.inference import open_engine
+    from regimes.store import Registry
+
+    _, result = model
+    registry = Registry(str(tmp_path / "registry"))
+    models = tmp_path / "models"
+    with pytest.raises(BadInputError, match="no production model for 15m"):
+        open_engine(CONFIG, models, registry, "15m")
+    copy = models / "timeframe=15m" / f"model_id={result.model_id}"
+    shutil.copytree(result.path, copy)
+    registry.transition("15m", result.model_id, "candidate", actor="t", reason="test")
+    registry.transition("15m", result.model_id, "production", actor="t", reason="test")
+    assert open_engine(CONFIG, models, registry, "15m").model_id == result.model_id
+    with pytest.raises(BadInputError, match="no artifact"):
+        open_engine(CONFIG, models, registry, "15m", model_id="15m-missing")
+    with pytest.raises(BadInputError, match="is a 15m model, not 1h"):
+        shutil.copytree(copy, models / "timeframe=1h" / f"model_id={result.model_id}")
+        open_engine(CONFIG, models, registry, "1h", model_id=result.model_id)
+    with open(copy / "hmm.pkl", "ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(ArtifactIntegrityError):
+        open_engine(CONFIG, models, registry, "15m")

@@ -27,18 +27,50 @@ def test_reasons_in_order_and_counters():
             settings,
         )
         assert not unknown.any()
+    state = OODState.empty(4, 10)
+    rows = np.arange(4)
+    for _ in range(10):
+        step(
+            state,
+            rows,
+            np.full(4, -5.0),
+            0.1 + 0.01 * rng.random(4),
+            np.zeros(4, int),
+            np.zeros(4, bool),
+            settings,
+            clipped=np.zeros(4, int),
+        )
     unknown, reason = step(
         state,
         rows,
-        np.array([-5.0, -50.0, -5.0]),
-        np.array([0.1, 0.1, 1.0]),
-        np.zeros(3, dtype=int),
-        np.array([True, False, False]),
+        np.array([-5.0, -50.0, -5.0, -50.0]),
+        np.array([0.1, 0.1, 1.0, 0.1]),
+        np.zeros(4, dtype=int),
+        np.array([True, False, False, False]),
         settings,
+        clipped=np.array([3, 0, 0, 1]),  # a gap's clip count does not matter
     )
-    assert unknown.tolist() == [True, True, True]
-    assert reason.tolist() == ["gap", "loglik", "entropy_spike"]
-    assert state.counters == {"gap": 1, "loglik": 1, "entropy_spike": 1, "bars": 33}
+    assert unknown.tolist() == [True, True, True, True]
+    assert reason.tolist() == ["gap", "loglik", "entropy_spike", "out_of_range"]
+    assert state.counters == {
+        "gap": 1,
+        "out_of_range": 1,
+        "loglik": 1,
+        "entropy_spike": 1,
+        "bars": 44,
+    }
+    looser = OODSettings(loglik_threshold=-20.0, window=10, max_clipped_features=1)
+    _, reason = step(
+        state,
+        np.array([0, 1]),
+        np.array([-5.0, -5.0]),
+        np.array([0.1, 0.1]),
+        np.zeros(2, int),
+        np.zeros(2, bool),
+        looser,
+        clipped=np.array([1, 2]),
+    )
+    assert reason.tolist() == ["", "out_of_range"]
     nan_ll, reason = step(
         state,
         np.array([0]),
@@ -93,3 +125,5 @@ def test_bad_settings_are_refused():
         OODSettings(loglik_threshold=-1.0, window=2)
     with pytest.raises(BadInputError, match="collapse_share"):
         OODSettings(loglik_threshold=-1.0, collapse_share=0.3)
+    with pytest.raises(BadInputError, match="max_clipped_features"):
+        OODSettings(loglik_threshold=-1.0, max_clipped_features=-1)
