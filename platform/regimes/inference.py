@@ -366,6 +366,94 @@ class InferenceEngine:
             self._counts[name] += int((reason == name).sum())
         return self._answers(bars, z, posterior, loglik, h, state_id, raw, reason)
 
+    # -- the offline path
+
+    def replay_batch(self, bars: pd.DataFrame) -> pd.DataFrame:
+        """The answers a fresh engine gives to ``bars`` stepped bar by bar, computed over
+        whole histories at once (the backfill's path; this engine's state is untouched).
+
+        ``bars`` is the history of one or more symbols (columns as for :meth:`step`).
+        Features come from the batch computation (bit-identical to the online one), the
+        filter runs over each symbol's sequence, and anti-chatter and OOD advance all
+        symbols together one encoded bar at a time through the same functions the engine
+        calls. Rows come back sorted by symbol and ts.
+        """
+        from regimes.encoders.base import make_windows
+        from regimes.features import compute_batch
+        from regimes.hmm.filtering import filter_sequences
+
+        frame = _check_columns(bars)
+        if "timeframe" in frame.columns and (frame["timeframe"] != self.timeframe).any():
+            raise BadInputError(f"replay_batch: bars of another timeframe than {self.timeframe}")
+        for symbol in frame["symbol"].unique():
+            check_symbol(symbol)
+        frame = (
+            frame.assign(timeframe=self.timeframe)
+            .sort_values(["symbol", "ts"], kind="stable")
+            .reset_index(drop=True)
+        )
+        if frame.empty:
+            return self._answers(frame, *self._no_output(0))
+        features = compute_batch(
+            frame, self.config.features, self.config.timeframes.session, self.buffer.names
+        )
+        stationary = stationarize(
+            features,
+            self.config.features,
+            self.pipeline.features_,
+            frame["close"].to_numpy(dtype=float),
+        )
+        X = stationary[self.pipeline.features_].to_numpy()
+        gap = features["is_gap"].to_numpy(dtype=bool)
+        usable = ~(features["is_warmup"].to_numpy(dtype=bool) | gap) & np.isfinite(X).all(axis=1)
+        scaled = np.zeros_like(X)
+        clipped = np.zeros(len(frame), dtype=np.int64)
+        if usable.any():
+            scaled[usable] = self.pipeline.scaler_.transform(X[usable])
+            clipped[usable] = (np.abs(scaled[usable]) >= self.pipeline.scaler_.clip).sum(axis=1)
+        symbols = frame["symbol"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
+        ends = np.r_[starts[1:], len(frame)]
+        windows, ready_rows, lengths = [], [], []
+        for start, end in zip(starts, ends, strict=True):
+            w, rows = make_windows(scaled[start:end], self.L, usable[start:end])
+            windows.append(w)
+            ready_rows.append(rows + start)
+            lengths.append(len(rows))
+        ready_rows = np.concatenate(ready_rows)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        n = len(frame)
+        z, posterior, loglik, h, state_id, raw, reason = self._no_output(n)
+        reason[:] = np.where(gap, "gap", "warming up")
+        if len(ready_rows):
+            z[ready_rows] = self.pipeline.encoder_.transform(np.concatenate(windows))
+            log_alpha, ll = filter_sequences(z[ready_rows], lengths, self.hmm.params_)
+            posterior[ready_rows] = np.exp(log_alpha)
+            loglik[ready_rows] = ll
+            h[ready_rows] = entropy(np.log(np.clip(posterior[ready_rows], 1e-300, None)))
+            chatter = antichatter.AntiChatterState.empty(len(starts), self.settings.majority_window)
+            health = ood.OODState.empty(len(starts), self.ood_settings.window)
+            offsets = np.r_[0, np.cumsum(lengths)[:-1]]
+            for t in range(int(lengths.max())):
+                active = np.flatnonzero(lengths > t)
+                rows = ready_rows[offsets[active] + t]
+                published, raw_t = antichatter.step(chatter, active, posterior[rows], self.settings)
+                unknown, why = ood.step(
+                    health,
+                    active,
+                    loglik[rows],
+                    h[rows],
+                    raw_t,
+                    np.zeros(len(active), dtype=bool),
+                    self.ood_settings,
+                    clipped[rows],
+                )
+                raw[rows] = raw_t
+                settled = published >= 0
+                state_id[rows] = np.where(unknown | ~settled, UNKNOWN, published)
+                reason[rows] = np.where(unknown, why, np.where(settled, "", "settling"))
+        return self._answers(frame, z, posterior, loglik, h, state_id, raw, reason)
+
     def _no_output(self, n: int):
         return (
             np.full((n, self.pipeline.d), np.nan),

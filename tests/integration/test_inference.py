@@ -298,3 +298,25 @@ def test_open_engine_runs_the_production_model_by_default(model, tmp_path):
         handle.write(b"tampered")
     with pytest.raises(ArtifactIntegrityError):
         open_engine(CONFIG, models, registry, "15m")
+
+
+def test_the_offline_batch_path_gives_the_engines_answers(model):
+    engine, result = model
+    bars = db.read_bars(engine, "15m")
+    live = InferenceEngine(result.path, CONFIG)
+    stepped = pd.concat([live.step(g) for _, g in bars.groupby("ts", sort=True)])
+    stepped = stepped.sort_values(["symbol", "ts"]).reset_index(drop=True)
+    fresh = InferenceEngine(result.path, CONFIG)
+    batch = fresh.replay_batch(bars.sample(frac=1.0, random_state=0))  # any row order
+    assert fresh.counters()["bars"] == 0 and fresh.symbols == []
+    exact = ["symbol", "ts", "timeframe", "model_id", "state_id", "raw_state_id", "is_unknown"]
+    pd.testing.assert_frame_equal(batch[exact], stepped[exact])
+    assert batch["ood_reason"].fillna("").tolist() == stepped["ood_reason"].fillna("").tolist()
+    numeric = [c for c in stepped.columns if c.startswith(("z_", "p_"))]
+    numeric += ["state_prob", "loglik", "entropy"]
+    np.testing.assert_allclose(
+        batch[numeric].to_numpy(float), stepped[numeric].to_numpy(float), rtol=0, atol=1e-9
+    )
+    assert "warming up" in set(stepped["ood_reason"]) and (~stepped["is_unknown"]).sum() > 500
+    with pytest.raises(BadInputError, match="another timeframe"):
+        fresh.replay_batch(bars.assign(timeframe="1h"))
