@@ -18,6 +18,7 @@ MODULES = [
     "regimes.encoders.pca",
     "regimes.hmm.evaluation",
     "regimes.artifacts",
+    "regimes.store",
 ]
 
 
