@@ -472,6 +472,166 @@ def cmd_replay(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_backfill(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    from regimes.states import plan_backfill, run_backfill
+    from regimes.store import Registry, StateStore
+
+    started = time.perf_counter()
+    registry = Registry.at_home(ctx.settings.home)
+    store = StateStore.from_env(ctx.settings.home)
+    units = plan_backfill(
+        ctx.engine,
+        registry,
+        ctx.settings.models_dir,
+        args.timeframe,
+        args.model_id,
+        args.symbols,
+        args.symbols_per_unit,
+    )
+    if args.orchestrator == "prefect":
+        from regimes.states import BackfillResult
+
+        server = engine_layer("regimes.flows.server").ensure_prefect_server(ctx.settings.home)
+        say(
+            f"backfill: Prefect flow 'backfill' on {server.api_url}, {len(units)} unit(s) on "
+            f"{args.executor}"
+        )
+        try:
+            rows = engine_layer("regimes.flows.backfill").backfill(
+                timeframe=args.timeframe,
+                model_id=args.model_id,
+                home=str(ctx.settings.home),
+                db_url=ctx.settings.db_url,
+                config_dir=str(ctx.settings.config_dir),
+                symbols=args.symbols,
+                symbols_per_unit=args.symbols_per_unit,
+                rows_per_commit=args.rows_per_commit,
+                executor=args.executor,
+            )
+        finally:
+            server.stop()
+        results = [BackfillResult(**{**row, "symbols": tuple(row["symbols"])}) for row in rows]
+    elif args.executor == "ray":
+        from tqdm.auto import tqdm
+
+        jobs = engine_layer("regimes.jobs.backfill")
+        where = engine_layer("regimes.jobs.runtime").ensure_ray()
+        say(f"backfill: {len(units)} unit(s) of {args.model_id} as Ray tasks on {where}")
+        with tqdm(total=len(units), desc="backfill", file=sys.stderr, disable=_no_bar()) as bar:
+            results = jobs.run_backfill_on_ray(
+                ctx.settings.db_url,
+                ctx.config,
+                store,
+                registry,
+                units,
+                args.rows_per_commit,
+                progress=bar.update,
+            )
+    else:
+        say(f"backfill: {len(units)} unit(s) of {args.model_id} in this process")
+        results = run_backfill(
+            ctx.engine,
+            ctx.config,
+            store,
+            registry,
+            units,
+            args.rows_per_commit,
+            progress=_progress_for("backfill"),
+        )
+    elapsed = time.perf_counter() - started
+    failed = [r for r in results if r.error]
+    written = sum(r.rows_written for r in results)
+    kept = sum(r.rows_already_stored for r in results)
+    say(
+        f"backfill: {written} state rows written to {store.root} in "
+        f"{sum(r.commits for r in results)} commit(s), {kept} already stored, {elapsed:.1f}s"
+    )
+    for result in failed:
+        say(f"  FAILED {', '.join(result.symbols)}: {result.error}")
+    payload = {
+        "command": "backfill",
+        "timeframe": args.timeframe,
+        "model_id": args.model_id,
+        "store": store.root,
+        "units": len(results),
+        "rows_written": written,
+        "rows_already_stored": kept,
+        "failed": [{"symbols": list(r.symbols), "error": r.error} for r in failed],
+        "seconds": round(elapsed, 3),
+    }
+    if failed:
+        payload["_exit"] = EXIT_PARTIAL
+    return payload
+
+
+def cmd_states(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    import pandas as pd
+
+    from regimes.store import StateStore
+
+    store = StateStore.from_env(ctx.settings.home)
+    if not store.exists():
+        raise BadInputError(f"states: no state table at {store.root}; run `regimes backfill`")
+    if args.compact:
+        metrics = store.compact(args.timeframe, args.model_id)
+        deleted = store.vacuum(args.vacuum_hours) if args.vacuum_hours is not None else []
+        say(
+            f"states: compacted {store.root}: {metrics.get('numFilesRemoved', 0)} files into "
+            f"{metrics.get('numFilesAdded', 0)}; vacuum removed {len(deleted)} file(s)"
+        )
+        return {
+            "command": "states",
+            "store": store.root,
+            "compacted": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+            "vacuumed": len(deleted),
+        }
+    if not (args.timeframe and args.model_id and args.out):
+        raise BadInputError("states: --timeframe, --model-id and --out are required to export")
+    start, end = (_aware(args.start, "--start"), _aware(args.end, "--end"))
+    frame = store.read(args.timeframe, args.model_id, args.symbols, start, end)
+    frame = frame.drop(columns=["date"], errors="ignore")
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(out_path.name + ".partial")
+    if args.format == "parquet":
+        frame.to_parquet(partial, index=False)
+    elif args.format == "csv":
+        frame.to_csv(partial, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    else:
+        frame.to_json(partial, orient="records", lines=True, date_format="iso")
+    partial.replace(out_path)
+    symbols = frame["symbol"].nunique() if len(frame) else 0
+    say(
+        f"states: {len(frame)} rows of {args.model_id} ({args.timeframe}), {symbols} symbol(s) "
+        f"-> {out_path} ({args.format})"
+    )
+    first = frame["ts"].min() if len(frame) else None
+    last = frame["ts"].max() if len(frame) else None
+    return {
+        "command": "states",
+        "rows": len(frame),
+        "symbols": int(symbols),
+        "first_ts": None if first is None or pd.isna(first) else first.isoformat(),
+        "last_ts": None if last is None or pd.isna(last) else last.isoformat(),
+        "out": str(out_path),
+        "format": args.format,
+    }
+
+
+def _aware(value: str | None, what: str):
+    import pandas as pd
+
+    if value is None:
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise BadInputError(f"{what}: expected an ISO timestamp, got {value!r}") from None
+    if stamp.tzinfo is None:
+        raise BadInputError(f"{what}: expected a timezone-aware timestamp, got {value!r}")
+    return stamp
+
+
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     from regimes.demo import run_demo
 
@@ -487,6 +647,8 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], dict[str, Any]]] = {
     "train": cmd_train,
     "models": cmd_models,
     "replay": cmd_replay,
+    "backfill": cmd_backfill,
+    "states": cmd_states,
     "demo": cmd_demo,
 }
 
@@ -707,6 +869,59 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--start", help="first bar to write (UTC, e.g. 2024-03-01T00:00Z)")
     replay.add_argument("--end", help="bars before this time only")
     replay.add_argument("--out", required=True, help="the Parquet file to write")
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="a registered model's states over the stored history, into the Delta store",
+        description="Computes the states of --model-id for every stored bar of its "
+        "timeframe (the engine's offline path, equal to a live replay), units of symbols "
+        "fanned out on Ray, merged into the Delta state table (<home>/states or "
+        "REGIMES_STATES_URI) with the newest state per symbol mirrored to current_states. "
+        "Resumable: running it again writes only what is missing.",
+    )
+    backfill.add_argument("--timeframe", required=True, type=_timeframe)
+    backfill.add_argument("--model-id", required=True)
+    backfill.add_argument("--symbols", nargs="+", help="default: every symbol with bars")
+    backfill.add_argument(
+        "--symbols-per-unit", type=int, default=1, help="symbols per Ray task (default 1)"
+    )
+    backfill.add_argument(
+        "--rows-per-commit",
+        type=int,
+        default=50_000,
+        help="most rows per Delta commit, whole UTC days (default 50000)",
+    )
+    backfill.add_argument(
+        "--executor", choices=("ray", "local"), default="ray", help="where units run"
+    )
+    backfill.add_argument(
+        "--orchestrator",
+        choices=("prefect", "direct"),
+        default="prefect",
+        help="run through the Prefect flow 'backfill' (default; PREFECT_API_URL or a "
+        "local server under <home>/prefect) or call the units directly",
+    )
+
+    states = sub.add_parser(
+        "states",
+        help="export state history from the Delta store (or --compact it)",
+        description="Reads the states of one model (partition pruning on timeframe, "
+        "model_id, symbol and date) and writes them with the state-store columns as "
+        "csv, parquet or json lines. With --compact, rewrites small files "
+        "(optionally of one --timeframe / --model-id) and, with --vacuum-hours, deletes "
+        "files older versions no longer need.",
+    )
+    states.add_argument("--timeframe", type=_timeframe)
+    states.add_argument("--model-id")
+    states.add_argument("--symbols", nargs="+")
+    states.add_argument("--start", help="first ts (inclusive, timezone-aware)")
+    states.add_argument("--end", help="last ts (exclusive, timezone-aware)")
+    states.add_argument("--format", choices=("csv", "parquet", "json"), default="parquet")
+    states.add_argument("--out", help="the file to write")
+    states.add_argument("--compact", action="store_true", help="compact instead of export")
+    states.add_argument(
+        "--vacuum-hours", type=int, help="with --compact: vacuum files older than this"
+    )
 
     demo = sub.add_parser(
         "demo",

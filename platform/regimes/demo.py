@@ -23,11 +23,11 @@ def run_demo(
     ctx, args: argparse.Namespace, *, say: Callable[[str], None], progress
 ) -> dict[str, Any]:
     from regimes import db
-    from regimes.cli import cmd_features, cmd_resample, cmd_synth
+    from regimes.cli import cmd_features, cmd_resample, cmd_synth, engine_layer
 
     started = time.perf_counter()
     settings = ctx.settings
-    steps = 6
+    steps = 7
     say(f"== regimes demo in {settings.home}")
     say(f"   database: {db.mask_url(settings.db_url)}")
     say(f"   config:   {settings.config_dir}")
@@ -108,19 +108,32 @@ def run_demo(
         f"== 5/{steps} training: every timeframe through the Prefect flow, its grid on "
         f"{args.executor}; 1d on real S&P 500 daily bars (arch's copy, no download)"
     )
-    trained = _train_all(ctx, args, synth, say)
-    say("")
-    say(
-        f"== 6/{steps} live: the last day bar by bar through the inference engine of every "
-        "timeframe, then composite multi-timeframe records"
-    )
-    live = _live(ctx, trained, say, progress)
+    server = engine_layer("regimes.flows.server").ensure_prefect_server(ctx.settings.home)
+    say(f"   Prefect server: {server.api_url}")
+    try:
+        trained = _train_all(ctx, args, say)
+        say("")
+        say(
+            f"== 6/{steps} live: the last day bar by bar through the inference engine of every "
+            "timeframe, then composite multi-timeframe records"
+        )
+        live = _live(ctx, trained, say, progress)
+        say("")
+        say(
+            f"== 7/{steps} state store: every model's states over the whole history, backfilled "
+            f"through the Prefect flow on {args.executor} into Delta Lake"
+        )
+        stored = _backfill_all(ctx, args, trained, say)
+    finally:
+        server.stop()
     elapsed = time.perf_counter() - started
     say("")
     say(f"== done in {elapsed:.1f}s. Outputs:")
     say(f"   bars, features:   {db.describe(ctx.engine)} (tables bars, computed_features)")
     say(f"   synthetic truth:  {synth['truth']}")
     say(f"   generating params: {synth['params']}")
+    if stored:
+        say(f"   state store:      {stored['store']} (Delta Lake; `regimes states` exports it)")
     plots = [r["latent_dim_plot"] for r in encode["timeframes"].values() if "latent_dim_plot" in r]
     if plots:
         say(f"   latent-dim curves: {str(Path(plots[0]).parent)}/ ({len(plots)} PNG + CSV)")
@@ -143,6 +156,7 @@ def run_demo(
         },
         "trained": trained,
         "live": live,
+        "states": stored,
         "truth": synth["truth"],
         "bars_sha256": synth["bars_sha256"],
         "seconds": round(elapsed, 3),
@@ -196,7 +210,7 @@ def _ingest_sp500(ctx, say) -> str:
     return "^GSPC"
 
 
-def _train_all(ctx, args, synth: dict, say) -> list[dict]:
+def _train_all(ctx, args, say) -> list[dict]:
     import pandas as pd
 
     from regimes.cli import cmd_features, engine_layer
@@ -207,49 +221,44 @@ def _train_all(ctx, args, synth: dict, say) -> list[dict]:
     symbol = _ingest_sp500(ctx, say)
     cmd_features(ctx, argparse.Namespace(timeframe=["1d"], symbols=[symbol], executor="local"))
     truth = read_truth(ctx.settings.synth_dir)
-    server = engine_layer("regimes.flows.server").ensure_prefect_server(ctx.settings.home)
-    say(f"   Prefect server: {server.api_url}")
     flow = engine_layer("regimes.flows.train").train
     rows = []
-    try:
-        for timeframe in TIMEFRAMES:
-            symbols = [symbol] if timeframe == "1d" else None
-            try:
-                [result] = flow(
-                    timeframes=[timeframe],
-                    home=str(ctx.settings.home),
-                    db_url=ctx.settings.db_url,
-                    config_dir=str(ctx.settings.config_dir),
-                    symbols=symbols,
-                    grid=DEMO_GRID[timeframe],
-                    seed=args.seed,
-                    executor=args.executor,
-                )
-            except RegimesError as exc:
-                say(f"   {timeframe}: not trained: {exc}")
-                continue
-            accuracy = accuracy_against_truth(ctx.engine, ctx.config, result["path"], truth)
-            rows.append(
-                {
-                    "timeframe": timeframe,
-                    "model_id": result["model_id"],
-                    "K": result["K"],
-                    "d": result["d"],
-                    "covariance": result["covariance"],
-                    "val LL/bar": round(result["val_loglik_per_bar"], 3),
-                    "BIC": round(result["val_bic"], 1),
-                    "accuracy vs truth": (
-                        f"{accuracy['accuracy']:.2f} ({accuracy['level'].split('_')[0]}, chance "
-                        f"{accuracy['chance']:.2f})"
-                        if accuracy
-                        else "n/a (real data)"
-                    ),
-                    "status": result["status"],
-                    "path": result["path"],
-                }
+    for timeframe in TIMEFRAMES:
+        symbols = [symbol] if timeframe == "1d" else None
+        try:
+            [result] = flow(
+                timeframes=[timeframe],
+                home=str(ctx.settings.home),
+                db_url=ctx.settings.db_url,
+                config_dir=str(ctx.settings.config_dir),
+                symbols=symbols,
+                grid=DEMO_GRID[timeframe],
+                seed=args.seed,
+                executor=args.executor,
             )
-    finally:
-        server.stop()
+        except RegimesError as exc:
+            say(f"   {timeframe}: not trained: {exc}")
+            continue
+        accuracy = accuracy_against_truth(ctx.engine, ctx.config, result["path"], truth)
+        rows.append(
+            {
+                "timeframe": timeframe,
+                "model_id": result["model_id"],
+                "K": result["K"],
+                "d": result["d"],
+                "covariance": result["covariance"],
+                "val LL/bar": round(result["val_loglik_per_bar"], 3),
+                "BIC": round(result["val_bic"], 1),
+                "accuracy vs truth": (
+                    f"{accuracy['accuracy']:.2f} ({accuracy['level'].split('_')[0]}, chance "
+                    f"{accuracy['chance']:.2f})"
+                    if accuracy
+                    else "n/a (real data)"
+                ),
+                "status": result["status"],
+                "path": result["path"],
+            }
+        )
     if rows:
         table = pd.DataFrame(rows)
         say("trained models (validation = the last walk-forward fold):")
@@ -364,4 +373,80 @@ def _live(ctx, trained: list[dict], say, progress) -> dict:
         "day": str(day_start.tz_convert(zone).date()),
         "engines": json.loads(table.to_json(orient="records")),
         "composite": composites,
+    }
+
+
+def _backfill_all(ctx, args, trained: list[dict], say) -> dict:
+    """Every trained model's states over the stored history through the backfill flow,
+    then a per-timeframe summary read back from Delta and the current_states table."""
+    import math
+    import os
+
+    import pandas as pd
+
+    from regimes import db
+    from regimes.cli import engine_layer
+    from regimes.store import StateStore
+
+    flow = engine_layer("regimes.flows.backfill").backfill
+    store = StateStore.from_env(ctx.settings.home)
+    rows = []
+    for model in trained:
+        symbols = db.list_symbols(ctx.engine, model["timeframe"])
+        results = flow(
+            timeframe=model["timeframe"],
+            model_id=model["model_id"],
+            home=str(ctx.settings.home),
+            db_url=ctx.settings.db_url,
+            config_dir=str(ctx.settings.config_dir),
+            # One unit per core: anti-chatter and OOD advance all of a unit's symbols
+            # together, so a few wide units beat many narrow ones.
+            symbols_per_unit=max(1, math.ceil(len(symbols) / (os.cpu_count() or 1))),
+            executor=args.executor,
+        )
+        failed = [r for r in results if r["error"]]
+        for result in failed:
+            say(f"   {model['timeframe']}: FAILED {result['symbols']}: {result['error']}")
+        rows.append(
+            {
+                "timeframe": model["timeframe"],
+                "written": sum(r["rows_written"] for r in results),
+                "commits": sum(r["commits"] for r in results),
+                "units": len(results),
+                "seconds": round(max((r["seconds"] for r in results), default=0.0), 1),
+            }
+        )
+    if not rows or not store.exists():
+        return {}
+    summary = store.summary()
+    occupancy = summary.pop("occupancy")
+    summary["occupancy (state: share, -1 = UNKNOWN)"] = [
+        ", ".join(f"{k}: {v:.2f}" for k, v in sorted(shares.items())) for shares in occupancy
+    ]
+    say("backfills (rows written, Delta commits, Ray units, seconds of the slowest unit):")
+    say(pd.DataFrame(rows).to_string(index=False))
+    say("")
+    say(f"state history read back from {store.root} (partitions timeframe/model_id/symbol/date):")
+    say(summary.to_string(index=False))
+    current = db.read_current_states(ctx.engine)
+    say("")
+    say(f"current_states ({db.describe(ctx.engine)}), the newest state per symbol and timeframe:")
+    pivot = current.assign(
+        state=[
+            "UNKNOWN" if unknown else f"{state} ({prob:.2f})"
+            for state, prob, unknown in zip(
+                current["state_id"], current["state_prob"], current["is_unknown"], strict=True
+            )
+        ]
+    ).pivot(index="symbol", columns="timeframe", values="state")
+    say(
+        pivot.reindex(columns=[tf for tf in TIMEFRAMES if tf in pivot.columns])
+        .fillna("")
+        .to_string()
+    )
+    return {
+        "store": store.root,
+        "backfills": rows,
+        "summary": json.loads(summary.to_json(orient="records", date_format="iso")),
+        "current_states": len(current),
     }

@@ -9,9 +9,9 @@ import pytest
 from regimes import db
 from regimes.bars import resample_symbols
 from regimes.config import load_config
+from regimes.errors import BadInputError
 from regimes.feature_store import plan_units, run_features
 from regimes.hmm.filtering import filter_sequences
-from regimes.errors import BadInputError
 from regimes.inference import ANSWER_REASONS, DatabaseHistory, InferenceEngine
 from regimes.preprocessing import load_training_frame
 from regimes.synth import SynthConfig, generate

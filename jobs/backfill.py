@@ -1,0 +1,66 @@
+"""Ray fan-out of a backfill: one task per unit of symbols.
+
+Thin: what a unit computes and writes lives in ``regimes.states``; this module only
+decides where units run. Units write to the Delta table concurrently (commit conflicts
+are retried by the store). A unit that fails is reported by name; the others' commits
+are kept, and running the backfill again resumes after what is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ray
+
+from regimes import db
+from regimes.config import PlatformConfig
+from regimes.jobs.runtime import as_completed, ensure_ray
+from regimes.states import BackfillResult, BackfillUnit, backfill_unit
+from regimes.store import Registry, StateStore
+
+
+@ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)
+def backfill_task(
+    db_url: str,
+    config: PlatformConfig,
+    store: StateStore,
+    registry: Registry,
+    unit: BackfillUnit,
+    rows_per_commit: int,
+) -> dict:
+    engine = db.make_engine(db_url)
+    try:
+        return backfill_unit(engine, config, store, registry, unit, rows_per_commit).as_dict()
+    except Exception as exc:  # reported by name to the driver, never lost silently
+        return BackfillResult(
+            unit.timeframe, unit.model_id, unit.symbols, error=f"{type(exc).__name__}: {exc}"
+        ).as_dict()
+    finally:
+        engine.dispose()
+
+
+def run_backfill_on_ray(
+    db_url: str,
+    config: PlatformConfig,
+    store: StateStore,
+    registry: Registry,
+    units: Sequence[BackfillUnit],
+    rows_per_commit: int,
+    progress: Callable[[int], Any] | None = None,
+) -> list[BackfillResult]:
+    """Run every unit as a Ray task; ``progress(n)`` is called as each one finishes."""
+    ensure_ray()
+    config_ref = ray.put(config)
+    pending = {
+        backfill_task.remote(db_url, config_ref, store, registry, unit, rows_per_commit): unit
+        for unit in units
+    }
+    results = []
+    for unit, value, error in as_completed(pending, progress):
+        if error is None:
+            value["symbols"] = tuple(value["symbols"])
+            results.append(BackfillResult(**value))
+        else:
+            results.append(BackfillResult(unit.timeframe, unit.model_id, unit.symbols, error=error))
+    return results
