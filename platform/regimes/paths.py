@@ -84,7 +84,11 @@ def artifact_dir(models_root: str | Path, timeframe: str, model_id: str) -> Path
 def state_partition_dir(
     states_root: str | Path, timeframe: str, model_id: str, symbol: str, day: date | datetime
 ) -> Path:
-    """``<states_root>/timeframe=<tf>/model_id=<id>/symbol=<sym>/date=YYYY-MM-DD/``."""
+    """``<states_root>/timeframe=<tf>/model_id=<id>/symbol=<sym>/date=YYYY-MM-DD/``.
+
+    As Delta Lake writes it: partition values are Hive-escaped, so the ``^`` of an index
+    ticker is ``%5E`` on disk (``symbol=%5EGSPC``); no other allowed character needs it.
+    """
     if isinstance(day, datetime):
         if day.tzinfo is None or day.utcoffset() != timedelta(0):
             raise UnsafeNameError(f"date: expected a UTC timestamp or a date, got {day!r}")
@@ -95,7 +99,7 @@ def state_partition_dir(
         Path(states_root)
         / f"timeframe={check_timeframe_name(timeframe)}"
         / f"model_id={check_model_id(model_id)}"
-        / f"symbol={check_symbol(symbol)}"
+        / f"symbol={check_symbol(symbol).replace('^', '%5E')}"
         / f"date={day.isoformat()}"
     )
 

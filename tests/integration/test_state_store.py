@@ -13,6 +13,7 @@ import time
 import urllib.request
 import uuid
 import zlib
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import pytest
 
 from regimes import db
 from regimes.errors import BadInputError, StoreError, UnsafeNameError
+from regimes.paths import state_partition_dir
 from regimes.store import (
     P_COLUMNS,
     STATE_SCHEMA,
@@ -166,6 +168,9 @@ def test_the_tree_on_disk_is_timeframe_model_symbol_date(store, seed):
         "timeframe=5m/model_id=m-5m.2/symbol=%5EGSPC/date=2024-01-02",
     }
     assert store.read("5m", "m-5m.2", "^GSPC")["symbol"].unique().tolist() == ["^GSPC"]
+    # regimes.paths names the same directories.
+    assert state_partition_dir(store.root, "5m", "m-5m.2", "^GSPC", date(2024, 1, 2)).is_dir()
+    assert state_partition_dir(store.root, "1m", "m1", "BRK.B", date(2024, 1, 3)).is_dir()
     assert len(store.files("5m", "m-5m.2", "^GSPC")) == 1
     top = {p.name for p in Path(store.root).iterdir()}
     assert top == {"_delta_log", "timeframe=1m", "timeframe=5m"}

@@ -181,7 +181,7 @@ def test_safe_names_build_the_layouts():
         "models/timeframe=1h/model_id=1h-20240301T0000Z-abcdefabcdef"
     )
     assert state_partition_dir("states", "1d", "m1", "^GSPC", date(2024, 1, 2)) == Path(
-        "states/timeframe=1d/model_id=m1/symbol=^GSPC/date=2024-01-02"
+        "states/timeframe=1d/model_id=m1/symbol=%5EGSPC/date=2024-01-02"
     )
     assert state_partition_dir("states", "1m", "m1", "X", TS).name == "date=2024-01-02"
     with pytest.raises(UnsafeNameError, match="UTC"):
