@@ -340,6 +340,10 @@ def _live(ctx, trained: list[dict], say, progress) -> dict:
         "   switches raw = changes of the filtered argmax; published = after anti-chatter "
         "(p_switch, min_dwell_bars, majority vote per timeframe)"
     )
+    say(
+        "   the 1d model was trained on ^GSPC: synthetic daily bars it never saw the like of "
+        "are UNKNOWN (out_of_range / loglik) rather than forced into a regime"
+    )
     # The synchroniser sees each answer when its bar closes, as it would live.
     answers = pd.concat(emitted, ignore_index=True)
     answers["final_at"] = answers["ts"] + answers["timeframe"].map(TIMEFRAME_DURATION)
