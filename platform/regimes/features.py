@@ -26,6 +26,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -941,14 +942,24 @@ class OnlineFeatureBuffer:
         """Bars a symbol needs before all of its features are defined."""
         return int(self._longest)
 
-    def last_times(self, symbols: Sequence[str]) -> np.ndarray:
-        """UTC nanoseconds of each symbol's last bar (int64 minimum for an unseen one)."""
-        last = np.full(len(symbols), _NEVER)
-        for i, symbol in enumerate(symbols):
-            row = self._index.get(symbol)
-            if row is not None:
-                last[i] = self.last_ts[row]
+    def last_times(self, symbols: Sequence[str], rows: np.ndarray | None = None) -> np.ndarray:
+        """UTC nanoseconds of each symbol's last bar (int64 minimum for an unseen one).
+
+        ``rows``: the symbols' rows when the caller keeps the same symbol order (the
+        inference engine does), saving a look-up per symbol."""
+        return self._last_of(self._rows_of(symbols) if rows is None else rows)
+
+    def _last_of(self, rows: np.ndarray) -> np.ndarray:
+        last = np.full(len(rows), _NEVER)
+        seen = rows >= 0
+        last[seen] = self.last_ts[rows[seen]]
         return last
+
+    def _rows_of(self, symbols: Sequence[str]) -> np.ndarray:
+        """Row of each symbol in the state arrays, -1 for an unseen one."""
+        get = self._index.get
+        n = len(symbols)
+        return np.fromiter(map(get, symbols, repeat(-1, n)), dtype=np.int64, count=n)
 
     # -- the step
 
@@ -962,8 +973,11 @@ class OnlineFeatureBuffer:
         close,
         volume,
         is_gap=None,
+        rows: np.ndarray | None = None,
     ) -> OnlineResult:
-        """Advance each of ``symbols`` by one closed bar; returns their feature rows."""
+        """Advance each of ``symbols`` by one closed bar; returns their feature rows.
+
+        ``rows``: as for :meth:`last_times` (-1 for a symbol not seen yet)."""
         symbols = list(symbols)
         m = len(symbols)
         if len(set(symbols)) != m:
@@ -984,15 +998,14 @@ class OnlineFeatureBuffer:
         gap = np.zeros(m, dtype=bool) if is_gap is None else np.asarray(is_gap, dtype=bool)
         if gap.shape != (m,):
             raise BadInputError(f"update: is_gap has shape {gap.shape} for {m} symbols")
-        known = np.array([self._index.get(s, -1) for s in symbols], dtype=np.int64)
-        last = np.full(m, _NEVER)
-        last[known >= 0] = self.last_ts[known[known >= 0]]
+        known = self._rows_of(symbols) if rows is None else np.asarray(rows, dtype=np.int64)
+        last = self._last_of(known)
         # Every check before any change: a refused step leaves the buffer exactly as it was.
         self._validate(symbols, last, ts_ns, arrays, gap)
-        unknown = [s for s in symbols if s not in self._index]
-        if unknown:
-            self.add_symbols(unknown)
-        idx = np.array([self._index[s] for s in symbols], dtype=np.int64)
+        idx = known
+        if (known < 0).any():
+            self.add_symbols([s for s, row in zip(symbols, known, strict=True) if row < 0])
+            idx = self._rows_of(symbols)
 
         values = np.full((m, len(self.names)), np.nan)
         real = ~gap

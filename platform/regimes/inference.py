@@ -32,6 +32,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 UNKNOWN = -1
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 ANSWER_REASONS = ("warming up", "gap", "settling", *ood.REASONS[1:])
+# Reasons travel as small integer codes inside a step (0 = a known state).
+_WARMING, _GAP, _SETTLING = 1, 2, 3
+_OOD_CODE = np.array([0, _GAP, *range(4, 4 + len(ood.REASONS) - 1)], dtype=np.int8)
+_REASON_OUT = np.array([None, *ANSWER_REASONS], dtype=object)
 SNAPSHOT_VERSION = 2
 
 #: A source of recent bars for cold starts: (symbols, before, bars per symbol) -> bars.
@@ -201,7 +206,7 @@ class InferenceEngine:
         answers and listed in :attr:`last_rejected` (row, symbol, ts, reason).
         """
         frame = _check_columns(bars)
-        accepted, rejected = self._screen(frame)
+        accepted, rejected, rows = self._screen(frame)
         self.last_rejected = _rejected_frame(rejected)
         if rejected:
             self._counts["rejected"] += len(rejected)
@@ -214,43 +219,56 @@ class InferenceEngine:
         if not accepted.any():
             return self._answers(frame.iloc[:0], *self._no_output(0))
         frame = frame[accepted].reset_index(drop=True)
-        unseen = [s for s in frame["symbol"] if s not in self._index]
-        if unseen and self.history is not None:
-            self._cold_start(unseen, frame["ts"].iloc[0])
-        return self._advance(frame)
+        rows = rows[accepted]
+        if (rows < 0).any():
+            unseen = frame["symbol"].to_numpy()[rows < 0].tolist()
+            if self.history is not None:
+                self._cold_start(unseen, frame["ts"].iloc[0])
+            self.add_symbols(unseen)
+            rows = self._rows_of(frame["symbol"])
+        return self._advance(frame, rows)
 
-    def _screen(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[dict]]:
-        """Accepted-row mask and a reason for every refused row (no state changes)."""
+    def _rows_of(self, symbols) -> np.ndarray:
+        get = self._index.get
+        n = len(symbols)
+        return np.fromiter(map(get, symbols, repeat(-1, n)), dtype=np.int64, count=n)
+
+    def _screen(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[dict], np.ndarray]:
+        """Accepted-row mask, a reason for every refused row, and each row's symbol row
+        in the state arrays (-1 = not seen yet). Changes no state."""
         n = len(frame)
-        reason = np.full(n, "", dtype=object)
+        refused = np.zeros(n, dtype=bool)
+        reasons: dict[int, str] = {}
         ts_ns = frame["ts"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
-        def refuse(mask, why):
-            target = mask & (reason == "")
-            if target.any():
-                reason[target] = why(np.flatnonzero(target)) if callable(why) else why
+        def refuse(mask: np.ndarray, why: str) -> None:
+            target = mask & ~refused
+            for i in np.flatnonzero(target):
+                reasons[int(i)] = why
+            refused[target] = True
 
         if "timeframe" in frame.columns:
             other = frame["timeframe"].to_numpy() != self.timeframe
             refuse(other, f"bar of another timeframe (this engine runs {self.timeframe})")
         symbols = frame["symbol"].to_numpy()
-        unsafe = np.zeros(n, dtype=bool)
-        for i, symbol in enumerate(symbols):
-            if symbol not in self._index:
-                try:
-                    check_symbol(symbol)
-                except UnsafeNameError as exc:
-                    unsafe[i] = True
-                    reason[i] = reason[i] or f"unsafe symbol: {exc}"
-        values, counts = np.unique(ts_ns, return_counts=True)
-        batch_ts = values[counts == counts.max()][-1] if n else 0
+        rows = self._rows_of(symbols)
+        for i in np.flatnonzero(rows < 0):  # only symbols not seen yet need the name check
+            try:
+                check_symbol(symbols[i])
+            except UnsafeNameError as exc:
+                refuse(np.arange(n) == i, f"unsafe symbol: {exc}")
+        if n and (ts_ns == ts_ns[0]).all():
+            batch_ts = ts_ns[0]
+        else:
+            values, counts = np.unique(ts_ns, return_counts=True)
+            batch_ts = values[counts == counts.max()][-1] if n else 0
         refuse(
             ts_ns != batch_ts,
             f"ts differs from the batch's bar time {pd.Timestamp(batch_ts, tz='UTC').isoformat()}"
             " (one step is one bar time)",
         )
         refuse(frame["symbol"].duplicated().to_numpy(), "symbol appears twice in the batch")
-        last = self.buffer.last_times(list(symbols))
+        last = self.buffer.last_times(symbols, rows)
         refuse(ts_ns == last, "duplicate bar (this bar time was already processed)")
         refuse(ts_ns < last, "out-of-order bar (older than the symbol's last bar)")
         prices = [
@@ -262,17 +280,11 @@ class InferenceEngine:
             "invalid prices: NaN/inf, non-positive, low > high, open/close outside "
             "[low, high] or negative volume",
         )
-        refused = np.flatnonzero(reason != "")
         rejected = [
-            {
-                "row": int(i),
-                "symbol": str(symbols[i]),
-                "ts": frame["ts"].iloc[i],
-                "reason": str(reason[i]),
-            }
-            for i in refused
+            {"row": i, "symbol": str(symbols[i]), "ts": frame["ts"].iloc[i], "reason": reasons[i]}
+            for i in sorted(reasons)
         ]
-        return reason == "", rejected
+        return ~refused, rejected, rows
 
     def _cold_start(self, symbols: list[str], before: pd.Timestamp) -> None:
         """Warm ``symbols`` up on their recent stored bars; answers and counters of the
@@ -287,17 +299,18 @@ class InferenceEngine:
         ood_counts = dict(self._ood.counters)
         rows = np.array([self._index[s] for s in symbols], dtype=np.int64)
         for _, group in history.groupby("ts", sort=True):
-            accepted, _ = self._screen(group)
+            accepted, _, rows = self._screen(group)
             if accepted.any():
-                self._advance(group[accepted].reset_index(drop=True))
+                self._advance(group[accepted].reset_index(drop=True), rows[accepted])
         self._counts = counts
         self._counts["cold_started"] += len(symbols)
         self._ood.counters = ood_counts
         self._chatter.raw_switches[rows] = 0
         self._chatter.published_switches[rows] = 0
 
-    def _advance(self, bars: pd.DataFrame) -> pd.DataFrame:
-        """Advance the engine by one bar of each row of ``bars`` (already screened)."""
+    def _advance(self, bars: pd.DataFrame, idx: np.ndarray) -> pd.DataFrame:
+        """Advance the engine by one bar of each row of ``bars`` (already screened; ``idx``
+        their rows in the state arrays, all symbols added)."""
         features = self.buffer.update(
             bars["symbol"].tolist(),
             pd.DatetimeIndex(bars["ts"]),
@@ -307,9 +320,8 @@ class InferenceEngine:
             bars["close"],
             bars["volume"],
             bars["is_gap"],
+            rows=idx,
         )
-        self.add_symbols(bars["symbol"].tolist())
-        idx = np.array([self._index[s] for s in bars["symbol"]], dtype=np.int64)
         frame = pd.DataFrame(features.values, columns=list(features.names))
         stationary = stationarize(
             frame,
@@ -332,7 +344,7 @@ class InferenceEngine:
         ready = usable & (rows.run[idx] >= self.L)
         n = len(idx)
         z, posterior, loglik, h, state_id, raw, reason = self._no_output(n)
-        reason[~ready] = np.where(features.is_gap[~ready], "gap", "warming up")
+        reason[~ready] = np.where(features.is_gap[~ready], _GAP, _WARMING)
         if ready.any():
             target = idx[ready]
             windows = rows.window[target].reshape(len(target), self.L * self.F)
@@ -346,7 +358,7 @@ class InferenceEngine:
                 self._chatter, target, posterior[ready], self.settings
             )
             h[ready] = entropy(np.log(np.clip(posterior[ready], 1e-300, None)))
-            unknown, why = ood.step(
+            why = ood.step_codes(
                 self._ood,
                 target,
                 loglik[ready],
@@ -358,12 +370,14 @@ class InferenceEngine:
             )
             raw[ready] = raw_ready
             settled = published >= 0
+            unknown = why != 0
             state_id[ready] = np.where(unknown | ~settled, UNKNOWN, published)
-            reason[ready] = np.where(unknown, why, np.where(settled, "", "settling"))
+            reason[ready] = np.where(unknown, _OOD_CODE[why], np.where(settled, 0, _SETTLING))
         self._counts["bars"] += n
-        self._counts["known"] += int((reason == "").sum())
-        for name in ANSWER_REASONS:
-            self._counts[name] += int((reason == name).sum())
+        counts = np.bincount(reason, minlength=len(_REASON_OUT))
+        self._counts["known"] += int(counts[0])
+        for code, name in enumerate(ANSWER_REASONS, start=1):
+            self._counts[name] += int(counts[code])
         return self._answers(bars, z, posterior, loglik, h, state_id, raw, reason)
 
     # -- the offline path
@@ -424,7 +438,7 @@ class InferenceEngine:
         lengths = np.asarray(lengths, dtype=np.int64)
         n = len(frame)
         z, posterior, loglik, h, state_id, raw, reason = self._no_output(n)
-        reason[:] = np.where(gap, "gap", "warming up")
+        reason[:] = np.where(gap, _GAP, _WARMING)
         if len(ready_rows):
             z[ready_rows] = self.pipeline.encoder_.transform(np.concatenate(windows))
             log_alpha, ll = filter_sequences(z[ready_rows], lengths, self.hmm.params_)
@@ -438,7 +452,7 @@ class InferenceEngine:
                 active = np.flatnonzero(lengths > t)
                 rows = ready_rows[offsets[active] + t]
                 published, raw_t = antichatter.step(chatter, active, posterior[rows], self.settings)
-                unknown, why = ood.step(
+                why = ood.step_codes(
                     health,
                     active,
                     loglik[rows],
@@ -450,8 +464,9 @@ class InferenceEngine:
                 )
                 raw[rows] = raw_t
                 settled = published >= 0
+                unknown = why != 0
                 state_id[rows] = np.where(unknown | ~settled, UNKNOWN, published)
-                reason[rows] = np.where(unknown, why, np.where(settled, "", "settling"))
+                reason[rows] = np.where(unknown, _OOD_CODE[why], np.where(settled, 0, _SETTLING))
         return self._answers(frame, z, posterior, loglik, h, state_id, raw, reason)
 
     def _no_output(self, n: int):
@@ -462,7 +477,7 @@ class InferenceEngine:
             np.full(n, np.nan),
             np.full(n, UNKNOWN, dtype=np.int64),
             np.full(n, UNKNOWN, dtype=np.int64),
-            np.full(n, "", dtype=object),
+            np.zeros(n, dtype=np.int8),
         )
 
     def _answers(self, bars, z, posterior, loglik, h, state_id, raw, reason) -> pd.DataFrame:
@@ -473,21 +488,22 @@ class InferenceEngine:
         columns = {
             "symbol": bars["symbol"].to_numpy(dtype=object),
             "ts": pd.DatetimeIndex(bars["ts"]),
-            "timeframe": self.timeframe,
-            "model_id": self.model_id,
+            "timeframe": np.full(len(state_id), self.timeframe, dtype=object),
+            "model_id": np.full(len(state_id), self.model_id, dtype=object),
             "state_id": state_id,
             "raw_state_id": raw,
             "state_prob": state_prob,
             "loglik": loglik,
             "entropy": h,
             "is_unknown": state_id == UNKNOWN,
-            "ood_reason": np.where(reason == "", None, reason),
+            "ood_reason": _REASON_OUT[reason],
         }
         for k in range(self.pipeline.d):
             columns[f"z_{k:02d}"] = z[:, k]
         for k in range(self.K):
             columns[f"p_{k:02d}"] = posterior[:, k]
-        return pd.DataFrame(columns)
+        # Fresh arrays all: no copy (and no broadcasting of scalars, ~5x faster).
+        return pd.DataFrame(columns, copy=False)
 
     # -- monitoring
 
@@ -536,6 +552,7 @@ class InferenceEngine:
                 "ood/entropy": ood_state["entropy"],
                 "ood/states": ood_state["states"],
                 "ood/seen": ood_state["seen"],
+                "ood/moments": ood_state["moments"],
                 "ood/counters": np.array(json.dumps(ood_state["counters"])),
             }
         )
@@ -622,7 +639,12 @@ def _empty_counts() -> dict[str, int]:
     }
 
 
+_NONE_REJECTED = pd.DataFrame(columns=["row", "symbol", "ts", "reason"])
+
+
 def _rejected_frame(rows: list[dict]) -> pd.DataFrame:
+    if not rows:
+        return _NONE_REJECTED  # shared and read-only by convention: most steps refuse nothing
     return pd.DataFrame(rows, columns=["row", "symbol", "ts", "reason"])
 
 

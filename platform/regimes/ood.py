@@ -62,10 +62,22 @@ class OODSettings:
 
 @dataclass
 class OODState:
+    """Trailing windows per symbol (ring buffers) and the counters.
+
+    ``moments`` holds the running sum and sum of squares of each entropy window, so a
+    step costs O(1) per symbol instead of O(window); they are recomputed exactly from
+    the ring each time a symbol's ring wraps, which bounds floating-point drift.
+    """
+
     entropy: np.ndarray  # (N, window) trailing entropies
     states: np.ndarray  # (N, window) trailing raw states
     seen: np.ndarray  # (N,) bars pushed
     counters: dict[str, int] = field(default_factory=lambda: {r: 0 for r in (*REASONS, "bars")})
+    moments: np.ndarray | None = None  # (N, 2): sum and sum of squares of the window
+
+    def __post_init__(self):
+        if self.moments is None:
+            self.moments = np.stack([self.entropy.sum(axis=1), (self.entropy**2).sum(axis=1)], 1)
 
     @classmethod
     def empty(cls, n_symbols: int, window: int) -> OODState:
@@ -83,6 +95,7 @@ class OODState:
             np.concatenate([self.states, fresh.states]),
             np.concatenate([self.seen, fresh.seen]),
             self.counters,
+            np.concatenate([self.moments, fresh.moments]),
         )
 
     def snapshot(self) -> dict:
@@ -90,17 +103,24 @@ class OODState:
             "entropy": self.entropy.copy(),
             "states": self.states.copy(),
             "seen": self.seen.copy(),
+            "moments": self.moments.copy(),
             "counters": dict(self.counters),
         }
 
     @classmethod
     def restore(cls, state: dict) -> OODState:
+        moments = state.get("moments")
         return cls(
             np.asarray(state["entropy"]).copy(),
             np.asarray(state["states"]).copy(),
             np.asarray(state["seen"]).copy(),
             dict(state["counters"]),
+            None if moments is None else np.asarray(moments, dtype=np.float64).copy(),
         )
+
+
+_REASON_NAMES = np.array(["", *REASONS], dtype=object)
+_CODE = {name: code for code, name in enumerate(_REASON_NAMES)}
 
 
 def step(
@@ -118,6 +138,21 @@ def step(
     ``clipped`` counts, per row, the bar's scaled features at the scaler's clip. Gap
     bars do not enter the trailing windows (they carry no model output).
     """
+    code = step_codes(state, rows, loglik, entropy, raw_state, is_gap, settings, clipped)
+    return code != 0, _REASON_NAMES[code]
+
+
+def step_codes(
+    state: OODState,
+    rows: np.ndarray,
+    loglik: np.ndarray,
+    entropy: np.ndarray,
+    raw_state: np.ndarray,
+    is_gap: np.ndarray,
+    settings: OODSettings,
+    clipped: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`step` returning reason codes: 0 = none, i = ``REASONS[i - 1]``."""
     W = state.entropy.shape[1]
     if W != settings.window:
         raise BadInputError(f"ood: state has a window of {W}, settings ask for {settings.window}")
@@ -125,33 +160,44 @@ def step(
     is_gap = np.asarray(is_gap, dtype=bool)
     loglik = np.asarray(loglik, dtype=np.float64)
     entropy = np.asarray(entropy, dtype=np.float64)
-    reason = np.full(n, "", dtype=object)
-    reason[is_gap] = "gap"
+    # The first check that fires gives the reason: later ones only fill empty codes.
+    code = np.where(is_gap, _CODE["gap"], 0).astype(np.int8)
     if clipped is not None:
         beyond = ~is_gap & (np.asarray(clipped) > settings.max_clipped_features)
-        reason[beyond & (reason == "")] = "out_of_range"
+        code[beyond & (code == 0)] = _CODE["out_of_range"]
     low = ~is_gap & ~(loglik >= settings.loglik_threshold)  # NaN loglik counts as low
-    reason[low & (reason == "")] = "loglik"
+    code[low & (code == 0)] = _CODE["loglik"]
     # Entropy spike against the trailing window before this bar (needs a full window).
     full = state.seen[rows] >= W
-    history = state.entropy[rows]
-    mean = history.mean(axis=1)
-    std = history.std(axis=1)
+    moments = state.moments[rows]
+    mean = moments[:, 0] / W
+    variance = np.maximum(moments[:, 1] / W - mean * mean, 0.0)
+    std = np.sqrt(variance)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (entropy - mean) / np.where(std > 0, std, np.nan)
     spike = ~is_gap & full & (z > settings.entropy_z)
-    reason[spike & (reason == "")] = "entropy_spike"
+    code[spike & (code == 0)] = _CODE["entropy_spike"]
     real = np.flatnonzero(~is_gap)
     if len(real):
         target = rows[real]
         slot = state.seen[target] % W
-        state.entropy[target, slot] = entropy[real]
+        evicted = state.entropy[target, slot]
+        value = entropy[real]
+        state.entropy[target, slot] = value
         state.states[target, slot] = raw_state[real]
         state.seen[target] += 1
+        state.moments[target, 0] += value - evicted
+        state.moments[target, 1] += value * value - evicted * evicted
+        wrapped = target[state.seen[target] % W == 0]
+        if len(wrapped):  # exact again once per lap of the ring
+            ring = state.entropy[wrapped]
+            state.moments[wrapped, 0] = ring.sum(axis=1)
+            state.moments[wrapped, 1] = (ring * ring).sum(axis=1)
     state.counters["bars"] += n
-    for name in REASONS:
-        state.counters[name] = state.counters.get(name, 0) + int((reason == name).sum())
-    return reason != "", reason
+    counts = np.bincount(code, minlength=len(_REASON_NAMES))
+    for index, name in enumerate(REASONS, start=1):
+        state.counters[name] = state.counters.get(name, 0) + int(counts[index])
+    return code
 
 
 def occupancy_collapse(state: OODState, settings: OODSettings) -> np.ndarray:

@@ -66,7 +66,7 @@ def stationarize(
                 out[name] = raw - lagged
             else:  # pragma: no cover - the config model admits only the four policies
                 raise BadInputError(f"unknown stationarity policy {policy!r} for {name}")
-    result = pd.DataFrame(out, index=frame.index)
+    result = pd.DataFrame(out, index=frame.index, copy=False)
     return result
 
 
@@ -136,9 +136,7 @@ class RobustPowerScaler(TransformerMixin, BaseEstimator):
                 f"RobustPowerScaler.transform: {X.shape[1]} columns, fitted on "
                 f"{self.n_features_in_}"
             )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # overflow -> inf, clipped below
-            Z = self.power_.transform(self.robust_.transform(X))
+        Z = _yeo_johnson_standardized(X, self.robust_, self.power_)
         if np.isnan(Z).any():
             row = int(np.flatnonzero(np.isnan(Z).any(axis=1))[0])
             raise BadInputError(f"RobustPowerScaler.transform: NaN produced at row {row}")
@@ -161,3 +159,31 @@ def _finite_2d(X, what: str) -> np.ndarray:
             "removed first"
         )
     return array
+
+
+def _yeo_johnson_standardized(X: np.ndarray, robust, power) -> np.ndarray:
+    """``power.transform(robust.transform(X))`` in one pass over the whole matrix.
+
+    The same floating-point operations as scikit-learn (centre, scale) and scipy's
+    ``yeojohnson`` (``±expm1(e * log1p(|x|)) / e`` with ``e = λ`` for x >= 0 and
+    ``2 - λ`` below, ``log1p`` at λ = 0 or 2), so the result is bit for bit theirs —
+    without one scipy call per column, which dominated the live step.
+    """
+    Z = np.array(X, dtype=np.float64)  # a copy
+    Z -= robust.center_
+    Z /= robust.scale_
+    lambdas = power.lambdas_
+    eps = np.finfo(np.float64).eps
+    positive = Z >= 0
+    magnitude = np.log1p(np.abs(Z))
+    exponent = np.where(positive, lambdas, 2.0 - lambdas)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # inf -> clipped
+        out = np.expm1(exponent * magnitude) / exponent
+    np.negative(out, out=out, where=~positive)
+    at_zero = positive & (np.abs(lambdas) < eps)
+    at_two = ~positive & (np.abs(lambdas - 2) <= eps)
+    out[at_zero] = magnitude[at_zero]
+    out[at_two] = -magnitude[at_two]
+    out -= power._scaler.mean_
+    out /= power._scaler.scale_
+    return out
