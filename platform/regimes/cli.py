@@ -926,8 +926,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="run everything that exists end to end on the home directory",
-        description="synth -> resample -> features, with a summary read back from the "
-        "database; prints where every output went.",
+        description="synth -> resample -> features -> state vectors -> training (Prefect "
+        "flow, Ray grid; 1d on S&P 500) -> the last day through the live engine of every "
+        "timeframe -> backfill of every model into the Delta state store; prints tables "
+        "read back from the database and Delta and where every output went.",
     )
     demo.add_argument("--symbols", type=int, default=6, help="synthetic symbols (default 6)")
     demo.add_argument("--days", type=int, default=100, help="trading days (default 100)")

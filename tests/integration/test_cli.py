@@ -90,6 +90,10 @@ def test_demo_runs_end_to_end_and_says_where_things_went(home):
     assert set(engines) == set(trained) and engines["1d"]["cold-started"] == 2
     assert set(out["live"]["composite"]) == {"midday", "close"}
     assert "through the live engine" in result.stderr
+    # Step 7: every trained model backfilled into Delta and read back.
+    assert {row["timeframe"] for row in out["states"]["backfills"]} == set(trained)
+    assert out["states"]["summary"][0]["rows"] > 0 and out["states"]["current_states"] > 0
+    assert "state history read back from" in result.stderr
 
 
 def test_ingest_and_resample_via_cli(home, tmp_path):
@@ -120,6 +124,10 @@ def test_ingest_and_resample_via_cli(home, tmp_path):
         (["--db-url", "nosuch://x", "synth"], "cannot use database URL"),
         (["--config-dir", "{tmp}", "synth"], "config file not found"),
         (["frobnicate"], "invalid choice"),
+        (["states", "--timeframe", "15m", "--model-id", "m1", "--out", "x"], "no state table"),
+        (["backfill", "--timeframe", "15m", "--model-id", "m1"], "not in the registry"),
+        (["backfill", "--timeframe", "15m", "--model-id", "../m"], "path separator"),
+        (["replay", "--timeframe", "15m", "--out", "x"], "no production model for 15m"),
     ],
 )
 def test_user_mistakes_exit_nonzero_with_one_line_and_no_traceback(home, tmp_path, args, expected):
@@ -145,6 +153,8 @@ def test_help_texts_name_every_command():
         "train",
         "models",
         "replay",
+        "backfill",
+        "states",
         "demo",
     ):
         assert command in result.stdout
