@@ -354,25 +354,16 @@ class InferenceEngine:
             posterior[ready] = np.exp(log_alpha)
             loglik[ready] = ll
             # Encoded bars go through anti-chatter and OOD; the rest stay UNKNOWN.
-            published, raw_ready = antichatter.step(
-                self._chatter, target, posterior[ready], self.settings
-            )
             h[ready] = entropy(np.log(np.clip(posterior[ready], 1e-300, None)))
-            why = ood.step_codes(
+            state_id[ready], raw[ready], reason[ready] = self._judge(
+                self._chatter,
                 self._ood,
                 target,
+                posterior[ready],
                 loglik[ready],
                 h[ready],
-                raw_ready,
-                np.zeros(len(target), dtype=bool),
-                self.ood_settings,
                 clipped[ready],
             )
-            raw[ready] = raw_ready
-            settled = published >= 0
-            unknown = why != 0
-            state_id[ready] = np.where(unknown | ~settled, UNKNOWN, published)
-            reason[ready] = np.where(unknown, _OOD_CODE[why], np.where(settled, 0, _SETTLING))
         self._counts["bars"] += n
         counts = np.bincount(reason, minlength=len(_REASON_OUT))
         self._counts["known"] += int(counts[0])
@@ -451,23 +442,22 @@ class InferenceEngine:
             for t in range(int(lengths.max())):
                 active = np.flatnonzero(lengths > t)
                 rows = ready_rows[offsets[active] + t]
-                published, raw_t = antichatter.step(chatter, active, posterior[rows], self.settings)
-                why = ood.step_codes(
-                    health,
-                    active,
-                    loglik[rows],
-                    h[rows],
-                    raw_t,
-                    np.zeros(len(active), dtype=bool),
-                    self.ood_settings,
-                    clipped[rows],
+                state_id[rows], raw[rows], reason[rows] = self._judge(
+                    chatter, health, active, posterior[rows], loglik[rows], h[rows], clipped[rows]
                 )
-                raw[rows] = raw_t
-                settled = published >= 0
-                unknown = why != 0
-                state_id[rows] = np.where(unknown | ~settled, UNKNOWN, published)
-                reason[rows] = np.where(unknown, _OOD_CODE[why], np.where(settled, 0, _SETTLING))
         return self._answers(frame, z, posterior, loglik, h, state_id, raw, reason)
+
+    def _judge(self, chatter, health, symbols, posterior, loglik, h, clipped):
+        """Anti-chatter, then the OOD checks, for one encoded bar of ``symbols`` (their
+        rows in ``chatter`` and ``health``): (state_id, raw state, reason code)."""
+        published, raw = antichatter.step(chatter, symbols, posterior, self.settings)
+        no_gap = np.zeros(len(symbols), dtype=bool)  # gaps never reach the encoder
+        why = ood.step_codes(health, symbols, loglik, h, raw, no_gap, self.ood_settings, clipped)
+        settled = published >= 0
+        unknown = why != 0
+        state_id = np.where(unknown | ~settled, UNKNOWN, published)
+        reason = np.where(unknown, _OOD_CODE[why], np.where(settled, 0, _SETTLING))
+        return state_id, raw, reason
 
     def _no_output(self, n: int):
         return (
