@@ -477,6 +477,10 @@ def cmd_backfill(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     from regimes.store import Registry, StateStore
 
     started = time.perf_counter()
+    for name in ("rows_per_commit", "symbols_per_unit"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise BadInputError(f"{flag}: expected >= 1, got {getattr(args, name)}")
     registry = Registry.at_home(ctx.settings.home)
     store = StateStore.from_env(ctx.settings.home)
     units = plan_backfill(

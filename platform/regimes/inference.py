@@ -247,6 +247,7 @@ class InferenceEngine:
                 reasons[int(i)] = why
             refused[target] = True
 
+        refuse(frame["ts"].isna().to_numpy(), "missing ts")
         if "timeframe" in frame.columns:
             other = frame["timeframe"].to_numpy() != self.timeframe
             refuse(other, f"bar of another timeframe (this engine runs {self.timeframe})")
@@ -299,9 +300,9 @@ class InferenceEngine:
         ood_counts = dict(self._ood.counters)
         rows = np.array([self._index[s] for s in symbols], dtype=np.int64)
         for _, group in history.groupby("ts", sort=True):
-            accepted, _, rows = self._screen(group)
+            accepted, _, group_rows = self._screen(group)
             if accepted.any():
-                self._advance(group[accepted].reset_index(drop=True), rows[accepted])
+                self._advance(group[accepted].reset_index(drop=True), group_rows[accepted])
         self._counts = counts
         self._counts["cold_started"] += len(symbols)
         self._ood.counters = ood_counts
@@ -572,19 +573,43 @@ class InferenceEngine:
 
         symbols = [str(s) for s in state["engine/symbols"]]
         n = len(symbols)
+        W, V = self.settings.majority_window, self.ood_settings.window
         shapes = {
             "engine/log_alpha": (n, self.K),
             "engine/window": (n, self.L, self.F),
             "engine/run": (n,),
+            "chatter/history": (n, W),
+            "ood/entropy": (n, V),
+            "ood/states": (n, V),
+            "ood/seen": (n,),
         }
         for key, shape in shapes.items():
             if key not in state or np.shape(state[key]) != shape:
-                raise BadInputError(f"engine snapshot {key!r}: expected shape {shape}")
-        self.buffer = OnlineFeatureBuffer.restore(
+                got = np.shape(state[key]) if key in state else "missing"
+                raise BadInputError(
+                    f"engine snapshot {key!r}: expected shape {shape}, got {got} (the "
+                    "anti-chatter and OOD windows must match this timeframe's config)"
+                )
+        for key in ("engine/counts", "ood/counters"):
+            if key not in state:
+                raise BadInputError(f"engine snapshot is incomplete: no {key!r}")
+        # Everything into locals first: a snapshot that fails any check changes nothing.
+        buffer = OnlineFeatureBuffer.restore(
             part("buffer/"), self.config.features, self.config.timeframes.session
         )
-        if list(self.buffer.symbols) != symbols:
+        if list(buffer.symbols) != symbols:
             raise BadInputError("engine snapshot: feature buffer and engine symbols differ")
+        chatter = antichatter.AntiChatterState.restore(part("chatter/"))
+        ood_state = part("ood/")
+        try:
+            ood_state["counters"] = json.loads(str(ood_state["counters"]))
+            counts = {**_empty_counts(), **json.loads(str(state["engine/counts"]))}
+        except json.JSONDecodeError as exc:
+            raise BadInputError(f"engine snapshot: unreadable counters ({exc})") from None
+        health = ood.OODState.restore(ood_state)
+        if any(len(getattr(chatter, f)) != n for f in antichatter.FIELDS):
+            raise BadInputError("engine snapshot: anti-chatter arrays do not fit the symbols")
+        self.buffer = buffer
         self.symbols = symbols
         self._index = {s: i for i, s in enumerate(symbols)}
         self._rows = _Rows(
@@ -592,11 +617,9 @@ class InferenceEngine:
             np.array(state["engine/window"], dtype=float),
             np.array(state["engine/run"], dtype=np.int64),
         )
-        self._chatter = antichatter.AntiChatterState.restore(part("chatter/"))
-        ood_state = part("ood/")
-        ood_state["counters"] = json.loads(str(ood_state["counters"]))
-        self._ood = ood.OODState.restore(ood_state)
-        self._counts = {**_empty_counts(), **json.loads(str(state["engine/counts"]))}
+        self._chatter = chatter
+        self._ood = health
+        self._counts = counts
         return self
 
     def save(self, path: str | Path) -> Path:
@@ -650,6 +673,9 @@ def _check_columns(bars: pd.DataFrame) -> pd.DataFrame:
         raise BadInputError("step: ts must be timezone-aware (UTC)")
     frame = bars.reset_index(drop=True).copy(deep=False)
     frame["ts"] = ts.tz_convert("UTC")
+    for column in ("open", "high", "low", "close", "volume"):
+        if frame[column].dtype.kind not in "fiu":  # a text cell: NaN, refused with its row
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if "is_gap" not in frame.columns:
         frame["is_gap"] = False
     else:

@@ -175,6 +175,15 @@ def step_codes(
     std = np.sqrt(variance)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (entropy - mean) / np.where(std > 0, std, np.nan)
+        # The running moments lose precision when the entropy barely varies: wherever
+        # the decision could hang on it, the exact mean and std of the ring decide.
+        doubtful = full & (~(z <= 0.5 * settings.entropy_z) | (variance <= 1e-6 * mean * mean))
+        if doubtful.any():
+            ring = state.entropy[rows[doubtful]]
+            exact = ring.std(axis=1)
+            z[doubtful] = (entropy[doubtful] - ring.mean(axis=1)) / np.where(
+                exact > 0, exact, np.nan
+            )
     spike = ~is_gap & full & (z > settings.entropy_z)
     code[spike & (code == 0)] = _CODE["entropy_spike"]
     real = np.flatnonzero(~is_gap)

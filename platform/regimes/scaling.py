@@ -136,7 +136,13 @@ class RobustPowerScaler(TransformerMixin, BaseEstimator):
                 f"RobustPowerScaler.transform: {X.shape[1]} columns, fitted on "
                 f"{self.n_features_in_}"
             )
-        Z = _yeo_johnson_standardized(X, self.robust_, self.power_)
+        standard = getattr(self.power_, "_scaler", None)  # scikit-learn's, private
+        if self.power_.standardize and hasattr(standard, "mean_"):
+            Z = _yeo_johnson_standardized(X, self.robust_, self.power_.lambdas_, standard)
+        else:  # a scikit-learn that keeps it elsewhere: its own (slower) path
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # overflow -> inf, clipped
+                Z = self.power_.transform(self.robust_.transform(X))
         if np.isnan(Z).any():
             row = int(np.flatnonzero(np.isnan(Z).any(axis=1))[0])
             raise BadInputError(f"RobustPowerScaler.transform: NaN produced at row {row}")
@@ -161,7 +167,7 @@ def _finite_2d(X, what: str) -> np.ndarray:
     return array
 
 
-def _yeo_johnson_standardized(X: np.ndarray, robust, power) -> np.ndarray:
+def _yeo_johnson_standardized(X: np.ndarray, robust, lambdas, standard) -> np.ndarray:
     """``power.transform(robust.transform(X))`` in one pass over the whole matrix.
 
     The same floating-point operations as scikit-learn (centre, scale) and scipy's
@@ -172,7 +178,6 @@ def _yeo_johnson_standardized(X: np.ndarray, robust, power) -> np.ndarray:
     Z = np.array(X, dtype=np.float64)  # a copy
     Z -= robust.center_
     Z /= robust.scale_
-    lambdas = power.lambdas_
     eps = np.finfo(np.float64).eps
     positive = Z >= 0
     magnitude = np.log1p(np.abs(Z))
@@ -184,6 +189,6 @@ def _yeo_johnson_standardized(X: np.ndarray, robust, power) -> np.ndarray:
     at_two = ~positive & (np.abs(lambdas - 2) <= eps)
     out[at_zero] = magnitude[at_zero]
     out[at_two] = -magnitude[at_two]
-    out -= power._scaler.mean_
-    out /= power._scaler.scale_
+    out -= standard.mean_
+    out /= standard.scale_
     return out

@@ -13,8 +13,10 @@
   bars through a live engine) and commits its rows in time order, whole UTC days per
   commit, up to ``rows_per_commit`` rows (a day is never split; each merge costs ~0.1 s
   however small, so commits are few and large). A unit killed midway leaves whole
-  commits behind, so running it again writes only the rows after each symbol's last
-  stored bar: no duplicates (the merge is idempotent anyway) and no gaps.
+  commits behind, and running it again writes only the rows whose key is not stored
+  yet: no duplicates (the merge is idempotent anyway) and no gaps. Keys, not the newest
+  stored time: rows the live path recorded, or bars ingested late, never hide older
+  missing rows.
 
 The Ray fan-out is ``regimes.jobs.backfill``; the Prefect flow ``regimes.flows.backfill``.
 """
@@ -59,10 +61,16 @@ def record_states(
     """
     written = store.write(answers, d, K, registry=registry)
     if written:
-        for (timeframe, model_id), rows in answers.groupby(["timeframe", "model_id"]):
-            if registry.production(timeframe) in (None, model_id):
-                db.upsert_current_states(engine, latest_per_symbol(rows))
+        _mirror(engine, registry, answers)
     return written
+
+
+def _mirror(engine, registry: Registry, answers: pd.DataFrame) -> None:
+    """Newest state per (symbol, timeframe) into current_states, for the model each
+    timeframe publishes (an older row never replaces a newer one there)."""
+    for (timeframe, model_id), rows in answers.groupby(["timeframe", "model_id"]):
+        if registry.production(timeframe) in (None, model_id):
+            db.upsert_current_states(engine, latest_per_symbol(rows))
 
 
 @dataclass(frozen=True)
@@ -149,7 +157,9 @@ def backfill_unit(
     unit: BackfillUnit,
     rows_per_commit: int = DEFAULT_ROWS_PER_COMMIT,
 ) -> BackfillResult:
-    """Compute and record the states of one unit; resumes after what is stored."""
+    """Compute and record the states of one unit; writes only the rows not stored yet
+    (whatever wrote the stored ones: an earlier run, or the live path), and mirrors the
+    newest state per symbol even when nothing was missing."""
     if rows_per_commit < 1:
         raise BadInputError(f"rows_per_commit: expected >= 1, got {rows_per_commit}")
     started = time.perf_counter()
@@ -160,17 +170,19 @@ def backfill_unit(
     answers = live.replay_batch(bars)
     reasons = answers["ood_reason"].value_counts()
     result.unknown_by_reason = {str(k): int(v) for k, v in reasons.items()}
-    last = _last_stored(store, unit)
-    if last:
-        after = answers["ts"] > answers["symbol"].map(last).fillna(
-            pd.Timestamp.min.tz_localize("UTC")
-        )
-        result.rows_already_stored = int((~after).sum())
-        answers = answers[after]
-    answers = answers.sort_values(["ts", "symbol"], kind="stable")
-    for rows in _whole_days(answers, rows_per_commit):
+    stored = _stored_keys(store, unit)
+    if len(stored):
+        present = pd.MultiIndex.from_arrays([answers["symbol"], answers["ts"]]).isin(stored)
+        result.rows_already_stored = int(present.sum())
+        missing = answers[~present]
+    else:
+        missing = answers
+    missing = missing.sort_values(["ts", "symbol"], kind="stable")
+    for rows in _whole_days(missing, rows_per_commit):
         result.rows_written += record_states(store, engine, registry, rows, live.pipeline.d, live.K)
         result.commits += 1
+    # A run killed between its last merge and the mirror leaves current_states behind.
+    _mirror(engine, registry, answers)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
@@ -190,13 +202,12 @@ def _whole_days(answers: pd.DataFrame, rows_per_commit: int):
             start = boundary
 
 
-def _last_stored(store: StateStore, unit: BackfillUnit) -> dict[str, pd.Timestamp]:
+def _stored_keys(store: StateStore, unit: BackfillUnit) -> pd.MultiIndex:
+    """(symbol, ts) of the unit's rows already in the table."""
     if not store.exists():
-        return {}
+        return pd.MultiIndex.from_arrays([[], []])
     stored = store.read(unit.timeframe, unit.model_id, list(unit.symbols), columns=["symbol", "ts"])
-    if stored.empty:
-        return {}
-    return stored.groupby("symbol")["ts"].max().to_dict()
+    return pd.MultiIndex.from_arrays([stored["symbol"], stored["ts"]])
 
 
 def run_backfill(

@@ -269,3 +269,21 @@ def test_backfill_through_the_prefect_flow_on_ray_and_the_exports(trained, tmp_p
     )
     assert missing.returncode == 2 and "not in the registry" in missing.stderr
     assert json.loads(json.dumps(out))["store"] == str(home / "states")
+
+
+def test_rows_recorded_live_never_hide_older_missing_rows(trained, tmp_path):
+    home, url, result, expected = _fresh_home(trained, tmp_path)
+    engine = db.make_engine(url)
+    registry = Registry.at_home(home)
+    store = StateStore.at_home(home)
+    # The live path recorded SYN000's last day before any backfill ran.
+    last_day = expected[
+        (expected["symbol"] == "SYN000") & (expected["ts"] >= expected["ts"].max().floor("D"))
+    ]
+    assert record_states(store, engine, registry, last_day, d=6, K=6) == len(last_day)
+    units = plan_backfill(engine, registry, home / "models", "15m", result.model_id)
+    results = run_backfill(engine, CONFIG, store, registry, units)
+    assert sum(r.rows_already_stored for r in results) == len(last_day)
+    assert sum(r.rows_written for r in results) == len(expected) - len(last_day)
+    _compare(store.read("15m", result.model_id), expected)
+    engine.dispose()

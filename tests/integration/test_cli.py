@@ -127,6 +127,7 @@ def test_ingest_and_resample_via_cli(home, tmp_path):
         (["states", "--timeframe", "15m", "--model-id", "m1", "--out", "x"], "no state table"),
         (["backfill", "--timeframe", "15m", "--model-id", "m1"], "not in the registry"),
         (["backfill", "--timeframe", "15m", "--model-id", "../m"], "path separator"),
+        (["backfill", "--timeframe", "15m", "--model-id", "m", "--rows-per-commit", "0"], ">= 1"),
         (["replay", "--timeframe", "15m", "--out", "x"], "no production model for 15m"),
     ],
 )

@@ -320,3 +320,65 @@ def test_the_offline_batch_path_gives_the_engines_answers(model):
     assert "warming up" in set(stepped["ood_reason"]) and (~stepped["is_unknown"]).sum() > 500
     with pytest.raises(BadInputError, match="another timeframe"):
         fresh.replay_batch(bars.assign(timeframe="1h"))
+
+
+def test_a_snapshot_that_does_not_fit_changes_nothing(model, tmp_path):
+    engine, result = model
+    steps = _steps(engine)
+    live = InferenceEngine(result.path, CONFIG)
+    for group in steps[:60]:
+        live.step(group)
+    good = live.snapshot()
+    target = InferenceEngine(result.path, CONFIG)
+    for group in steps[:30]:
+        target.step(group)
+    before = target.snapshot()
+    bad_cases = {
+        "symbols differ": {**good, "engine/symbols": np.array(["SYN001", "SYN000"])},
+        "window of another config": {**good, "chatter/history": good["chatter/history"][:, :1]},
+        "ood window": {**good, "ood/entropy": good["ood/entropy"][:, :10]},
+        "no counters": {k: v for k, v in good.items() if k != "engine/counts"},
+    }
+    for case, state in bad_cases.items():
+        with pytest.raises(BadInputError):
+            target.restore(state)
+        after = target.snapshot()
+        assert after.keys() == before.keys(), case
+        for key in before:
+            np.testing.assert_array_equal(after[key], before[key], err_msg=f"{case}: {key}")
+
+
+def test_a_text_price_cell_or_missing_ts_refuses_only_its_row(model):
+    engine, result = model
+    steps = _steps(engine)
+    live = InferenceEngine(result.path, CONFIG)
+    for group in steps[:40]:
+        live.step(group)
+    batch = steps[40].astype({"close": object})
+    batch.loc[0, "close"] = "abc"
+    answers = live.step(batch)
+    assert len(answers) == len(batch) - 1
+    assert live.last_rejected["reason"].iloc[0].startswith("invalid prices")
+    nat = steps[41].copy()
+    nat.loc[0, "ts"] = pd.NaT
+    live.step(nat)
+    assert live.last_rejected["reason"].iloc[0] == "missing ts"
+
+
+def test_cold_start_warm_up_switches_are_not_counted(model):
+    engine, result = model
+    steps = _steps(engine)
+    # SYN000's history ends 50 bars before SYN001's: both are new to the engine.
+    bars = db.read_bars(engine, "15m")
+    cut = steps[350]["ts"].iloc[0]
+    bars = bars[(bars["symbol"] != "SYN000") | (bars["ts"] < cut)]
+
+    def history(symbols, before, n):
+        rows = bars[bars["symbol"].isin(symbols) & (bars["ts"] < before)]
+        return rows.groupby("symbol").tail(n)
+
+    live = InferenceEngine(result.path, CONFIG, history=history)
+    live.step(steps[400])
+    counts = live.switch_counts()
+    # At most the live bar's own switch; none of the warm-up's (it had 8 for SYN000).
+    assert (counts["raw_switches"] <= 1).all() and (counts["published_switches"] <= 1).all()

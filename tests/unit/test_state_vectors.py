@@ -247,3 +247,19 @@ def test_anchoring_undoes_sign_flips_and_rotations(seed):
     )
     with pytest.raises(BadInputError, match="shapes differ"):
         anchor(shifted, shifted.transform_unanchored(shared)[:, :5], previous.transform(shared))
+
+
+def test_the_scaler_matches_scikit_learn_bit_for_bit_on_both_paths():
+    import copy
+
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.lognormal(size=800), rng.normal(size=800), -3 * rng.lognormal(size=800)]
+    scaler = RobustPowerScaler().fit(X)
+    scaler.power_.lambdas_[1] = 0.0  # the special cases of Yeo-Johnson
+    scaler.power_.lambdas_[2] = 2.0
+    reference = np.clip(scaler.power_.transform(scaler.robust_.transform(X * 30)), -5, 5)
+    np.testing.assert_array_equal(scaler.transform(X * 30), reference)
+    fallback = copy.deepcopy(scaler)
+    fallback.power_.standardize = False  # not the fast path's case: scikit-learn's own
+    unstandardized = fallback.power_.transform(fallback.robust_.transform(X * 30))
+    np.testing.assert_array_equal(fallback.transform(X * 30), np.clip(unstandardized, -5, 5))
