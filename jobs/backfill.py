@@ -59,8 +59,7 @@ def run_backfill_on_ray(
     results = []
     for unit, value, error in as_completed(pending, progress):
         if error is None:
-            value["symbols"] = tuple(value["symbols"])
-            results.append(BackfillResult(**value))
+            results.append(BackfillResult.from_dict(value))
         else:
             results.append(BackfillResult(unit.timeframe, unit.model_id, unit.symbols, error=error))
     return results

@@ -440,9 +440,7 @@ def cmd_replay(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     bars = db.read_bars(ctx.engine, timeframe, args.symbols, None, args.end)
     if bars.empty:
         raise BadInputError(f"replay: no {timeframe} bars stored for the request")
-    start = pd.Timestamp(args.start) if args.start else None
-    if start is not None and start.tzinfo is None:
-        raise BadInputError(f"--start: expected a timezone-aware timestamp, got {args.start!r}")
+    start = _aware(args.start, "--start")
     steps = [group for _, group in bars.groupby("ts", sort=True)]
     answers = []
     for group in progress(steps, f"replay {timeframe}"):
@@ -514,7 +512,7 @@ def cmd_backfill(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
             )
         finally:
             server.stop()
-        results = [BackfillResult(**{**row, "symbols": tuple(row["symbols"])}) for row in rows]
+        results = [BackfillResult.from_dict(row) for row in rows]
     elif args.executor == "ray":
         from tqdm.auto import tqdm
 

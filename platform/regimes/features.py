@@ -947,7 +947,7 @@ class OnlineFeatureBuffer:
 
         ``rows``: the symbols' rows when the caller keeps the same symbol order (the
         inference engine does), saving a look-up per symbol."""
-        return self._last_of(self._rows_of(symbols) if rows is None else rows)
+        return self._last_of(self.rows_of(symbols) if rows is None else rows)
 
     def _last_of(self, rows: np.ndarray) -> np.ndarray:
         last = np.full(len(rows), _NEVER)
@@ -955,7 +955,7 @@ class OnlineFeatureBuffer:
         last[seen] = self.last_ts[rows[seen]]
         return last
 
-    def _rows_of(self, symbols: Sequence[str]) -> np.ndarray:
+    def rows_of(self, symbols: Sequence[str]) -> np.ndarray:
         """Row of each symbol in the state arrays, -1 for an unseen one."""
         get = self._index.get
         n = len(symbols)
@@ -998,14 +998,14 @@ class OnlineFeatureBuffer:
         gap = np.zeros(m, dtype=bool) if is_gap is None else np.asarray(is_gap, dtype=bool)
         if gap.shape != (m,):
             raise BadInputError(f"update: is_gap has shape {gap.shape} for {m} symbols")
-        known = self._rows_of(symbols) if rows is None else np.asarray(rows, dtype=np.int64)
+        known = self.rows_of(symbols) if rows is None else np.asarray(rows, dtype=np.int64)
         last = self._last_of(known)
         # Every check before any change: a refused step leaves the buffer exactly as it was.
         self._validate(symbols, last, ts_ns, arrays, gap)
         idx = known
         if (known < 0).any():
             self.add_symbols([s for s, row in zip(symbols, known, strict=True) if row < 0])
-            idx = self._rows_of(symbols)
+            idx = self.rows_of(symbols)
 
         values = np.full((m, len(self.names)), np.nan)
         real = ~gap

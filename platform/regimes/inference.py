@@ -32,7 +32,6 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -168,8 +167,6 @@ class InferenceEngine:
                 self.settings.min_dwell_bars,
             )
         )
-        self.symbols: list[str] = []
-        self._index: dict[str, int] = {}
         self._rows = _Rows(
             np.zeros((0, self.K)), np.zeros((0, self.L, self.F)), np.zeros(0, dtype=np.int64)
         )
@@ -179,8 +176,16 @@ class InferenceEngine:
         self.last_rejected = _rejected_frame([])
         self.add_symbols(symbols)
 
+    @property
+    def symbols(self) -> list[str]:
+        """Tracked symbols, in the order of the state arrays (the feature buffer's)."""
+        return list(self.buffer.symbols)
+
     def add_symbols(self, symbols) -> None:
-        new = [check_symbol(s) for s in dict.fromkeys(symbols) if s not in self._index]
+        unique = list(dict.fromkeys(symbols))
+        new = [
+            check_symbol(s) for s, row in zip(unique, self._rows_of(unique), strict=True) if row < 0
+        ]
         if not new:
             return
         n = len(new)
@@ -192,9 +197,6 @@ class InferenceEngine:
         )
         self._chatter = self._chatter.extended(n)
         self._ood = self._ood.extended(n)
-        for symbol in new:
-            self._index[symbol] = len(self.symbols)
-            self.symbols.append(symbol)
 
     # -- the step
 
@@ -229,9 +231,8 @@ class InferenceEngine:
         return self._advance(frame, rows)
 
     def _rows_of(self, symbols) -> np.ndarray:
-        get = self._index.get
-        n = len(symbols)
-        return np.fromiter(map(get, symbols, repeat(-1, n)), dtype=np.int64, count=n)
+        # Every per-symbol array of the engine follows the feature buffer's rows.
+        return self.buffer.rows_of(symbols)
 
     def _screen(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[dict], np.ndarray]:
         """Accepted-row mask, a reason for every refused row, and each row's symbol row
@@ -298,7 +299,7 @@ class InferenceEngine:
         history = history[history["symbol"].isin(symbols) & (history["ts"] < before)]
         counts = dict(self._counts)
         ood_counts = dict(self._ood.counters)
-        rows = np.array([self._index[s] for s in symbols], dtype=np.int64)
+        rows = self._rows_of(symbols)
         for _, group in history.groupby("ts", sort=True):
             accepted, _, group_rows = self._screen(group)
             if accepted.any():
@@ -610,8 +611,6 @@ class InferenceEngine:
         if any(len(getattr(chatter, f)) != n for f in antichatter.FIELDS):
             raise BadInputError("engine snapshot: anti-chatter arrays do not fit the symbols")
         self.buffer = buffer
-        self.symbols = symbols
-        self._index = {s: i for i, s in enumerate(symbols)}
         self._rows = _Rows(
             np.array(state["engine/log_alpha"], dtype=float),
             np.array(state["engine/window"], dtype=float),

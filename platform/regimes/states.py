@@ -99,6 +99,11 @@ class BackfillResult:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> BackfillResult:
+        """Back from :meth:`as_dict` (after a trip through Ray or Prefect)."""
+        return cls(**{**row, "symbols": tuple(row["symbols"])})
+
 
 def plan_backfill(
     engine,
