@@ -1,9 +1,9 @@
 """Bars: session-aware resampling and SQL upserts, against plain-library anchors.
 
-* resample: ``regimes.bars.resample`` (1m -> 5m/1h, session-anchored, gap-aware) vs the
+* resample: ``regimes.data.bars.resample`` (1m -> 5m/1h, session-anchored, gap-aware) vs the
   anchor pandas ``groupby(symbol).resample(rule, origin=..., offset=...)`` computing
   plain OHLCV on the same aligned bars (no gap policy).
-* upsert: ``regimes.db.upsert_bars`` into SQLite vs the anchor: the sqlite3 driver's
+* upsert: ``regimes.data.sql.upsert_bars`` into SQLite vs the anchor: the sqlite3 driver's
   ``executemany`` of ``INSERT OR REPLACE`` with pre-converted tuples (no validation,
   no SQLAlchemy).
 """
@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import best_of, table  # noqa: E402
 
-from regimes import db  # noqa: E402
-from regimes.bars import align_minutes, resample  # noqa: E402
-from regimes.config import load_timeframes  # noqa: E402
-from regimes.synth import SynthConfig, generate  # noqa: E402
+from regimes.config.loading import load_timeframes  # noqa: E402
+from regimes.data import sql as db  # noqa: E402
+from regimes.data.bars import align_minutes, resample  # noqa: E402
+from regimes.data.synth import SynthConfig, generate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS, DAYS = 10, 40

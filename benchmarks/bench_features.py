@@ -1,6 +1,6 @@
 """Features: the 21-feature set in batch and online, against plain-library anchors.
 
-* batch: ``regimes.features.compute_batch`` on aligned 1m bars (with gaps) vs the anchor:
+* batch: ``regimes.features.batch.compute_batch`` on aligned 1m bars (with gaps) vs the anchor:
   the same 21 features written the way a quant would first write them, pandas
   ``groupby("symbol")`` + ``.rolling()`` / ``.ewm(adjust=False)`` / ``.shift()`` on the
   non-gap rows, same windows (read from the spec), same fallbacks and warm-up NaNs. The
@@ -36,14 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import best_of, one_core, table  # noqa: E402
 
-from regimes.bars import align_minutes  # noqa: E402
-from regimes.config import FIXED_FEATURES, load_feature_spec, load_timeframes  # noqa: E402
-from regimes.features import (  # noqa: E402
-    OnlineFeatureBuffer,
-    compute_batch,
-    warmup_lengths,
-)
-from regimes.synth import SynthConfig, generate  # noqa: E402
+from regimes.config.loading import load_feature_spec, load_timeframes  # noqa: E402
+from regimes.config.spec import FIXED_FEATURES  # noqa: E402
+from regimes.data.bars import align_minutes  # noqa: E402
+from regimes.data.synth import SynthConfig, generate  # noqa: E402
+from regimes.features.batch import compute_batch  # noqa: E402
+from regimes.features.definitions import warmup_lengths  # noqa: E402
+from regimes.features.online import OnlineFeatureBuffer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS, DAYS, SEED = 20, 60, 3

@@ -1,9 +1,9 @@
 """HMM: the batched filter step, the fit of a grid cell, and regime recovery.
 
-* filter step: ``regimes.hmm.filtering.filter_step`` advancing N = 10,000 symbols one bar
+* filter step: ``regimes.model.hmm.filtering.filter_step`` advancing N = 10,000 symbols one bar
   together (K = 8, d = 8, random valid parameters), in symbol-bars per second, vs the
   anchor hmmlearn's users are pointed to: re-scoring a trailing 500-bar window with
-  ``predict_proba`` on every new bar (``regimes.hmm._hmmlearn.score_window``), for a
+  ``predict_proba`` on every new bar (``regimes.model.hmm._hmmlearn.score_window``), for a
   handful of symbols. The benchmark asserts that the anchor's last row (the window's
   filtered posterior: nothing comes after it) equals ``filter_sequence`` on the same
   window. Goal: at least 5 million symbol-bars per second.
@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT))  # the recovery cases live in the model-tier tests
 
 from common import best_of, one_core, table  # noqa: E402
 
-from regimes.hmm import _hmmlearn  # noqa: E402
-from regimes.hmm.filtering import GaussianHMMParams, filter_sequence, filter_step  # noqa: E402
-from regimes.hmm.model import RegimeHMM, sticky_transmat  # noqa: E402
-from regimes.preprocessing import StateVectorPipeline  # noqa: E402
+from regimes.model.hmm import _hmmlearn  # noqa: E402
+from regimes.model.hmm.filtering import GaussianHMMParams, filter_sequence, filter_step  # noqa: E402
+from regimes.model.hmm.model import RegimeHMM, sticky_transmat  # noqa: E402
+from regimes.model.pipeline import StateVectorPipeline  # noqa: E402
 from tests.model.conftest import CONFIG, feature_frame  # noqa: E402
 from tests.model.test_regime_quality import (  # noqa: E402
     FAST_FEATURES,

@@ -10,10 +10,10 @@
   through every stage (asserted). 60 consecutive steps are timed (one period of the
   longest feature block, so block recomputations count in proportion), best of 3 runs
   from copies of the same warmed engine.
-* filter alone: ``regimes.hmm.filtering.filter_step`` on the (10,000, 8) z the engine
+* filter alone: ``regimes.model.hmm.filtering.filter_step`` on the (10,000, 8) z the engine
   produced in those steps, with the artifact's parameters.
 * anchor: hmmlearn ``predict_proba`` re-run on a trailing 500-bar window per new bar
-  (``regimes.hmm._hmmlearn.score_window``, as in ``bench_hmm``) with the artifact's
+  (``regimes.model.hmm._hmmlearn.score_window``, as in ``bench_hmm``) with the artifact's
   parameters, on a few hundred windows, as symbol-bars per second. It covers the HMM
   only (no features, no encoder), so the full-path ratio is the conservative one. The
   anchor's last row is asserted to equal ``filter_sequence`` on the same window.
@@ -64,20 +64,20 @@ STAGES = (
     ("stationarity (`stationarize`)", "regimes/scaling.py", ("stationarize",)),
     ("scaler (`RobustPowerScaler.transform`)", "regimes/scaling.py", ("transform",)),
     ("encoder (`transform`)", "regimes/encoders/base.py", None),
-    ("filter step and entropy (`regimes.hmm.filtering`)", "regimes/hmm/filtering.py", None),
-    ("anti-chatter (`regimes.antichatter`)", "regimes/antichatter.py", None),
-    ("OOD checks (`regimes.ood`)", "regimes/ood.py", None),
+    ("filter step and entropy (`regimes.model.hmm.filtering`)", "regimes/hmm/filtering.py", None),
+    ("anti-chatter (`regimes.live.antichatter`)", "regimes/antichatter.py", None),
+    ("OOD checks (`regimes.live.ood`)", "regimes/ood.py", None),
 )
 TOP_PROFILE_ENTRIES = 15
 
 
 def train_artifact(config, home: Path) -> tuple[str, pd.DatetimeIndex]:
     """A K = 8, d = 8 PCA artifact of the 15m timeframe, and the market's bar times."""
-    from regimes import db
-    from regimes.bars import resample_symbols
-    from regimes.feature_store import plan_units, run_features
-    from regimes.synth import SynthConfig, generate
-    from regimes.training import train_timeframe
+    from regimes.data import sql as db
+    from regimes.data.bars import resample_symbols
+    from regimes.data.synth import SynthConfig, generate
+    from regimes.features.store import plan_units, run_features
+    from regimes.training.train import train_timeframe
 
     engine = db.make_engine(f"sqlite:///{home / 'regimes.db'}")
     try:
@@ -161,7 +161,7 @@ def state_bytes(engine) -> dict[str, int]:
 def traced_growth(artifact: str, config, symbols: list[str], bars: list[pd.DataFrame]):
     """Traced heap (bytes) an engine holds for ``symbols``: once added, and after a few
     steps (ring buffers and windows are allocated up front, so both should agree)."""
-    from regimes.inference import InferenceEngine
+    from regimes.live.engine import InferenceEngine
 
     gc.collect()
     tracemalloc.start()
@@ -209,11 +209,11 @@ def stage_times(stats: pstats.Stats, steps: int) -> tuple[list[tuple[str, float]
 
 def measure() -> dict:
     """Everything the section reports (and the profile's top entries)."""
-    from regimes.config import load_config
-    from regimes.features import warmup_lengths
-    from regimes.hmm import _hmmlearn
-    from regimes.hmm.filtering import filter_sequence, filter_step
-    from regimes.inference import InferenceEngine
+    from regimes.config.loading import load_config
+    from regimes.features.definitions import warmup_lengths
+    from regimes.live.engine import InferenceEngine
+    from regimes.model.hmm import _hmmlearn
+    from regimes.model.hmm.filtering import filter_sequence, filter_step
 
     started = time.perf_counter()
     config = load_config(ROOT / "config")

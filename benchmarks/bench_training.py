@@ -22,16 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def run() -> str:
     import ray
 
-    from regimes import db
-    from regimes.bars import resample_symbols
-    from regimes.config import load_config
-    from regimes.feature_store import plan_units, run_features
+    from regimes.config.loading import load_config
+    from regimes.data import sql as db
+    from regimes.data.bars import resample_symbols
+    from regimes.data.synth import SynthConfig, generate
+    from regimes.features.store import plan_units, run_features
     from regimes.jobs.runtime import ensure_ray
     from regimes.jobs.training import ray_runner
-    from regimes.preprocessing import load_training_frame
-    from regimes.splits import walk_forward_splits
-    from regimes.synth import SynthConfig, generate
-    from regimes.training import evaluate_cell, expand_grid
+    from regimes.model.pipeline import load_training_frame
+    from regimes.model.splits import walk_forward_splits
+    from regimes.training.grid import evaluate_cell, expand_grid
 
     config = load_config(ROOT / "config")
     grid = {"K": [6, 9, 12], "covariance": ["diag", "full"]}
@@ -57,7 +57,7 @@ def run() -> str:
 
     @ray.remote(num_cpus=1)
     def warm(_):
-        import regimes.training  # noqa: F401  (what a grid task imports)
+        import regimes.training.train  # noqa: F401  (what a grid task imports)
 
         return True
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from regimes import db
-from regimes.config import load_config, resolve_settings
-from regimes.states import plan_backfill, run_backfill
-from regimes.store import Registry, StateStore
+from regimes.config.loading import load_config
+from regimes.config.settings import resolve_settings
+from regimes.data import sql as db
+from regimes.storage.backfill import plan_backfill, run_backfill
+from regimes.storage.registry import Registry
+from regimes.storage.state_store import StateStore
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="backfill-{timeframe}-{model_id}")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from regimes.config import PlatformConfig, load_config, resolve_settings
+from regimes.config.loading import PlatformConfig, load_config
+from regimes.config.settings import resolve_settings
 from regimes.flows.train import train
 
 # Saturday 06:00 UTC for weekly runs (markets closed); the first day of the month or

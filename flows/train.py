@@ -1,13 +1,14 @@
 """The ``train`` flow: per timeframe, the Ray grid, the winner packaged, registered as a
-candidate (plan phase 5). Thin: the work is ``regimes.training.train_and_register``."""
+candidate (plan phase 5). Thin: the work is ``regimes.training.units.train_and_register``."""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from regimes import db
-from regimes.config import load_config, resolve_settings
-from regimes.training import scope_units, train_and_register
+from regimes.config.loading import load_config
+from regimes.config.settings import resolve_settings
+from regimes.data import sql as db
+from regimes.training.units import scope_units, train_and_register
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="train-{timeframe}-{symbols}")

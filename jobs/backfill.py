@@ -13,11 +13,12 @@ from typing import Any
 
 import ray
 
-from regimes import db
-from regimes.config import PlatformConfig
+from regimes.config.loading import PlatformConfig
+from regimes.data import sql as db
 from regimes.jobs.runtime import as_completed, ensure_ray
-from regimes.states import BackfillResult, BackfillUnit, backfill_unit
-from regimes.store import Registry, StateStore
+from regimes.storage.backfill import BackfillResult, BackfillUnit, backfill_unit
+from regimes.storage.registry import Registry
+from regimes.storage.state_store import StateStore
 
 
 @ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)

@@ -1,6 +1,6 @@
 """Ray fan-out of the feature store: one task per (symbol, timeframe).
 
-Thin: what a unit computes lives in ``regimes.feature_store``; this module only decides
+Thin: what a unit computes lives in ``regimes.features.store``; this module only decides
 where units run. A unit that fails (or whose worker dies twice) is reported by name and
 the others' results are kept: each unit commits its own rows. A worker that dies is
 retried twice (three attempts in all) before its unit is reported as failed.
@@ -13,9 +13,9 @@ from typing import Any
 
 import ray
 
-from regimes import db
-from regimes.config import PlatformConfig
-from regimes.feature_store import FeatureUnitResult, compute_and_store
+from regimes.config.loading import PlatformConfig
+from regimes.data import sql as db
+from regimes.features.store import FeatureUnitResult, compute_and_store
 from regimes.jobs.runtime import as_completed, ensure_ray
 
 

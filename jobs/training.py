@@ -1,6 +1,6 @@
 """Ray fan-out of the training grid: one task per (grid cell x fold).
 
-Thin: what a task computes is ``regimes.training.evaluate_cell``. The training frame goes
+Thin: what a task computes is ``regimes.training.grid.evaluate_cell``. The training frame goes
 into the object store once (``ray.put``) and every task reads it from there; tasks pin
 BLAS to one thread (see ``runtime``), retry when their worker dies, and report progress
 as they finish.
@@ -14,7 +14,7 @@ from typing import Any
 import ray
 
 from regimes.jobs.runtime import as_completed, ensure_ray
-from regimes.training import CellResult, evaluate_cell
+from regimes.training.grid import CellResult, evaluate_cell
 
 
 @ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)
@@ -23,7 +23,7 @@ def grid_task(frame, fold, cell, config, timeframe: str, seed: int, previous) ->
 
 
 def ray_runner(progress: Callable[[int], Any] | None = None):
-    """A runner for ``regimes.training.train_timeframe`` that evaluates the grid on Ray."""
+    """A runner for ``regimes.training.train.train_timeframe`` that evaluates the grid on Ray."""
 
     def run(
         frame, tasks: Sequence[tuple], config, timeframe: str, seed: int, previous=None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from regimes import db
+from regimes.data import sql as db
 
 TEST_SEED = int(os.environ.get("REGIMES_TEST_SEED", "0"))
 PG_URL = os.environ.get("REGIMES_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

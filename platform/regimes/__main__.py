@@ -2,6 +2,6 @@
 
 import sys
 
-from regimes.cli import main
+from regimes.app.cli import main
 
 sys.exit(main())

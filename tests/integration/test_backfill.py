@@ -14,16 +14,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes import db
-from regimes.bars import resample_symbols
-from regimes.config import load_config
+from regimes.config.loading import load_config
+from regimes.data import sql as db
+from regimes.data.bars import resample_symbols
+from regimes.data.synth import SynthConfig, generate
 from regimes.errors import BadInputError
-from regimes.feature_store import plan_units, run_features
-from regimes.inference import InferenceEngine
-from regimes.states import plan_backfill, record_states, run_backfill
-from regimes.store import Registry, StateStore
-from regimes.synth import SynthConfig, generate
-from regimes.training import train_timeframe
+from regimes.features.store import plan_units, run_features
+from regimes.live.engine import InferenceEngine
+from regimes.storage.backfill import plan_backfill, run_backfill
+from regimes.storage.recording import record_states
+from regimes.storage.registry import Registry
+from regimes.storage.state_store import StateStore
+from regimes.training.train import train_timeframe
 from tests.conftest import REPO_ROOT
 from tests.integration.test_cli import last_json, run
 

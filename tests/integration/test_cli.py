@@ -9,9 +9,9 @@ import sys
 import pandas as pd
 import pytest
 
-from regimes import db
-from regimes.db import BAR_COLUMNS
-from regimes.synth import content_sha256
+from regimes.data import sql as db
+from regimes.data.sql import BAR_COLUMNS
+from regimes.data.synth import content_sha256
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +170,7 @@ def test_rerunning_synth_and_resample_leaves_nothing_stale(home):
     engine = db.make_engine(url)
     stored = db.read_bars(engine, "1m")
     assert db.bars_summary(engine)["timeframe"].unique().tolist() == ["1m"]  # derived cleared
-    from regimes.synth import read_truth
+    from regimes.data.synth import read_truth
 
     truth = read_truth(home / "synth")
     present = truth.loc[~truth["missing"], ["symbol", "ts"]].reset_index(drop=True)
@@ -203,6 +203,6 @@ def test_encode_reports_state_vectors_and_writes_curves(home):
 
 
 def load_config_names():
-    from regimes.config import FIXED_FEATURES
+    from regimes.config.spec import FIXED_FEATURES
 
     return FIXED_FEATURES

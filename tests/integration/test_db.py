@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes import db
-from regimes.config import FIXED_FEATURES
+from regimes.config.spec import FIXED_FEATURES
+from regimes.data import sql as db
+from regimes.data.synth import content_sha256
 from regimes.errors import BadInputError, StoreError, UnsafeNameError
-from regimes.synth import content_sha256
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes import db
-from regimes.config import load_config
-from regimes.feature_store import load_features, plan_units, run_features
-from regimes.synth import SynthConfig, generate
+from regimes.config.loading import load_config
+from regimes.data import sql as db
+from regimes.data.synth import SynthConfig, generate
+from regimes.features.store import load_features, plan_units, run_features
 from tests.conftest import REPO_ROOT
 from tests.integration.test_cli import last_json, run
 

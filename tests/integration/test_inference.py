@@ -6,16 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes import db
-from regimes.bars import resample_symbols
-from regimes.config import load_config
+from regimes.config.loading import load_config
+from regimes.data import sql as db
+from regimes.data.bars import resample_symbols
+from regimes.data.synth import SynthConfig, generate
 from regimes.errors import BadInputError
-from regimes.feature_store import plan_units, run_features
-from regimes.hmm.filtering import filter_sequences
-from regimes.inference import ANSWER_REASONS, DatabaseHistory, InferenceEngine
-from regimes.preprocessing import load_training_frame
-from regimes.synth import SynthConfig, generate
-from regimes.training import train_timeframe, z_sequences
+from regimes.features.store import plan_units, run_features
+from regimes.live.engine import ANSWER_REASONS, DatabaseHistory, InferenceEngine
+from regimes.model.hmm.filtering import filter_sequences
+from regimes.model.pipeline import load_training_frame
+from regimes.training.grid import z_sequences
+from regimes.training.train import train_timeframe
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -90,7 +91,7 @@ def test_a_restart_midway_gives_the_same_answers(model, tmp_path):
 
 
 def test_replay_command_writes_the_engines_answers(model, tmp_path):
-    from regimes.store import Registry
+    from regimes.storage.registry import Registry
     from tests.integration.test_cli import last_json, run
 
     engine, result = model
@@ -276,8 +277,8 @@ def test_open_engine_runs_the_production_model_by_default(model, tmp_path):
     import shutil
 
     from regimes.errors import ArtifactIntegrityError
-    from regimes.inference import open_engine
-    from regimes.store import Registry
+    from regimes.live.engine import open_engine
+    from regimes.storage.registry import Registry
 
     _, result = model
     registry = Registry(str(tmp_path / "registry"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from regimes import db
+from regimes.data import sql as db
+from regimes.data.ingest import ingest_file
 from regimes.errors import BadInputError, UnsafeNameError
-from regimes.ingest import ingest_file
 
 pytestmark = pytest.mark.integration
 
@@ -230,7 +230,7 @@ def test_parquet_timezones_and_aliases(seeded, tmp_path):
 
 
 SESSION = (
-    __import__("regimes.config", fromlist=["load_timeframes"])
+    __import__("regimes.config.loading", fromlist=["load_timeframes"])
     .load_timeframes(
         __import__("tests.conftest", fromlist=["REPO_ROOT"]).REPO_ROOT
         / "config"

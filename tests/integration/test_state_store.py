@@ -21,14 +21,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from regimes import db
+from regimes.data import sql as db
 from regimes.errors import BadInputError, StoreError, UnsafeNameError
 from regimes.paths import state_partition_dir
-from regimes.store import (
+from regimes.storage.registry import Registry
+from regimes.storage.state_store import (
     P_COLUMNS,
     STATE_SCHEMA,
     Z_COLUMNS,
-    Registry,
     StateStore,
     latest_per_symbol,
 )
@@ -301,8 +301,8 @@ def test_a_commit_that_loses_a_race_is_rerun_on_the_new_version(filled, monkeypa
 
 def test_a_writer_that_keeps_losing_gives_up_with_a_store_error(filled, monkeypatch):
     store, frame = filled
-    monkeypatch.setattr("regimes.store.COMMIT_ATTEMPTS", 3)
-    monkeypatch.setattr("regimes.store.BACKOFF_SECONDS", (0.001, 0.002))
+    monkeypatch.setattr("regimes.storage.state_store.COMMIT_ATTEMPTS", 3)
+    monkeypatch.setattr("regimes.storage.state_store.BACKOFF_SECONDS", (0.001, 0.002))
     _racing(monkeypatch, state_rows(["AAA"], ["2024-01-05"]), times=3)
     version = store.version()
     with pytest.raises(StoreError, match="still in conflict with concurrent writers after 3"):

@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes import db
-from regimes.artifacts import load_pickle, verify_artifact
-from regimes.config import load_config
+from regimes.config.loading import load_config
+from regimes.data import sql as db
+from regimes.data.synth import SynthConfig, generate
 from regimes.errors import BadInputError
-from regimes.feature_store import plan_units, run_features
-from regimes.store import Registry
-from regimes.synth import SynthConfig, generate
-from regimes.training import expand_grid, train_timeframe
+from regimes.features.store import plan_units, run_features
+from regimes.model.artifact import load_pickle, verify_artifact
+from regimes.storage.registry import Registry
+from regimes.training.grid import expand_grid
+from regimes.training.train import train_timeframe
 from tests.conftest import REPO_ROOT
 from tests.integration.test_cli import last_json, run
 
@@ -31,7 +32,7 @@ GRID = {"K": [6], "covariance": ["diag"]}
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory):
     """A home with 15m bars and features for 3 symbols x 30 days."""
-    from regimes.bars import resample_symbols
+    from regimes.data.bars import resample_symbols
 
     home = tmp_path_factory.mktemp("train")
     engine = db.make_engine(f"sqlite:///{home / 'regimes.db'}")
@@ -219,7 +220,7 @@ def test_deployments_carry_the_retrain_cadence():
 
 
 def test_scope_symbol_trains_one_model_per_symbol(trained_home):
-    from regimes.training import scope_units
+    from regimes.training.units import scope_units
 
     home, engine = trained_home
     units = scope_units(engine, ["15m"], None, "symbol")
@@ -251,7 +252,7 @@ def test_scope_symbol_trains_one_model_per_symbol(trained_home):
 
 
 def test_a_retrain_is_aligned_to_the_production_model(trained_home, tmp_path):
-    from regimes.training import PreviousModel
+    from regimes.training.grid import PreviousModel
 
     _, engine = trained_home
     registry = Registry(str(tmp_path / "registry"))
@@ -275,7 +276,7 @@ def test_a_retrain_is_aligned_to_the_production_model(trained_home, tmp_path):
 
 
 def test_a_symbol_with_too_few_rows_is_left_out_by_name(tmp_path):
-    from regimes.training import MIN_SYMBOL_ROWS, drop_short_symbols
+    from regimes.training.train import MIN_SYMBOL_ROWS, drop_short_symbols
 
     ts = pd.date_range("2024-01-02 14:30", periods=300, freq="15min", tz="UTC")
     frame = pd.DataFrame(

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from regimes.bars import align_minutes, resample
-from regimes.config import load_config
-from regimes.features import compute_batch, selected_features
-from regimes.synth import SynthConfig, generate
+from regimes.config.loading import load_config
+from regimes.data.bars import align_minutes, resample
+from regimes.data.synth import SynthConfig, generate
+from regimes.features.batch import compute_batch
+from regimes.features.selection import selected_features
 from tests.conftest import REPO_ROOT
 
 CONFIG = load_config(REPO_ROOT / "config")

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes.encoders.anchoring import anchor
-from regimes.preprocessing import StateVectorPipeline
+from regimes.model.encoders.anchoring import anchor
+from regimes.model.pipeline import StateVectorPipeline
 from tests.model.conftest import CONFIG
 
 pytestmark = pytest.mark.model
@@ -48,7 +48,7 @@ def test_refit_on_a_shifted_window_is_anchored_to_the_previous_axes(market_5m, e
 
 
 def test_pipeline_leakage_guard_catches_one_row_past_the_boundary(market_5m):
-    from regimes.splits import LeakageError, walk_forward_splits
+    from regimes.model.splits import LeakageError, walk_forward_splits
 
     frame, _ = market_5m
     fold = walk_forward_splits(frame["ts"], CONFIG.timeframes.preprocessing.splits)[0]
@@ -66,8 +66,8 @@ def test_pipeline_leakage_guard_catches_one_row_past_the_boundary(market_5m):
 
 
 def test_vae_latent_dimension_scan_is_saved_as_data_and_plot(tmp_path, market_5m):
-    from regimes.encoders.latent_dim import save_curve
-    from regimes.encoders.vae import vae_latent_dim_scan
+    from regimes.model.encoders.latent_dim import save_curve
+    from regimes.model.encoders.vae import vae_latent_dim_scan
 
     frame, _ = market_5m
     pipeline = StateVectorPipeline(CONFIG, "5m", "pca", latent_dim=6).fit(frame.iloc[:6000])
@@ -81,6 +81,6 @@ def test_vae_latent_dimension_scan_is_saved_as_data_and_plot(tmp_path, market_5m
 
 
 def pipeline_stationary(pipeline, frame):
-    from regimes.scaling import stationarize
+    from regimes.model.scaling import stationarize
 
     return stationarize(frame, CONFIG.features, pipeline.features_, frame["close"])

@@ -7,14 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes import antichatter, db
-from regimes.bars import align_minutes, resample, resample_symbols
-from regimes.config import AntiChatter
-from regimes.feature_store import plan_units, run_features
-from regimes.hmm.filtering import GaussianHMMParams, filter_sequences
-from regimes.inference import InferenceEngine
-from regimes.synth import SynthConfig, generate
-from regimes.training import OOD_QUANTILE, train_timeframe
+from regimes.config.timeframes import AntiChatter
+from regimes.data import sql as db
+from regimes.data.bars import align_minutes, resample, resample_symbols
+from regimes.data.synth import SynthConfig, generate
+from regimes.features.store import plan_units, run_features
+from regimes.live import antichatter
+from regimes.live.engine import InferenceEngine
+from regimes.model.hmm.filtering import GaussianHMMParams, filter_sequences
+from regimes.training.grid import OOD_QUANTILE
+from regimes.training.train import train_timeframe
 from tests.model.conftest import CONFIG
 
 pytestmark = pytest.mark.model

@@ -5,7 +5,7 @@ Each case fits the state-vector pipeline (pca encoder) and the HMM on fold 0's t
 window, then decodes everything from the validation start onwards: the argmax of the
 filtered posterior (causal, the live path) and the Viterbi path. The 5m models are
 scored against the fast regimes (minutes to hours), the 1h models against the slow
-ones (days to weeks); see :mod:`regimes.synth`.
+ones (days to weeks); see :mod:`regimes.data.synth`.
 
 What was found while building these tests (figures: ``pytest -s``, BENCHMARKS.md):
 
@@ -39,12 +39,12 @@ import pytest
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from regimes.config import PlatformConfig
-from regimes.hmm.evaluation import RecoveryReport, recovery_report, truth_for_bars
-from regimes.hmm.filtering import filter_sequences, viterbi_sequences
-from regimes.hmm.model import RegimeHMM
-from regimes.preprocessing import StateVectorPipeline
-from regimes.splits import walk_forward_splits
+from regimes.config.loading import PlatformConfig
+from regimes.model.hmm.evaluation import RecoveryReport, recovery_report, truth_for_bars
+from regimes.model.hmm.filtering import filter_sequences, viterbi_sequences
+from regimes.model.hmm.model import RegimeHMM
+from regimes.model.pipeline import StateVectorPipeline
+from regimes.model.splits import walk_forward_splits
 from tests.model.conftest import CONFIG, feature_frame
 
 pytestmark = pytest.mark.model

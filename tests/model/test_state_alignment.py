@@ -7,11 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes.encoders.anchoring import anchor
-from regimes.hmm.alignment import align_states, co_occupancy_cost, gaussian_symmetric_kl, relabel
-from regimes.hmm.filtering import filter_sequences
-from regimes.hmm.model import RegimeHMM
-from regimes.preprocessing import StateVectorPipeline
+from regimes.model.encoders.anchoring import anchor
+from regimes.model.hmm.alignment import (
+    align_states,
+    co_occupancy_cost,
+    gaussian_symmetric_kl,
+    relabel,
+)
+from regimes.model.hmm.filtering import filter_sequences
+from regimes.model.hmm.model import RegimeHMM
+from regimes.model.pipeline import StateVectorPipeline
 from tests.model.conftest import CONFIG
 
 pytestmark = pytest.mark.model

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regimes.antichatter import NO_STATE, AntiChatterState, majority, step
-from regimes.config import AntiChatter
+from regimes.config.timeframes import AntiChatter
 from regimes.errors import BadInputError
+from regimes.live.antichatter import NO_STATE, AntiChatterState, majority, step
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from regimes import artifacts
-from regimes.artifacts import (
+from regimes.errors import ArtifactIntegrityError, BadInputError, ConfigError, UnsafeNameError
+from regimes.model import artifact as artifacts
+from regimes.model.artifact import (
     ARTIFACT_KEY_ENV,
     list_artifacts,
     load_pickle,
@@ -21,7 +22,6 @@ from regimes.artifacts import (
     verify_artifact,
     write_artifact,
 )
-from regimes.errors import ArtifactIntegrityError, BadInputError, ConfigError, UnsafeNameError
 
 pytestmark = pytest.mark.unit
 

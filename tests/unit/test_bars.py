@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes.bars import align_minutes, bin_open_times, forward_fill_non_price, resample
-from regimes.config import load_timeframes
+from regimes.config.loading import load_timeframes
+from regimes.data.bars import align_minutes, bin_open_times, forward_fill_non_price, resample
+from regimes.data.synth import SynthConfig, generate
 from regimes.errors import BadInputError
-from regimes.synth import SynthConfig, generate
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit

@@ -9,16 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from regimes.config import (
-    FIXED_FEATURES,
-    ModelMetadata,
-    load_config,
-    load_feature_spec,
-    load_metadata,
-    load_timeframes,
-    metadata_json_schema,
-    resolve_settings,
-)
+from regimes.config.loading import load_config, load_feature_spec, load_metadata, load_timeframes
+from regimes.config.metadata import ModelMetadata, metadata_json_schema
+from regimes.config.settings import resolve_settings
+from regimes.config.spec import FIXED_FEATURES
 from regimes.errors import ConfigError
 from regimes.timeframes import TIMEFRAMES
 from tests.conftest import REPO_ROOT

@@ -12,13 +12,14 @@ pytestmark = pytest.mark.unit
 MODULES = [
     "regimes.timeframes",
     "regimes.paths",
-    "regimes.synth",
-    "regimes.features",
-    "regimes.scaling",
-    "regimes.encoders.pca",
-    "regimes.hmm.evaluation",
-    "regimes.artifacts",
-    "regimes.store",
+    "regimes.data.synth",
+    "regimes.features.batch",
+    "regimes.features.online",
+    "regimes.model.scaling",
+    "regimes.model.encoders.pca",
+    "regimes.model.hmm.evaluation",
+    "regimes.model.artifact",
+    "regimes.storage.state_store",
 ]
 
 

@@ -7,16 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes.bars import align_minutes, session_open_utc
-from regimes.config import FIXED_FEATURES, load_config
+from regimes.config.loading import load_config
+from regimes.config.spec import FIXED_FEATURES
+from regimes.data.bars import align_minutes, session_open_utc
+from regimes.data.synth import SynthConfig, generate
 from regimes.errors import BadInputError
-from regimes.features import (
-    OnlineFeatureBuffer,
-    compute_batch,
-    selected_features,
-    warmup_lengths,
-)
-from regimes.synth import SynthConfig, generate
+from regimes.features.batch import compute_batch
+from regimes.features.definitions import warmup_lengths
+from regimes.features.online import OnlineFeatureBuffer
+from regimes.features.selection import selected_features
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit

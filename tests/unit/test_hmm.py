@@ -8,14 +8,14 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from regimes.errors import BadInputError
-from regimes.hmm import _hmmlearn
-from regimes.hmm.alignment import (
+from regimes.model.hmm import _hmmlearn
+from regimes.model.hmm.alignment import (
     align_states,
     co_occupancy_cost,
     gaussian_symmetric_kl,
     relabel,
 )
-from regimes.hmm.filtering import (
+from regimes.model.hmm.filtering import (
     GaussianHMMParams,
     entropy,
     filter_sequence,
@@ -23,9 +23,9 @@ from regimes.hmm.filtering import (
     filter_step,
     viterbi,
 )
-from regimes.hmm.labels import state_labels, state_statistics
-from regimes.hmm.model import RegimeHMM, n_parameters, sticky_transmat
-from regimes.hmm.selection import select_state_count
+from regimes.model.hmm.labels import state_labels, state_statistics
+from regimes.model.hmm.model import RegimeHMM, n_parameters, sticky_transmat
+from regimes.model.hmm.selection import select_state_count
 
 pytestmark = pytest.mark.unit
 
@@ -233,8 +233,8 @@ def test_state_labels_name_volatility_trend_and_volume():
 def test_hmm_round_trips_through_a_verified_artifact_and_tampering_is_refused(fitted, tmp_path):
     import pickle
 
-    from regimes.artifacts import load_pickle, write_artifact
     from regimes.errors import ArtifactIntegrityError
+    from regimes.model.artifact import load_pickle, write_artifact
 
     model, Z, _ = fitted
     path = write_artifact(

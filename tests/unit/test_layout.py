@@ -56,7 +56,7 @@ for name in core:
 print(json.dumps({'modules': core, 'loaded': sorted(sys.modules)}))
 """
     data = json.loads(_run(code))
-    assert "regimes.cli" in data["modules"] and "regimes.db" in data["modules"]
+    assert "regimes.app.cli" in data["modules"] and "regimes.data.sql" in data["modules"]
     offending = [m for m in data["loaded"] if m.split(".")[0] in ENGINES]
     assert offending == [], f"the core pulled in engine modules: {offending[:10]}"
 
@@ -82,10 +82,10 @@ print('ok')
 @pytest.mark.parametrize(
     "module, allowed",
     [
-        ("sqlalchemy", {"regimes.db"}),
-        ("torch", {"regimes.encoders.vae"}),
-        ("hmmlearn", {"regimes.hmm._hmmlearn"}),
-        ("deltalake", {"regimes.store"}),
+        ("sqlalchemy", {"regimes.data.sql"}),
+        ("torch", {"regimes.model.encoders.vae"}),
+        ("hmmlearn", {"regimes.model.hmm._hmmlearn"}),
+        ("deltalake", {"regimes.storage.registry", "regimes.storage.state_store"}),
     ],
 )
 def test_adapters_are_the_only_importers(module, allowed):
@@ -103,7 +103,7 @@ def test_adapters_are_the_only_importers(module, allowed):
 
 
 def test_no_core_module_imports_an_engine_at_module_level():
-    """Engines are reached only through regimes.cli.engine_layer at run time."""
+    """Engines are reached only through regimes.app.cli.engine_layer at run time."""
     import ast
 
     offenders = []

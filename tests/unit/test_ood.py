@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from regimes.errors import BadInputError
-from regimes.ood import OODSettings, OODState, occupancy_collapse, step
+from regimes.live.ood import OODSettings, OODState, occupancy_collapse, step
 
 pytestmark = pytest.mark.unit
 

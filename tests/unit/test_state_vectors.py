@@ -7,15 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes.config import SelectionConfig, SplitConfig, load_config
-from regimes.encoders.anchoring import anchor
-from regimes.encoders.base import Encoder, make_windows
-from regimes.encoders.latent_dim import pca_curve, save_curve
-from regimes.encoders.pca import PCAEncoder, WindowPCAEncoder
+from regimes.config.loading import load_config
+from regimes.config.timeframes import SelectionConfig, SplitConfig
 from regimes.errors import ArtifactIntegrityError, BadInputError
-from regimes.scaling import RobustPowerScaler, stationarize
-from regimes.selection import select_features
-from regimes.splits import FitRange, LeakageError, check_fitted_before, walk_forward_splits
+from regimes.model.encoders.anchoring import anchor
+from regimes.model.encoders.base import Encoder, make_windows
+from regimes.model.encoders.latent_dim import pca_curve, save_curve
+from regimes.model.encoders.pca import PCAEncoder, WindowPCAEncoder
+from regimes.model.scaling import RobustPowerScaler, stationarize
+from regimes.model.selection import select_features
+from regimes.model.splits import FitRange, LeakageError, check_fitted_before, walk_forward_splits
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from regimes.config import load_config
+from regimes.config.loading import load_config
 from regimes.errors import BadInputError
-from regimes.sync import TimeframeSynchronizer
+from regimes.live.sync import TimeframeSynchronizer
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit

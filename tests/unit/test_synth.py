@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes.config import load_timeframes
+from regimes.config.loading import load_timeframes
+from regimes.data.synth import SynthConfig, generate
 from regimes.errors import BadInputError
-from regimes.synth import SynthConfig, generate
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit

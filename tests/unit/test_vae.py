@@ -17,15 +17,15 @@ from scipy.signal import lfilter
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from regimes.encoders.base import Encoder, make_windows
-from regimes.encoders.vae import (
+from regimes.errors import ArtifactIntegrityError, BadInputError
+from regimes.model.encoders.base import Encoder, make_windows
+from regimes.model.encoders.vae import (
     HISTORY_KEYS,
     SCAN_COLUMNS,
     TemporalVAEEncoder,
     TrainingDivergedError,
     vae_latent_dim_scan,
 )
-from regimes.errors import ArtifactIntegrityError, BadInputError
 from tests.conftest import TEST_SEED
 
 pytestmark = pytest.mark.unit
@@ -149,7 +149,7 @@ def test_save_load_in_a_fresh_process_gives_identical_z(data, fitted, tmp_path):
     np.save(tmp_path / "X.npy", X)
     script = (
         "import sys, numpy as np\n"
-        "from regimes.encoders.vae import TemporalVAEEncoder\n"
+        "from regimes.model.encoders.vae import TemporalVAEEncoder\n"
         "encoder = TemporalVAEEncoder.load(sys.argv[1], feature_names=sys.argv[4].split(','))\n"
         "np.save(sys.argv[3], encoder.transform(np.load(sys.argv[2])))\n"
     )

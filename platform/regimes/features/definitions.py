@@ -1,0 +1,297 @@
+"""The 21 features: windows, rolling blocks and the one place each formula is written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from regimes.config.spec import FeatureSpec
+from regimes.config.timeframes import Session
+from regimes.data.bars import session_minute_of_day
+from regimes.errors import BadInputError
+
+SNAPSHOT_VERSION = 1
+_NEVER = np.iinfo(np.int64).min  # last_ts of a symbol that has had no bar yet
+_ZERO_STD_RELATIVE = 1e-9
+_CHUNK_ROWS = 65_536
+
+# --------------------------------------------------------------------------- definitions
+
+
+def _window(spec: FeatureSpec, name: str, key: str = "n") -> int:
+    return int(spec.features[name].windows[key])
+
+
+def warmup_lengths(spec: FeatureSpec) -> dict[str, int]:
+    """Real bars each feature needs before it has a value.
+
+    EMAs are seeded with the first close and count as warm for twice their span.
+    """
+    key = id(spec)
+    cached = _WARMUP_CACHE.get(key)
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    lengths = _warmup_lengths(spec)
+    _WARMUP_CACHE[key] = (spec, lengths)
+    return lengths
+
+
+_WARMUP_CACHE: dict[int, tuple[FeatureSpec, dict[str, int]]] = {}
+
+
+def _warmup_lengths(spec: FeatureSpec) -> dict[str, int]:
+    w = lambda name, key="n": _window(spec, name, key)  # noqa: E731
+    return {
+        "clv": 1,
+        "pullback_depth": w("pullback_depth"),
+        "r5": w("r5") + 1,
+        "r15": w("r15") + 1,
+        "r60": w("r60") + 1,
+        "vwap_60": w("vwap_60"),
+        "dist_vwap_60": w("dist_vwap_60"),
+        "tod_sin": 1,
+        "macd": 2 * max(w("macd", "fast"), w("macd", "slow")),
+        "stoch_k": w("stoch_k"),
+        "sma_20": w("sma_20"),
+        "ema_20": 2 * w("ema_20"),
+        "vol_of_vol": w("vol_of_vol", "inner") + w("vol_of_vol", "outer"),
+        "vol_z_60": w("vol_z_60"),
+        "range_1": 1,
+        "rv_15": w("rv_15") + 1,
+        "rv_60": w("rv_60") + 1,
+        "relvol_60": w("relvol_60"),
+        "range_z_60": w("range_z_60"),
+        "bb_middle": w("bb_middle"),
+        "bb_width": w("bb_width"),
+    }
+
+
+@dataclass(frozen=True)
+class Block:
+    """A building block: a rolling statistic of one input series over one window.
+
+    kind: ``mean`` / ``std`` (rolling moments), ``max`` / ``min`` (extremes), ``nonzero``
+    (count of non-zero values), ``lag`` (the series ``window`` real bars back), ``ema``
+    (exponential average of span ``window``, seeded with the first value).
+    """
+
+    series: str
+    kind: str
+    window: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.series}:{self.window}"
+
+
+def blocks_for(spec: FeatureSpec, names: Sequence[str]) -> list[Block]:
+    """The building blocks the given features need (deduplicated, stable order)."""
+    w = lambda name, key="n": _window(spec, name, key)  # noqa: E731
+    needs: dict[str, list[Block]] = {
+        "clv": [],
+        "pullback_depth": [Block("close", "max", w("pullback_depth"))],
+        "r5": [Block("logc", "lag", w("r5"))],
+        "r15": [Block("logc", "lag", w("r15"))],
+        "r60": [Block("logc", "lag", w("r60"))],
+        "vwap_60": _vwap_blocks(w("vwap_60")),
+        "dist_vwap_60": _vwap_blocks(w("dist_vwap_60")),
+        "tod_sin": [],
+        "macd": [
+            Block("close", "ema", w("macd", "fast")),
+            Block("close", "ema", w("macd", "slow")),
+        ],
+        "stoch_k": [Block("high", "max", w("stoch_k")), Block("low", "min", w("stoch_k"))],
+        "sma_20": [Block("close", "mean", w("sma_20"))],
+        "ema_20": [Block("close", "ema", w("ema_20"))],
+        "vol_of_vol": [
+            Block("r1sq", "mean", w("vol_of_vol", "inner")),
+            Block(f"rv{w('vol_of_vol', 'inner')}", "std", w("vol_of_vol", "outer")),
+        ],
+        "vol_z_60": [Block("logv", "mean", w("vol_z_60")), Block("logv", "std", w("vol_z_60"))],
+        "range_1": [],
+        "rv_15": [Block("r1sq", "mean", w("rv_15"))],
+        "rv_60": [Block("r1sq", "mean", w("rv_60"))],
+        "relvol_60": [
+            Block("volume", "mean", w("relvol_60")),
+            Block("volume", "nonzero", w("relvol_60")),
+        ],
+        "range_z_60": [
+            Block("range", "mean", w("range_z_60")),
+            Block("range", "std", w("range_z_60")),
+        ],
+        "bb_middle": [Block("close", "mean", w("bb_middle"))],
+        "bb_width": [Block("close", "mean", w("bb_width")), Block("close", "std", w("bb_width"))],
+    }
+    seen: dict[str, Block] = {}
+    for name in names:
+        for block in needs[name]:
+            seen.setdefault(block.key, block)
+    return list(seen.values())
+
+
+def _vwap_blocks(n: int) -> list[Block]:
+    return [
+        Block("tpv", "mean", n),
+        Block("volume", "mean", n),
+        Block("typical", "mean", n),
+        Block("volume", "nonzero", n),
+    ]
+
+
+def _zscore(x, mean, std):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flat = std <= _ZERO_STD_RELATIVE * np.abs(mean)
+        return np.where(flat, 0.0, (x - mean) / np.where(flat, 1.0, std))
+
+
+def _assemble(
+    spec: FeatureSpec,
+    names: Sequence[str],
+    bar: dict[str, np.ndarray],
+    blocks: dict[str, np.ndarray],
+    count: np.ndarray,
+) -> np.ndarray:
+    """Feature values from bar fields and block values; NaN where not warmed up.
+
+    ``bar`` holds open/high/low/close/volume/tod (arrays over rows), ``blocks`` the block
+    values by :attr:`Block.key`, ``count`` the real bars seen including this one. The
+    batch and the online path both call this: every formula lives here once.
+    """
+    w = lambda name, key="n": _window(spec, name, key)  # noqa: E731
+    b = lambda kind, series, window: blocks[f"{kind}:{series}:{window}"]  # noqa: E731
+    high, low, close, volume = bar["high"], bar["low"], bar["close"], bar["volume"]
+    logc = np.log(close)
+    warm = warmup_lengths(spec)
+    out = np.full((len(close), len(names)), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for column, name in enumerate(names):
+            if name == "clv":
+                span = high - low
+                value = np.where(
+                    span > 0, ((close - low) - (high - close)) / np.where(span > 0, span, 1.0), 0.0
+                )
+            elif name == "pullback_depth":
+                peak = b("max", "close", w(name))
+                value = (peak - close) / peak
+            elif name in ("r5", "r15", "r60"):
+                value = logc - b("lag", "logc", w(name))
+            elif name in ("vwap_60", "dist_vwap_60"):
+                n = w(name)
+                traded = b("nonzero", "volume", n) > 0
+                vwap = np.where(
+                    traded,
+                    b("mean", "tpv", n) / np.where(traded, b("mean", "volume", n), 1.0),
+                    b("mean", "typical", n),
+                )
+                value = vwap if name == "vwap_60" else (close - vwap) / vwap
+            elif name == "tod_sin":
+                value = np.sin(2.0 * np.pi * bar["tod"])
+            elif name == "macd":
+                value = b("ema", "close", w(name, "fast")) - b("ema", "close", w(name, "slow"))
+            elif name == "stoch_k":
+                hh, ll = b("max", "high", w(name)), b("min", "low", w(name))
+                span = hh - ll
+                value = np.where(
+                    span > 0, 100.0 * (close - ll) / np.where(span > 0, span, 1.0), 50.0
+                )
+            elif name in ("sma_20", "bb_middle"):
+                value = b("mean", "close", w(name))
+            elif name == "ema_20":
+                value = b("ema", "close", w(name))
+            elif name == "vol_of_vol":
+                inner, outer = w(name, "inner"), w(name, "outer")
+                value = b("std", f"rv{inner}", outer)
+            elif name == "vol_z_60":
+                n = w(name)
+                value = _zscore(np.log1p(volume), b("mean", "logv", n), b("std", "logv", n))
+            elif name == "range_1":
+                value = np.log(high / low)
+            elif name in ("rv_15", "rv_60"):
+                value = np.sqrt(np.maximum(b("mean", "r1sq", w(name)), 0.0))
+            elif name == "relvol_60":
+                n = w(name)
+                traded = b("nonzero", "volume", n) > 0
+                value = np.where(
+                    traded, volume / np.where(traded, b("mean", "volume", n), 1.0), 1.0
+                )
+            elif name == "range_z_60":
+                n = w(name)
+                value = _zscore(np.log(high / low), b("mean", "range", n), b("std", "range", n))
+            elif name == "bb_width":
+                n = w(name)
+                k = float(spec.features[name].windows.get("k", 2))
+                value = 2.0 * k * b("std", "close", n) / b("mean", "close", n)
+            else:  # pragma: no cover - FIXED_FEATURES and this chain are kept in step by tests
+                raise KeyError(name)
+            out[:, column] = np.where(count >= warm[name], value, np.nan)
+    return out
+
+
+def time_of_day(ts_ns: np.ndarray, session: Session | None) -> np.ndarray:
+    """Fraction of the session elapsed at each bar open (0 at the open), in the
+    session's local time; without a session, the fraction of the UTC day."""
+    ts_ns = np.asarray(ts_ns, dtype=np.int64)
+    unique, inverse = np.unique(ts_ns, return_inverse=True)
+    if len(unique) <= _FEW_TIMESTAMPS:
+        # The live path: one or a few timestamps per step; pandas would cost more than
+        # the features themselves.
+        zone = ZoneInfo(session.timezone) if session is not None else None
+        minutes = np.empty(len(unique))
+        for i, value in enumerate(unique.tolist()):
+            stamp = datetime.fromtimestamp(value / 1e9, tz=UTC)
+            local = stamp.astimezone(zone) if zone is not None else stamp
+            minutes[i] = local.hour * 60 + local.minute + local.second / 60.0
+        minute = minutes[inverse.reshape(-1)]
+    else:
+        minute = session_minute_of_day(pd.DatetimeIndex(ts_ns, tz="UTC"), session)
+    if session is None:
+        return minute / 1440.0
+    return (minute - session.open_minute) / float(session.minutes)
+
+
+_FEW_TIMESTAMPS = 8
+
+
+def _derived_series(bar: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-bar input series of the blocks (all but r1sq and rv*, which need history)."""
+    high, low, close, volume = bar["high"], bar["low"], bar["close"], bar["volume"]
+    typical = (high + low + close) / 3.0
+    return {
+        "close": close,
+        "high": high,
+        "low": low,
+        "volume": volume,
+        "logc": np.log(close),
+        "typical": typical,
+        "tpv": typical * volume,
+        "logv": np.log1p(volume),
+        "range": np.log(high / low),
+    }
+
+
+def _ns(ts: pd.Series) -> np.ndarray:
+    """UTC nanoseconds since the epoch of a tz-aware timestamp column, without boxing."""
+    return pd.DatetimeIndex(ts).as_unit("ns").asi8
+
+
+def _as_ns(ts, m: int) -> np.ndarray:
+    if isinstance(ts, pd.DatetimeIndex):
+        stamps = ts
+    elif isinstance(ts, np.ndarray) and ts.dtype.kind == "i":
+        stamps = None  # already UTC nanoseconds
+    else:
+        stamps = pd.DatetimeIndex(ts)
+    if stamps is None:
+        values = ts
+    else:
+        if stamps.tz is None:
+            raise BadInputError("update: ts must be timezone-aware UTC")
+        values = stamps.as_unit("ns").asi8
+    if len(values) != m:
+        raise BadInputError(f"update: ts has {len(values)} values for {m} symbols")
+    return values

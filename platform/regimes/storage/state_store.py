@@ -1,0 +1,958 @@
+"""Delta Lake tables: the state store and the model registry (the only module that
+imports deltalake).
+
+**State store** (:class:`StateStore`): one Delta table under ``<home>/states/`` (or any
+object-store URI, see :meth:`StateStore.from_env`) holding every regime answer, keyed
+(symbol, timeframe, model_id, ts) and partitioned so that the tree on disk is::
+
+    states/timeframe=<tf>/model_id=<id>/symbol=<sym>/date=YYYY-MM-DD/part-....parquet
+
+(Partition directories are Hive-escaped: the ``^`` of an index ticker is ``%5E`` on
+disk, ``symbol=%5EGSPC``; the column still holds ``^GSPC``.)
+
+* Writes (:meth:`StateStore.write`) validate the whole batch first (columns, dtypes, UTC
+  timestamps, z past d and p past K null, safe partition values, no duplicate keys,
+  optionally a registered model) and then run **one** MERGE per batch: the batch is one
+  commit, writing the same rows twice leaves one copy, and newer values replace older
+  ones. A commit that loses a race to another writer is re-run on the new table version
+  with jittered exponential backoff, so concurrent writers lose nothing. An empty batch
+  makes no commit.
+* Reads (:meth:`StateStore.read`) prune on the partition columns (only the files of the
+  requested timeframe, model, symbols and days are opened) and filter ``ts`` exactly.
+* Integrity: before every read or write the commit files of ``_delta_log`` since the
+  newest checkpoint are checked: contiguous versions, every line a JSON action, and for
+  MERGE/OPTIMIZE commits as many add/remove actions as their own metrics announce. A
+  deleted, emptied or truncated commit raises :class:`~regimes.errors.StoreError` naming
+  the file. (delta-rs itself reads an empty or cut-off commit file without complaint.)
+* Object stores: ``REGIMES_STATES_URI=s3://bucket/states`` and the standard ``AWS_*``
+  variables (:meth:`StateStore.from_env`). On S3, delta-rs 1.x commits with a conditional
+  put (``If-None-Match``), so concurrent writers need no lock table;
+  ``AWS_S3_LOCKING_PROVIDER`` / ``AWS_S3_ALLOW_UNSAFE_RENAME`` / ``AWS_CONDITIONAL_PUT``
+  are passed on for stores that need them.
+
+Maintenance policy (run by the scheduled flows, never on the write path):
+
+* :meth:`StateStore.compact` after the close of each session: every MERGE adds at least
+  one small file per touched symbol-day; compaction rewrites them into one file per
+  partition (``delta.targetFileSize``, 100 MB by default).
+* :meth:`StateStore.vacuum` weekly with the default retention of
+  :data:`DEFAULT_RETENTION_HOURS` (168 h = 7 days, Delta's own default): files that no
+  version in the last 7 days references are deleted. Time travel
+  (``DeltaTable.load_as_version``) stays possible within the retention window only, and a
+  reader or writer running longer than the retention could lose files it still needs, so
+  never shorten it below the longest job. Files left by failed or retried commits are
+  unreferenced and go at the next vacuum.
+
+**Model registry** (:class:`Registry`): each model_id's lifecycle per timeframe,
+``candidate -> shadow -> production -> retired``, as an append-only Delta table of
+transition events under ``<home>/registry/``. Every transition is one Delta commit, so
+the history is auditable and time-travellable (``DeltaTable.history``,
+``load_as_version``); promoting a model to production retires the previous production
+model of its timeframe in the same commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from regimes.contracts import UNKNOWN_STATE
+from regimes.errors import BadInputError, RegimesError, StoreError, UnsafeNameError
+from regimes.paths import check_model_id, check_symbol, check_timeframe_name
+from regimes.storage.registry import Registry
+from regimes.timeframes import TIMEFRAMES
+
+logger = logging.getLogger(__name__)
+
+
+# =========================================================================== state store
+
+Z_WIDTH = 16
+"""Latent columns the store holds, ``z_00..z_15`` (the largest d the config allows)."""
+P_WIDTH = 16
+"""Posterior columns the store holds, ``p_00..p_15`` (the largest K the config allows)."""
+Z_COLUMNS = tuple(f"z_{k:02d}" for k in range(Z_WIDTH))
+P_COLUMNS = tuple(f"p_{k:02d}" for k in range(P_WIDTH))
+KEY_COLUMNS = ("symbol", "timeframe", "model_id", "ts")
+"""One row per key: a MERGE on these replaces the stored row."""
+PARTITION_COLUMNS = ("timeframe", "model_id", "symbol", "date")
+"""Directory levels on disk, outermost first; ``date`` is ts's UTC day, YYYY-MM-DD."""
+REQUIRED_COLUMNS = (
+    "symbol",
+    "ts",
+    "timeframe",
+    "model_id",
+    "state_id",
+    "raw_state_id",
+    "state_prob",
+    "loglik",
+    "entropy",
+    "is_unknown",
+    "ood_reason",
+)
+"""Columns every batch carries besides ``z_00..z_{d-1}`` and ``p_00..p_{K-1}``."""
+CURRENT_STATE_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "model_id",
+    "ts",
+    "state_id",
+    "state_prob",
+    "is_unknown",
+)
+"""What :func:`regimes.data.sql.upsert_current_states` takes (see :func:`latest_per_symbol`)."""
+STATE_SCHEMA = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("timeframe", pa.string(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),
+        *[pa.field(name, pa.float64()) for name in Z_COLUMNS],
+        *[pa.field(name, pa.float64()) for name in P_COLUMNS],
+        pa.field("state_id", pa.int64(), nullable=False),
+        pa.field("raw_state_id", pa.int64(), nullable=False),
+        pa.field("state_prob", pa.float64()),
+        pa.field("loglik", pa.float64()),
+        pa.field("entropy", pa.float64()),
+        pa.field("is_unknown", pa.bool_(), nullable=False),
+        pa.field("ood_reason", pa.string()),
+        pa.field("date", pa.string(), nullable=False),
+    ]
+)
+"""The state table's schema; NULL (never NaN) marks a value that does not exist."""
+STATE_TABLE_CONFIGURATION = {
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+    "delta.logRetentionDuration": "interval 7 days",
+}
+"""Table properties: data files and log entries both go after 7 days (see vacuum)."""
+DEFAULT_RETENTION_HOURS = 168
+""":meth:`StateStore.vacuum` keeps files any version of the last 7 days references."""
+COMMIT_ATTEMPTS = 10
+"""How often a commit that lost a race to another writer is re-run before giving up."""
+BACKOFF_SECONDS = (0.05, 2.0)
+"""First and longest wait between two attempts (doubling, with jitter)."""
+STORAGE_ENVIRONMENT = {
+    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
+    "AWS_REGION": "AWS_REGION",
+    "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
+    "AWS_S3_ALLOW_UNSAFE_RENAME": "AWS_S3_ALLOW_UNSAFE_RENAME",
+    "AWS_S3_LOCKING_PROVIDER": "AWS_S3_LOCKING_PROVIDER",
+    "DELTA_DYNAMO_TABLE_NAME": "DELTA_DYNAMO_TABLE_NAME",
+    "AWS_CONDITIONAL_PUT": "aws_conditional_put",
+}
+"""Environment variable -> deltalake storage option, passed for ``s3://`` roots."""
+
+_MICROS_PER_DAY = 86_400_000_000
+_PROBABILITY_TOLERANCE = 1e-9
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+_CHECKPOINT_FILE = re.compile(r"^(\d{20})\.checkpoint(?:\..+)?\.parquet$")
+# Operations whose commitInfo announces how many add/remove actions follow.
+_FILE_METRICS = {
+    "MERGE": ("num_target_files_added", "num_target_files_removed"),
+    "OPTIMIZE": ("numFilesAdded", "numFilesRemoved"),
+}
+# Commit files are immutable once written: (log folder, file name) -> size already checked.
+_checked_commits: dict[tuple[str, str], int] = {}
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class StateStore:
+    """The Delta state table at ``root`` (a local path or an object-store URI).
+
+    Parameters
+    ----------
+    root : str
+        Where the table lives: ``<home>/states`` by default, or e.g. ``s3://bucket/states``.
+    storage_options : dict or None
+        deltalake storage options (credentials, endpoint) for an object store.
+
+    Examples
+    --------
+    >>> store = StateStore.at_home("no-home-yet")
+    >>> store.root, store.exists(), store.version()
+    ('no-home-yet/states', False, None)
+    """
+
+    root: str
+    storage_options: dict[str, str] | None = None
+
+    @classmethod
+    def at_home(cls, home: str | Path) -> StateStore:
+        """The local table ``<home>/states``."""
+        return cls(str(Path(home) / "states"))
+
+    @classmethod
+    def from_env(cls, home: str | Path, environ: Mapping[str, str] | None = None) -> StateStore:
+        """The table named by ``REGIMES_STATES_URI``, else ``<home>/states``.
+
+        For an ``s3://`` root the standard AWS variables of :data:`STORAGE_ENVIRONMENT`
+        (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+        ``AWS_REGION``, ``AWS_ALLOW_HTTP``, ...) become its storage options.
+        """
+        env = os.environ if environ is None else environ
+        root = env.get("REGIMES_STATES_URI") or str(Path(home) / "states")
+        options = None
+        if root.startswith(("s3://", "s3a://")):
+            options = {key: env[name] for name, key in STORAGE_ENVIRONMENT.items() if env.get(name)}
+        return cls(root, options or None)
+
+    # -- table state
+
+    def exists(self) -> bool:
+        """Whether a Delta table is at ``root``."""
+        from deltalake import DeltaTable
+
+        try:
+            return DeltaTable.is_deltatable(self.root, self._options())
+        except Exception as exc:
+            raise StoreError(
+                f"state store at {self.root} cannot be reached: {_first_line(exc)}"
+            ) from None
+
+    def version(self) -> int | None:
+        """The table's newest version, or None when there is no table yet."""
+        return self._open().version() if self.exists() else None
+
+    def history(self) -> list[dict]:
+        """The Delta commit log, newest first."""
+        return self._open().history()
+
+    # -- writes
+
+    def write(self, frame: pd.DataFrame, d: int, K: int, registry: Registry | None = None) -> int:
+        """Merge a batch of regime answers into the table; returns the rows written.
+
+        The batch is one MERGE on (symbol, timeframe, model_id, ts): rows already stored
+        are replaced, new ones inserted, in one commit. An empty batch makes no commit.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            Rows as :meth:`regimes.live.engine.InferenceEngine.step` returns them: the
+            columns of :data:`REQUIRED_COLUMNS`, ``z_00..z_{d-1}`` and ``p_00..p_{K-1}``.
+        d, K : int
+            The model's latent dimension and number of regimes: z_k for k >= d and p_k
+            for k >= K must be absent or all null.
+        registry : Registry, optional
+            When given, every (timeframe, model_id) of the batch must be registered.
+
+        Raises
+        ------
+        BadInputError
+            The batch breaks the schema; the message names the column and row. Nothing
+            is written.
+        StoreError
+            The table cannot be read or the commit failed.
+        """
+        table = to_state_table(frame, d, K)
+        if table.num_rows == 0:
+            return 0
+        if registry is not None:
+            _check_registered(table, registry)
+        predicate = _merge_predicate(table)
+        self._ensure_table()
+
+        def merge(delta) -> dict:
+            return (
+                delta.merge(table, predicate, source_alias="s", target_alias="t")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+
+        metrics = self._commit("merging states", merge)
+        logger.debug("merged %d state rows into %s: %s", table.num_rows, self.root, metrics)
+        return int(metrics["num_target_rows_inserted"] + metrics["num_target_rows_updated"])
+
+    def compact(
+        self,
+        timeframe: str | None = None,
+        model_id: str | None = None,
+        *,
+        target_size: int | None = None,
+    ) -> dict[str, Any]:
+        """Rewrite each partition's small files into few large ones; returns the metrics."""
+        filters = []
+        if timeframe is not None:
+            filters.append(("timeframe", "=", check_timeframe_name(timeframe)))
+        if model_id is not None:
+            filters.append(("model_id", "=", check_model_id(model_id)))
+        return self._commit(
+            "compacting the state table",
+            lambda delta: delta.optimize.compact(
+                partition_filters=filters or None, target_size=target_size
+            ),
+        )
+
+    def vacuum(
+        self, retention_hours: int = DEFAULT_RETENTION_HOURS, *, dry_run: bool = False
+    ) -> list[str]:
+        """Delete files no version of the last ``retention_hours`` references.
+
+        Returns the files deleted (or, with ``dry_run``, those that would be). See the
+        module docstring for the policy; a retention shorter than the longest running
+        reader or writer can delete files that job still needs.
+        """
+        if isinstance(retention_hours, bool) or not isinstance(retention_hours, int):
+            raise BadInputError(f"retention_hours: expected an integer, got {retention_hours!r}")
+        if retention_hours < 0:
+            raise BadInputError(f"retention_hours: expected >= 0, got {retention_hours}")
+        return self._commit(
+            "vacuuming the state table",
+            lambda delta: delta.vacuum(
+                retention_hours=retention_hours,
+                dry_run=dry_run,
+                enforce_retention_duration=False,
+            ),
+        )
+
+    # -- reads
+
+    def read(
+        self,
+        timeframe: str,
+        model_id: str,
+        symbols: Sequence[str] | str | None = None,
+        start: Any = None,
+        end: Any = None,
+        columns: Sequence[str] | None = None,
+        as_arrow: bool = False,
+    ) -> pd.DataFrame | pa.Table:
+        """The states of one model, sorted by (symbol, ts).
+
+        Only the partitions of ``timeframe``, ``model_id``, ``symbols`` (all when None)
+        and the UTC days of ``[start, end)`` are opened; ``start`` is inclusive and
+        ``end`` exclusive, both timezone-aware. ``columns`` selects columns (all of
+        :data:`STATE_SCHEMA` when None). Returns pandas with a UTC-aware ``ts``, or an
+        Arrow table with ``as_arrow``.
+
+        Raises
+        ------
+        StoreError
+            There is no table, or its log or data files are damaged: never an empty
+            result instead.
+        """
+        wanted = _check_columns(columns)
+        start_utc, end_utc = _as_utc(start, "start"), _as_utc(end, "end")
+        dataset = self._dataset(timeframe, model_id, symbols, start_utc, end_utc)
+        condition = None
+        if start_utc is not None:
+            condition = pc.field("ts") >= _ts_scalar(start_utc)
+        if end_utc is not None:
+            before_end = pc.field("ts") < _ts_scalar(end_utc)
+            condition = before_end if condition is None else condition & before_end
+        scanned = list(dict.fromkeys([*wanted, "symbol", "ts"]))
+        try:
+            table = dataset.to_table(columns=scanned, filter=condition)
+        except Exception as exc:
+            raise StoreError(
+                f"reading states from {self.root} failed: {_first_line(exc)}"
+            ) from None
+        table = table.sort_by([("symbol", "ascending"), ("ts", "ascending")]).select(wanted)
+        if as_arrow:
+            return table
+        frame = table.to_pandas()
+        if "ts" in frame.columns:
+            frame["ts"] = frame["ts"].astype("datetime64[ns, UTC]")
+        return frame
+
+    def files(
+        self,
+        timeframe: str,
+        model_id: str,
+        symbols: Sequence[str] | str | None = None,
+        start: Any = None,
+        end: Any = None,
+    ) -> list[str]:
+        """The data files :meth:`read` opens for these arguments (relative to ``root``)."""
+        start_utc, end_utc = _as_utc(start, "start"), _as_utc(end, "end")
+        return sorted(self._dataset(timeframe, model_id, symbols, start_utc, end_utc).files)
+
+    def summary(self, timeframe: str | None = None) -> pd.DataFrame:
+        """Per (timeframe, model_id): rows, symbols, first and last date, occupancy.
+
+        ``occupancy`` maps each state_id (-1 = UNKNOWN) to its share of the rows.
+        """
+        columns = ["timeframe", "model_id", "rows", "symbols", "first_date", "last_date"]
+        filters = None
+        if timeframe is not None:
+            filters = [("timeframe", "=", check_timeframe_name(timeframe))]
+        models = ["timeframe", "model_id"]
+        dataset = self._open_dataset(filters)
+        try:
+            table = dataset.to_table(columns=[*models, "symbol", "date", "state_id"])
+        except Exception as exc:
+            raise StoreError(
+                f"reading states from {self.root} failed: {_first_line(exc)}"
+            ) from None
+        if table.num_rows == 0:
+            return pd.DataFrame(columns=[*columns, "occupancy"])
+        per_model = table.group_by(models).aggregate(
+            [("state_id", "count"), ("symbol", "count_distinct"), ("date", "min"), ("date", "max")]
+        )
+        out = per_model.to_pandas().set_axis(columns, axis=1)
+        per_state = table.group_by([*models, "state_id"]).aggregate([("symbol", "count")])
+        occupancy: dict[tuple[str, str], dict[int, float]] = {}
+        for (tf, model), group in per_state.to_pandas().groupby(models):
+            total = group["symbol_count"].sum()
+            shares = sorted(zip(group["state_id"], group["symbol_count"], strict=True))
+            occupancy[(tf, model)] = {int(s): float(n / total) for s, n in shares}
+        keys = zip(out["timeframe"], out["model_id"], strict=True)
+        out["occupancy"] = [occupancy[key] for key in keys]
+        order = out["timeframe"].map(TIMEFRAMES.index)
+        out = out.assign(_order=order).sort_values(["_order", "model_id"], kind="stable")
+        return out.drop(columns="_order").reset_index(drop=True)
+
+    # -- internals
+
+    def _options(self) -> dict[str, str] | None:
+        return dict(self.storage_options) if self.storage_options else None
+
+    def _filesystem(self):
+        import pyarrow.fs as pa_fs
+        from deltalake.fs import DeltaStorageHandler
+
+        return pa_fs.PyFileSystem(DeltaStorageHandler(self.root, self._options()))
+
+    def _open(self):
+        """The table at its newest version after checking its log (StoreError if none)."""
+        from deltalake import DeltaTable
+
+        if not self.exists():
+            raise StoreError(self._no_table())
+        self._check_log()
+        try:
+            return DeltaTable(self.root, storage_options=self._options())
+        except Exception as exc:
+            raise StoreError(
+                f"state table at {self.root} cannot be opened: {_first_line(exc)}"
+            ) from None
+
+    def _no_table(self) -> str:
+        import pyarrow.fs as pa_fs
+
+        try:
+            infos = self._filesystem().get_file_info(pa_fs.FileSelector("", allow_not_found=True))
+            names = [info.base_name for info in infos]
+        except Exception:  # an unreachable root is reported as "no table" below
+            names = []
+        if any(name.startswith("timeframe=") for name in names):
+            return (
+                f"state table at {self.root} has data files but no readable Delta log "
+                f"({self.root.rstrip('/')}/_delta_log): restore the log, do not rewrite"
+            )
+        return f"no state table at {self.root}: no states were written there yet"
+
+    def _check_log(self) -> None:
+        """Refuse a log with a missing, empty or cut-off commit since the last checkpoint."""
+        import pyarrow.fs as pa_fs
+
+        log = f"{self.root.rstrip('/')}/_delta_log"
+        filesystem = self._filesystem()
+        try:
+            infos = filesystem.get_file_info(pa_fs.FileSelector("_delta_log"))
+        except Exception as exc:
+            raise StoreError(
+                f"state table log {log} cannot be listed: {_first_line(exc)}"
+            ) from None
+        commits: dict[int, tuple[str, int]] = {}
+        checkpoints: set[int] = set()
+        for info in infos:
+            if match := _COMMIT_FILE.match(info.base_name):
+                commits[int(match.group(1))] = (info.base_name, info.size)
+            elif match := _CHECKPOINT_FILE.match(info.base_name):
+                checkpoints.add(int(match.group(1)))
+        first = max(checkpoints) + 1 if checkpoints else 0
+        newest = max(commits, default=first - 1)
+        missing = [v for v in range(first, newest + 1) if v not in commits]
+        if missing or newest < 0:
+            names = ", ".join(f"{v:020d}.json" for v in missing[:5]) or f"{0:020d}.json"
+            raise StoreError(
+                f"state table log {log} is missing commit file(s) {names}: the table "
+                "cannot be read safely; restore the log from a backup"
+            )
+        for version in range(first, newest + 1):
+            name, size = commits[version]
+            if _checked_commits.get((log, name)) == size:
+                continue
+            try:
+                with filesystem.open_input_stream(f"_delta_log/{name}") as stream:
+                    data = stream.read()
+            except Exception as exc:
+                raise StoreError(f"{log}/{name} cannot be read: {_first_line(exc)}") from None
+            _check_commit(data, f"{log}/{name}")
+            _checked_commits[(log, name)] = size
+
+    def _ensure_table(self) -> None:
+        """Create the table on the first write; refuse one with another schema."""
+        from deltalake import DeltaTable
+
+        if not self.exists():
+            try:
+                DeltaTable.create(
+                    self.root,
+                    STATE_SCHEMA,
+                    mode="ignore",
+                    partition_by=list(PARTITION_COLUMNS),
+                    name="states",
+                    description="regime answers keyed (symbol, timeframe, model_id, ts)",
+                    configuration=STATE_TABLE_CONFIGURATION,
+                    storage_options=self._options(),
+                )
+            except Exception as exc:
+                if not self.exists():  # else another writer created it first: fine
+                    raise StoreError(
+                        f"cannot create the state table at {self.root}: {_first_line(exc)}"
+                    ) from None
+        stored = pa.schema(self._open().schema().to_arrow())
+        expected = [(field.name, field.type) for field in STATE_SCHEMA]
+        if [(field.name, field.type) for field in stored] != expected:
+            raise StoreError(
+                f"state table at {self.root} has another schema than this version writes: "
+                f"{stored.names}"
+            )
+
+    def _commit(self, what: str, operation: Callable[[Any], _T]) -> _T:
+        """Run ``operation`` on the newest table; re-run it when another commit won."""
+        from deltalake.exceptions import CommitFailedError
+
+        wait = BACKOFF_SECONDS[0]
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            delta = self._open()
+            try:
+                return operation(delta)
+            except CommitFailedError as exc:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise StoreError(
+                        f"{what} at {self.root}: still in conflict with concurrent writers "
+                        f"after {attempt} attempts: {_first_line(exc)}"
+                    ) from None
+                logger.info(
+                    "%s at %s: commit conflict (attempt %d of %d), retrying: %s",
+                    what,
+                    self.root,
+                    attempt,
+                    COMMIT_ATTEMPTS,
+                    _first_line(exc),
+                )
+                time.sleep(wait * random.uniform(0.5, 1.5))
+                wait = min(2 * wait, BACKOFF_SECONDS[1])
+            except RegimesError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"{what} at {self.root} failed: {_first_line(exc)}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open_dataset(self, filters: list[tuple] | None):
+        delta = self._open()
+        try:
+            return delta.to_pyarrow_dataset(file_pruning_predicate=filters or None)
+        except Exception as exc:
+            raise StoreError(
+                f"state table at {self.root} cannot be scanned: {_first_line(exc)}"
+            ) from None
+
+    def _dataset(
+        self,
+        timeframe: str,
+        model_id: str,
+        symbols: Sequence[str] | str | None,
+        start: pd.Timestamp | None,
+        end: pd.Timestamp | None,
+    ):
+        """A dataset of exactly the partitions the arguments select."""
+        filters: list[tuple] = [
+            ("timeframe", "=", check_timeframe_name(timeframe)),
+            ("model_id", "=", check_model_id(model_id)),
+        ]
+        if symbols is not None:
+            symbols = [symbols] if isinstance(symbols, str) else list(symbols)
+            if not symbols:
+                raise BadInputError("symbols: empty list; pass None for every symbol")
+            filters.append(("symbol", "in", sorted({check_symbol(s) for s in symbols})))
+        if start is not None:
+            filters.append(("date", ">=", start.date().isoformat()))
+        if end is not None:
+            last = end.ceil("us") - pd.Timedelta(microseconds=1)
+            filters.append(("date", "<=", last.date().isoformat()))
+        return self._open_dataset(filters)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def to_state_table(frame: pd.DataFrame, d: int, K: int) -> pa.Table:
+    """Validate a batch of regime answers and return it in :data:`STATE_SCHEMA`.
+
+    Every check names the column and the row (position in ``frame``) that broke it:
+    required columns present, no unknown columns, numbers where numbers belong,
+    timezone-aware UTC ``ts`` at microsecond precision, z_k for k >= d and p_k for
+    k >= K null, state ids in -1..K-1 with ``is_unknown`` exactly when -1 and an
+    ``ood_reason`` for every UNKNOWN, probabilities in [0, 1], safe partition values
+    (:mod:`regimes.paths`), one of the five timeframes, no key twice. NaN becomes NULL.
+
+    >>> rows = pd.DataFrame({"symbol": ["SPY"], "ts": pd.to_datetime(["2024-01-02T14:30Z"]),
+    ...     "timeframe": ["1m"], "model_id": ["m1"], "z_00": [0.5], "p_00": [0.9],
+    ...     "p_01": [0.1], "state_id": [0], "raw_state_id": [0], "state_prob": [0.9],
+    ...     "loglik": [-1.0], "entropy": [0.3], "is_unknown": [False], "ood_reason": [None]})
+    >>> table = to_state_table(rows, d=1, K=2)
+    >>> table.num_rows, table["date"][0].as_py(), table["z_01"][0].as_py()
+    (1, '2024-01-02', None)
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise BadInputError(f"states: expected a pandas DataFrame, got {type(frame).__name__}")
+    d = _check_width(d, "d", Z_WIDTH)
+    K = _check_width(K, "K", P_WIDTH)
+    if len(frame) == 0:
+        return STATE_SCHEMA.empty_table()
+    missing = [c for c in (*REQUIRED_COLUMNS, *Z_COLUMNS[:d], *P_COLUMNS[:K]) if c not in frame]
+    if missing:
+        raise BadInputError(f"states: missing column(s) {missing} (d={d}, K={K})")
+    unknown = [c for c in frame.columns if c not in STATE_SCHEMA.names]
+    if unknown:
+        raise BadInputError(f"states: unknown column(s) {unknown}; expected {STATE_SCHEMA.names}")
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    arrays: dict[str, pa.Array] = {}
+    names = {}
+    for column, check in (
+        ("timeframe", check_timeframe_name),
+        ("model_id", check_model_id),
+        ("symbol", check_symbol),
+    ):
+        names[column] = _names(frame[column], column, check)
+        arrays[column] = pa.array(names[column], pa.string())
+    micros = _micros(frame["ts"])
+    arrays["ts"] = pa.array(micros, pa.timestamp("us", tz="UTC"))
+    for columns, width, what in ((Z_COLUMNS, d, "d"), (P_COLUMNS, K, "K")):
+        for k, column in enumerate(columns):
+            values = _floats(frame[column], column) if column in frame else np.full(n, np.nan)
+            if k >= width and not np.isnan(values).all():
+                row = _first(~np.isnan(values))
+                raise BadInputError(
+                    f"states: column {column}, row {row}: holds {values[row]!r} but the model "
+                    f"has {what}={width}; {column[0]}_k for k >= {what} must be null or absent"
+                )
+            if column.startswith("p_"):
+                _check_probability(values, column)
+            arrays[column] = pa.array(values, pa.float64(), from_pandas=True)
+    for column in ("state_prob", "loglik", "entropy"):
+        values = _floats(frame[column], column)
+        if column == "state_prob":
+            _check_probability(values, column)
+        arrays[column] = pa.array(values, pa.float64(), from_pandas=True)
+    state_id = _integers(frame["state_id"], "state_id", UNKNOWN_STATE, K - 1)
+    raw_state_id = _integers(frame["raw_state_id"], "raw_state_id", UNKNOWN_STATE, K - 1)
+    is_unknown = _booleans(frame["is_unknown"], "is_unknown")
+    ood_reason = _optional_strings(frame["ood_reason"], "ood_reason")
+    if (wrong := is_unknown != (state_id == UNKNOWN_STATE)).any():
+        row = _first(wrong)
+        raise BadInputError(
+            f"states: row {row}: is_unknown is {bool(is_unknown[row])} but state_id is "
+            f"{state_id[row]}; is_unknown holds exactly when state_id == {UNKNOWN_STATE}"
+        )
+    if (silent := is_unknown & pd.isna(ood_reason)).any():
+        raise BadInputError(
+            f"states: column ood_reason, row {_first(silent)}: an UNKNOWN state needs a reason"
+        )
+    arrays["state_id"] = pa.array(state_id, pa.int64())
+    arrays["raw_state_id"] = pa.array(raw_state_id, pa.int64())
+    arrays["is_unknown"] = pa.array(is_unknown, pa.bool_())
+    arrays["ood_reason"] = pa.array(ood_reason, pa.string(), from_pandas=True)
+    dates = np.floor_divide(micros, _MICROS_PER_DAY).astype("datetime64[D]").astype(str)
+    if "date" in frame:
+        given = frame["date"].astype(str).to_numpy()
+        if (wrong := given != dates).any():
+            row = _first(wrong)
+            raise BadInputError(
+                f"states: column date, row {row}: {given[row]!r} is not ts's UTC day "
+                f"{dates[row]!r} (leave date out: the store derives it)"
+            )
+    arrays["date"] = pa.array(dates, pa.string())
+    keys = pd.DataFrame({c: names[c] for c in ("symbol", "timeframe", "model_id")})
+    keys["ts"] = micros
+    if (duplicated := keys.duplicated(keep=False).to_numpy()).any():
+        rows = np.flatnonzero(duplicated)
+        first = rows[0]
+        raise BadInputError(
+            f"states: duplicate key (symbol, timeframe, model_id, ts) in rows "
+            f"{rows[:6].tolist()}: {names['symbol'][first]} {names['timeframe'][first]} "
+            f"{names['model_id'][first]} {pd.Timestamp(micros[first], unit='us', tz='UTC')}"
+        )
+    table = pa.Table.from_arrays([arrays[name] for name in STATE_SCHEMA.names], schema=STATE_SCHEMA)
+    return table.sort_by([(c, "ascending") for c in (*PARTITION_COLUMNS, "ts")])
+
+
+def latest_per_symbol(frame: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per (symbol, timeframe), in the columns of ``current_states``.
+
+    What the caller passes to :func:`regimes.data.sql.upsert_current_states` after a write.
+    ``current_states`` holds one published model per timeframe, so pass only that
+    model's rows: a (symbol, timeframe) with rows of two models is refused.
+    ``current_states.state_prob`` is NOT NULL: an UNKNOWN answer without a posterior
+    (warming up, gap) is mirrored with ``state_prob`` 0.0.
+    """
+    missing = [c for c in CURRENT_STATE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise BadInputError(f"latest_per_symbol: missing column(s) {missing}")
+    if frame.empty:
+        return pd.DataFrame(columns=list(CURRENT_STATE_COLUMNS))
+    models = frame.groupby(["symbol", "timeframe"])["model_id"].nunique()
+    if (models > 1).any():
+        symbol, timeframe = models[models > 1].index[0]
+        raise BadInputError(
+            f"latest_per_symbol: {symbol} ({timeframe}) has rows of {models.max()} models; "
+            "pass only the rows of the model current_states publishes"
+        )
+    latest = frame.sort_values("ts", kind="stable").groupby(["symbol", "timeframe"]).tail(1)
+    latest = latest.loc[:, list(CURRENT_STATE_COLUMNS)]
+    latest = latest.assign(state_prob=latest["state_prob"].astype(float).fillna(0.0))
+    return latest.sort_values(["symbol", "timeframe"]).reset_index(drop=True)
+
+
+def _check_registered(table: pa.Table, registry: Registry) -> None:
+    known = registry.current()
+    registered = set(zip(known["timeframe"], known["model_id"], strict=True))
+    pairs = table.group_by(["timeframe", "model_id"]).aggregate([]).to_pylist()
+    for pair in pairs:
+        if (pair["timeframe"], pair["model_id"]) not in registered:
+            raise BadInputError(
+                f"states: model_id {pair['model_id']} ({pair['timeframe']}) is not in the "
+                f"registry at {registry.root}; register the model before writing its states"
+            )
+
+
+def _merge_predicate(table: pa.Table) -> str:
+    """Join on the key, and name the batch's partition values so the MERGE prunes."""
+    join = " AND ".join(f"t.{c} = s.{c}" for c in (*KEY_COLUMNS, "date"))
+    prune = " AND ".join(
+        f"t.{c} IN ({', '.join(_sql_string(v) for v in sorted(pc.unique(table[c]).to_pylist()))})"
+        for c in PARTITION_COLUMNS
+    )
+    return f"{join} AND {prune}"
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _check_width(value: Any, what: str, largest: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise BadInputError(f"{what}: expected an integer, got {value!r}")
+    if not 1 <= value <= largest:
+        raise BadInputError(f"{what}: expected 1..{largest} (the store's width), got {value}")
+    return int(value)
+
+
+def _check_columns(columns: Sequence[str] | None) -> list[str]:
+    if columns is None:
+        return list(STATE_SCHEMA.names)
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    unknown = [c for c in columns if c not in STATE_SCHEMA.names]
+    if unknown or not columns:
+        raise BadInputError(f"columns: unknown {unknown}; expected names from {STATE_SCHEMA.names}")
+    return list(dict.fromkeys(columns))
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _names(series: pd.Series, column: str, check: Callable[[Any], str]) -> np.ndarray:
+    values = series.to_numpy(dtype=object)
+    for value in pd.unique(values):
+        try:
+            check(value)
+        except UnsafeNameError as exc:
+            same = pd.isna(values) if not isinstance(value, str) and pd.isna(value) else None
+            row = _first(same if same is not None else values == value)
+            raise UnsafeNameError(f"states: column {column}, row {row}: {exc}") from None
+    return values
+
+
+def _micros(series: pd.Series) -> np.ndarray:
+    """``ts`` as int64 microseconds since the epoch, refusing anything but UTC instants."""
+    dtype = series.dtype
+    if not isinstance(dtype, pd.DatetimeTZDtype):
+        if pd.api.types.is_datetime64_dtype(dtype):
+            raise BadInputError(
+                "states: column ts is timezone-naive; expected timezone-aware UTC bar open "
+                "times (pd.to_datetime(..., utc=True))"
+            )
+        raise BadInputError(f"states: column ts has dtype {dtype}; expected datetime64 in UTC")
+    if str(dtype.tz) not in ("UTC", "Etc/UTC"):
+        raise BadInputError(
+            f"states: column ts is in time zone {dtype.tz}; expected UTC (tz_convert('UTC'))"
+        )
+    if (absent := series.isna().to_numpy()).any():
+        raise BadInputError(f"states: column ts, row {_first(absent)}: missing timestamp")
+    nanos = pd.DatetimeIndex(series).as_unit("ns").asi8
+    if (finer := nanos % 1000 != 0).any():
+        raise BadInputError(
+            f"states: column ts, row {_first(finer)}: finer than a microsecond, the store's "
+            "resolution"
+        )
+    return nanos // 1000
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _floats(series: pd.Series, column: str) -> np.ndarray:
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        raise BadInputError(f"states: column {column} is boolean; expected float64")
+    if pd.api.types.is_numeric_dtype(dtype):
+        return series.to_numpy(dtype="float64", na_value=np.nan)
+    if pd.api.types.is_object_dtype(dtype):
+        values = series.to_numpy(dtype=object)
+        fits = np.fromiter((v is None or _is_number(v) for v in values), bool, len(values))
+        if not fits.all():
+            row = _first(~fits)
+            raise BadInputError(
+                f"states: column {column}, row {row}: {values[row]!r} is not a number"
+            )
+        return np.array([np.nan if v is None else float(v) for v in values], dtype="float64")
+    raise BadInputError(f"states: column {column} has dtype {dtype}; expected float64")
+
+
+def _integers(series: pd.Series, column: str, low: int, high: int) -> np.ndarray:
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        raise BadInputError(f"states: column {column} is boolean; expected int64")
+    if pd.api.types.is_integer_dtype(dtype):
+        if (absent := series.isna().to_numpy()).any():
+            raise BadInputError(f"states: column {column}, row {_first(absent)}: missing")
+        values = series.to_numpy(dtype="int64")
+    elif pd.api.types.is_float_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
+        raw = series.to_numpy(dtype=object)
+        fits = np.fromiter((_is_number(v) and float(v).is_integer() for v in raw), bool, len(raw))
+        if not fits.all():
+            row = _first(~fits)
+            raise BadInputError(
+                f"states: column {column}, row {row}: {raw[row]!r} is not an integer"
+            )
+        values = np.array([int(v) for v in raw], dtype="int64")
+    else:
+        raise BadInputError(f"states: column {column} has dtype {dtype}; expected int64")
+    if (outside := (values < low) | (values > high)).any():
+        row = _first(outside)
+        raise BadInputError(
+            f"states: column {column}, row {row}: {values[row]} outside {low}..{high} "
+            f"({UNKNOWN_STATE} = UNKNOWN, then the model's K states)"
+        )
+    return values
+
+
+def _booleans(series: pd.Series, column: str) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(series.dtype):
+        if (absent := series.isna().to_numpy()).any():
+            raise BadInputError(f"states: column {column}, row {_first(absent)}: missing")
+        return series.to_numpy(dtype=bool)
+    values = series.to_numpy(dtype=object)
+    fits = np.fromiter((isinstance(v, bool | np.bool_) for v in values), bool, len(values))
+    if not pd.api.types.is_object_dtype(series.dtype) or not fits.all():
+        row = _first(~fits) if not fits.all() else 0
+        raise BadInputError(f"states: column {column}, row {row}: {values[row]!r} is not a boolean")
+    return values.astype(bool)
+
+
+def _optional_strings(series: pd.Series, column: str) -> np.ndarray:
+    values = series.to_numpy(dtype=object)
+    absent = pd.isna(values)
+    fits = absent | np.fromiter((isinstance(v, str) for v in values), bool, len(values))
+    if not fits.all():
+        row = _first(~fits)
+        raise BadInputError(f"states: column {column}, row {row}: {values[row]!r} is not text")
+    return np.where(absent, None, values)
+
+
+def _check_probability(values: np.ndarray, column: str) -> None:
+    with np.errstate(invalid="ignore"):
+        outside = (values < -_PROBABILITY_TOLERANCE) | (values > 1 + _PROBABILITY_TOLERANCE)
+    if outside.any():
+        row = _first(outside)
+        raise BadInputError(
+            f"states: column {column}, row {row}: {values[row]!r} is not a probability"
+        )
+
+
+def _check_commit(data: bytes, path: str) -> None:
+    """One commit file: JSON actions, and as many adds/removes as its metrics announce."""
+    if not data.strip():
+        raise StoreError(f"state table commit {path} is empty: the log is damaged")
+    counts: dict[str, int] = {}
+    info: dict = {}
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            action = json.loads(line)
+        except ValueError:
+            raise StoreError(
+                f"state table commit {path}, line {number}: not valid JSON (truncated or "
+                "corrupted): the log is damaged"
+            ) from None
+        if not isinstance(action, dict) or len(action) != 1:
+            raise StoreError(f"state table commit {path}, line {number}: not a Delta action")
+        kind = next(iter(action))
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind == "commitInfo" and isinstance(action[kind], dict):
+            info = action[kind]
+    operation = info.get("operation")
+    metrics = info.get("operationMetrics") or {}
+    announced = _FILE_METRICS.get(operation)
+    if announced and all(key in metrics for key in announced):
+        found = (counts.get("add", 0), counts.get("remove", 0))
+        expected = tuple(int(metrics[key]) for key in announced)
+        if found != expected:
+            raise StoreError(
+                f"state table commit {path}: {operation} announces {expected[0]} added and "
+                f"{expected[1]} removed files but holds {found[0]} and {found[1]}: the file "
+                "was cut short; the log is damaged"
+            )
+    if operation == "CREATE TABLE" and not (counts.get("protocol") and counts.get("metaData")):
+        raise StoreError(f"state table commit {path}: CREATE TABLE without protocol or metadata")
+
+
+def _as_utc(value: Any, what: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        raise BadInputError(f"{what}: expected a timestamp, got {value!r}") from None
+    if stamp is pd.NaT or stamp.tzinfo is None:
+        raise BadInputError(f"{what}: expected a timezone-aware timestamp, got {value!r}")
+    return stamp.tz_convert("UTC")
+
+
+def _ts_scalar(stamp: pd.Timestamp) -> pa.Scalar:
+    """``stamp`` rounded up to the store's microseconds (exact for bounds on stored ts)."""
+    return pa.scalar(stamp.ceil("us").value // 1000, pa.timestamp("us", tz="UTC"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,255 @@
+"""Training one timeframe: the grid over folds, the winner refitted on the last fold,
+packaged as an artifact."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from regimes.config.loading import PlatformConfig
+from regimes.errors import BadInputError
+from regimes.model.hmm.evaluation import mean_dwell
+from regimes.model.hmm.filtering import entropy, filter_sequences
+from regimes.model.hmm.labels import state_labels, state_statistics
+from regimes.model.pipeline import StateVectorPipeline, load_training_frame
+from regimes.model.splits import walk_forward_splits
+from regimes.training.grid import (
+    OOD_QUANTILE,
+    PreviousModel,
+    align_to_previous,
+    evaluate_cell,
+    expand_grid,
+    fit_cell,
+    occupancy_balance,
+    select_winner,
+    summarize_grid,
+    z_sequences,
+)
+from regimes.training.provenance import _stable, data_fingerprint, git_revision, package_versions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingResult:
+    timeframe: str
+    model_id: str
+    path: str
+    winner: dict
+    grid: pd.DataFrame
+    metadata: dict
+    rule: str
+
+
+def train_timeframe(
+    engine,
+    config: PlatformConfig,
+    timeframe: str,
+    models_root,
+    *,
+    symbols: Sequence[str] | None = None,
+    grid: dict | None = None,
+    seed: int = 0,
+    runner=None,
+    truth_accuracy=None,
+    previous: PreviousModel | None = None,
+) -> TrainingResult:
+    """Train one timeframe's pooled model: grid x folds -> winner -> final fit -> artifact.
+
+    ``runner(tasks)`` evaluates a list of ``(frame, fold, cell)`` tasks and returns their
+    :class:`CellResult`; the default runs them here, one after the other (the engines
+    layer passes a Ray runner). ``truth_accuracy(pipeline, hmm, frame)`` optionally scores
+    the final model against known regimes (synthetic data) into its metrics.
+    """
+    import json
+    import pickle
+    import platform as _platform
+    from datetime import UTC, datetime
+
+    import yaml
+
+    from regimes import __version__
+    from regimes.config.metadata import ModelMetadata
+    from regimes.model.artifact import write_artifact
+    from regimes.paths import inputs_hash, make_model_id
+
+    frame = load_training_frame(engine, config, timeframe, symbols)
+    frame, skipped = drop_short_symbols(frame)
+    splits = config.timeframes.preprocessing.splits
+    folds = walk_forward_splits(frame["ts"], splits)
+    cells = expand_grid(config, timeframe, grid)
+    tasks = [(fold, cell) for cell in cells for fold in folds]
+    if runner is None:
+        results = [
+            evaluate_cell(frame, fold, cell, config, timeframe, seed, previous)
+            for fold, cell in tasks
+        ]
+    else:
+        results = runner(frame, tasks, config, timeframe, seed, previous)
+    summary = summarize_grid(results, len(folds))
+    winner, rule = select_winner(summary)
+    cell = next(c for c in cells if c.key == winner["cell"])
+
+    # Final model: the last fold's training window; its validation window calibrates the
+    # OOD threshold and is where the reported metrics come from; its test window stays out.
+    last = folds[-1]
+    selection = previous.pipeline.features_ if previous is not None else None
+    pipeline, hmm = fit_cell(frame, last, cell, config, timeframe, seed, selection)
+    validation = frame.loc[last.mask(frame["ts"], "validation")]
+    z_val, Z_val, lengths_val = z_sequences(pipeline.transform(validation), pipeline.d)
+    log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
+    alignment = None
+    if previous is not None:
+        # State k of the new model means what state k of the production model meant.
+        from regimes.model.hmm.alignment import relabel
+
+        alignment = align_to_previous(previous, z_val, log_alpha, validation)
+        hmm.params_ = relabel(hmm.params_, alignment.mapping)
+        log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
+    states = log_alpha.argmax(axis=1)
+    stats_rows = z_val[["symbol", "ts"]].merge(validation, on=["symbol", "ts"], how="left")
+    labels = state_labels(
+        state_statistics(
+            states,
+            stats_rows["rv_15"].to_numpy() if "rv_15" in stats_rows else np.zeros(len(states)),
+            stats_rows["r5"].to_numpy() if "r5" in stats_rows else np.zeros(len(states)),
+            stats_rows["relvol_60"].to_numpy()
+            if "relvol_60" in stats_rows
+            else np.ones(len(states)),
+            hmm.K,
+        )
+    )
+    scores = hmm.information_criteria(Z_val, lengths_val)
+    metrics = {
+        "selection_rule": rule,
+        "winner": winner.dropna().to_dict(),
+        "grid": json.loads(summary.to_json(orient="records")),
+        "folds": [f.as_dict() for f in folds],
+        "validation": {
+            "loglik_per_bar": float(loglik.mean()),
+            "bic": float(scores["bic"]),
+            "aic": float(scores["aic"]),
+            "mean_dwell": float(mean_dwell(states, lengths_val)),
+            "occupancy_balance": occupancy_balance(states, hmm.K),
+            "entropy": float(entropy(log_alpha).mean()),
+            "bars": int(len(Z_val)),
+        },
+        "hmm_restarts": hmm.restarts_,
+        "selected_features": pipeline.features_,
+        "dropped_features": pipeline.selection_.dropped,
+        "fit_ranges": pipeline.summary().fit_ranges,
+        "skipped_symbols": skipped,
+        "alignment_to_production": None
+        if alignment is None
+        else {"model_id": previous.model_id, **alignment.as_dict()},
+    }
+    if truth_accuracy is not None:
+        metrics["truth"] = truth_accuracy(pipeline, hmm, frame, last)
+    ood_threshold = float(np.quantile(loglik, OOD_QUANTILE))
+
+    resolved = {
+        "timeframe": timeframe,
+        "cell": cell.key,
+        "grid": [c.key for c in cells],
+        "feature_spec_sha256": config.features.fingerprint(),
+        "timeframe_config": config.timeframe(timeframe).model_dump(mode="json"),
+        "preprocessing": config.timeframes.preprocessing.model_dump(mode="json"),
+        "session": None
+        if config.timeframes.session is None
+        else config.timeframes.session.model_dump(mode="json"),
+        "universe": sorted(frame["symbol"].unique().tolist()),
+        "aligned_to": None if previous is None else previous.model_id,
+    }
+    train_end = last.train_end
+    digest = inputs_hash(resolved, data_fingerprint(frame), seed)
+    model_id = make_model_id(timeframe, train_end.to_pydatetime(), digest)
+
+    tf = config.timeframe(timeframe)
+    encoder_bytes = pickle.dumps(_stable(pipeline.encoder_), protocol=pickle.HIGHEST_PROTOCOL)
+    files = {
+        "pipeline.pkl": pickle.dumps(_stable_pipeline(pipeline), protocol=pickle.HIGHEST_PROTOCOL),
+        "scaler.pkl": pickle.dumps(
+            {"features": pipeline.features_, "scaler": pipeline.scaler_},
+            protocol=pickle.HIGHEST_PROTOCOL,
+        ),
+        "encoder.pkl": encoder_bytes,
+        "hmm.pkl": pickle.dumps(_stable(hmm), protocol=pickle.HIGHEST_PROTOCOL),
+        "feature_spec.yaml": yaml.safe_dump(
+            config.features.model_dump(mode="json"), sort_keys=True
+        ).encode(),
+        "resolved_config.json": json.dumps(resolved, sort_keys=True, indent=2).encode(),
+    }
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path = pipeline.encoder_.export_onnx(Path(scratch) / "encoder.onnx")
+        files["encoder.onnx"] = onnx_path.read_bytes()
+    window = {
+        "start": frame.loc[last.mask(frame["ts"], "train"), "ts"].min().isoformat(),
+        "end": train_end.isoformat(),
+    }
+    metadata = ModelMetadata(
+        model_id=model_id,
+        timeframe=timeframe,
+        created_at=datetime.now(UTC),
+        training_window=window,
+        K=hmm.K,
+        d=pipeline.d,
+        covariance_type=cell.covariance_type,
+        encoder=cell.encoder,
+        universe=resolved["universe"],
+        feature_names=pipeline.features_,
+        versions={
+            "regimes": __version__,
+            "python": _platform.python_version(),
+            "packages": package_versions(),
+            "git_revision": git_revision(),
+            "feature_spec_version": config.features.version,
+            "feature_spec_sha256": config.features.fingerprint(),
+        },
+        seed=seed,
+        state_ttl=tf.state_ttl,
+        metrics=metrics,
+        ood_threshold=ood_threshold,
+        anti_chatter=tf.anti_chatter,
+        state_labels=labels,
+        files={name: "0" * 64 for name in files},  # replaced by the real hashes below
+    )
+    payload = json.loads(metadata.to_json())
+    payload.pop("files")
+    path = write_artifact(models_root, timeframe, model_id, files, payload)
+    return TrainingResult(
+        timeframe, model_id, str(path), winner.dropna().to_dict(), summary, payload, rule
+    )
+
+
+def _stable_pipeline(pipeline: StateVectorPipeline):
+    clone = _stable(pipeline)
+    clone.encoder_ = _stable(pipeline.encoder_)
+    return clone
+
+
+MIN_SYMBOL_ROWS = 100
+
+
+def drop_short_symbols(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Leave out symbols with fewer than :data:`MIN_SYMBOL_ROWS` usable rows (neither
+    warm-up nor gap), each named in a warning and returned; refuse if none is left."""
+    usable = ~(frame["is_warmup"] | frame["is_gap"])
+    counts = usable.groupby(frame["symbol"]).sum()
+    short = {str(s): int(n) for s, n in counts.items() if n < MIN_SYMBOL_ROWS}
+    for symbol, rows in short.items():
+        logger.warning(
+            "training: %s left out: %d usable rows, fewer than %d", symbol, rows, MIN_SYMBOL_ROWS
+        )
+    if len(short) == len(counts):
+        raise BadInputError(
+            f"training: no symbol has {MIN_SYMBOL_ROWS} usable rows "
+            f"({', '.join(f'{s}: {n}' for s, n in short.items())}); a longer history is needed"
+        )
+    return frame[~frame["symbol"].isin(short)].reset_index(drop=True), short

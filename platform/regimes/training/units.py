@@ -1,0 +1,97 @@
+"""Training scopes (pooled or per symbol) and the train-and-register unit the CLI and flows run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from regimes.config.loading import PlatformConfig
+from regimes.errors import BadInputError
+from regimes.training.grid import PreviousModel
+from regimes.training.train import train_timeframe
+
+logger = logging.getLogger(__name__)
+
+
+SCOPES = frozenset({"pooled", "symbol"})
+
+
+def scope_units(
+    engine, timeframes: Sequence[str], symbols: Sequence[str] | None, scope: str
+) -> list[tuple[str, list[str] | None]]:
+    """What gets a model: one pooled model per timeframe (``pooled``, the default) over
+    ``symbols`` (all with features when None), or one model per (timeframe, symbol)."""
+    from regimes.data import sql as db
+
+    if scope not in SCOPES:
+        raise BadInputError(f"scope: expected one of {sorted(SCOPES)}, got {scope!r}")
+    if scope == "pooled":
+        return [(timeframe, list(symbols) if symbols else None) for timeframe in timeframes]
+    stored = db.features_summary(engine)
+    units = []
+    for timeframe in timeframes:
+        available = sorted(stored.loc[stored["timeframe"] == timeframe, "symbol"])
+        chosen = list(symbols) if symbols else available
+        missing = [s for s in chosen if s not in available]
+        if missing:
+            raise BadInputError(f"scope symbol: no {timeframe} features for {missing}")
+        units.extend((timeframe, [symbol]) for symbol in chosen)
+    return units
+
+
+def train_and_register(
+    engine,
+    config: PlatformConfig,
+    home,
+    models_dir,
+    timeframe: str,
+    *,
+    symbols: Sequence[str] | None,
+    grid: dict | None,
+    seed: int,
+    runner=None,
+    actor: str,
+) -> dict:
+    """One training unit as the CLI and the flow run it: align to the timeframe's
+    production model when there is one (pooled scope), train, register the winner as a
+    candidate, and return a summary row."""
+    from regimes.storage.registry import Registry
+
+    registry = Registry.at_home(home)
+    production = registry.production(timeframe) if symbols is None else None
+    previous = (
+        PreviousModel.load(registry.artifact_path(timeframe, production)) if production else None
+    )
+    result = train_timeframe(
+        engine,
+        config,
+        timeframe,
+        models_dir,
+        symbols=symbols,
+        grid=grid,
+        seed=seed,
+        runner=runner,
+        previous=previous,
+    )
+    if registry.status(timeframe, result.model_id) is None:
+        registry.transition(
+            timeframe,
+            result.model_id,
+            "candidate",
+            actor=actor,
+            reason=f"grid winner {result.winner['cell']}",
+            artifact_path=result.path,
+        )
+    validation = result.metadata["metrics"]["validation"]
+    return {
+        "timeframe": timeframe,
+        "model_id": result.model_id,
+        "path": result.path,
+        "cell": result.winner["cell"],
+        "K": result.metadata["K"],
+        "d": result.metadata["d"],
+        "covariance": result.metadata["covariance_type"],
+        "val_loglik_per_bar": validation["loglik_per_bar"],
+        "val_bic": validation["bic"],
+        "status": registry.status(timeframe, result.model_id),
+    }
