@@ -13,11 +13,9 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from regimes.answers import UNKNOWN
 from regimes.errors import BadInputError
 from regimes.timeframes import TIMEFRAME_DURATION, check_timeframe
-
-UNKNOWN_STATE = -1
-"""``state_id`` of a bar whose regime is not trusted (OOD, warming up, stale, gap)."""
 
 
 def _utc(value: datetime, what: str) -> datetime:
@@ -131,7 +129,7 @@ class HMMOutput:
 
     ``posterior`` is the filtered posterior alpha_t (K values summing to 1);
     ``raw_state_id`` is its argmax before anti-chatter; ``state_id`` is the published
-    state after anti-chatter, or :data:`UNKNOWN_STATE` with ``ood_reason`` set.
+    state after anti-chatter, or :data:`regimes.answers.UNKNOWN` with ``ood_reason`` set.
     """
 
     symbol: str
@@ -159,8 +157,10 @@ class HMMOutput:
         K = posterior.shape[0]
         if not 0 <= self.raw_state_id < K:
             raise BadInputError(f"HMMOutput.raw_state_id {self.raw_state_id} outside 0..{K - 1}")
-        if self.is_unknown != (self.state_id == UNKNOWN_STATE):
-            raise BadInputError("HMMOutput: is_unknown must hold exactly when state_id == -1")
+        if self.is_unknown != (self.state_id == UNKNOWN):
+            raise BadInputError(
+                f"HMMOutput: is_unknown must hold exactly when state_id == {UNKNOWN}"
+            )
         if not self.is_unknown and not 0 <= self.state_id < K:
             raise BadInputError(f"HMMOutput.state_id {self.state_id} outside 0..{K - 1}")
         if self.is_unknown and not self.ood_reason:

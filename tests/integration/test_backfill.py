@@ -21,6 +21,7 @@ from regimes.data.synth import SynthConfig, generate
 from regimes.errors import BadInputError
 from regimes.features.store import plan_units, run_features
 from regimes.live.engine import InferenceEngine
+from regimes.model.loaded import LoadedModel
 from regimes.storage.backfill import plan_backfill, run_backfill
 from regimes.storage.recording import record_states
 from regimes.storage.registry import Registry
@@ -55,7 +56,7 @@ def trained(tmp_path_factory):
         "15m", result.model_id, "candidate", actor="t", reason="test", artifact_path=result.path
     )
     bars = db.read_bars(engine, "15m")
-    expected = InferenceEngine(result.path, CONFIG).replay_batch(bars)
+    expected = InferenceEngine(LoadedModel.load(result.path)).replay_batch(bars)
     engine.dispose()
     return home, url, result, expected
 

@@ -14,6 +14,7 @@ from regimes.errors import BadInputError
 from regimes.features.store import plan_units, run_features
 from regimes.live.engine import ANSWER_REASONS, DatabaseHistory, InferenceEngine
 from regimes.model.hmm.filtering import filter_sequences
+from regimes.model.loaded import LoadedModel
 from regimes.model.pipeline import load_training_frame
 from regimes.training.grid import z_sequences
 from regimes.training.train import train_timeframe
@@ -43,7 +44,7 @@ def model(tmp_path_factory):
 
 def test_bar_by_bar_replay_equals_the_batch_path(model):
     engine, result = model
-    live = InferenceEngine(result.path, CONFIG)
+    live = InferenceEngine(LoadedModel.load(result.path))
     bars = db.read_bars(engine, "15m")
     answers = pd.concat(
         [live.step(group) for _, group in bars.groupby("ts", sort=True)], ignore_index=True
@@ -79,13 +80,13 @@ def test_a_restart_midway_gives_the_same_answers(model, tmp_path):
     engine, result = model
     bars = db.read_bars(engine, "15m")
     steps = [group for _, group in bars.groupby("ts", sort=True)]
-    straight = InferenceEngine(result.path, CONFIG)
+    straight = InferenceEngine(LoadedModel.load(result.path))
     expected = pd.concat([straight.step(g) for g in steps], ignore_index=True)
-    first = InferenceEngine(result.path, CONFIG)
+    first = InferenceEngine(LoadedModel.load(result.path))
     half = len(steps) // 2
     answers = [first.step(g) for g in steps[:half]]
     path = first.save(tmp_path / "engine.npz")
-    second = InferenceEngine(result.path, CONFIG).load(path)
+    second = InferenceEngine(LoadedModel.load(result.path)).load(path)
     answers += [second.step(g) for g in steps[half:]]
     pd.testing.assert_frame_equal(pd.concat(answers, ignore_index=True), expected)
 
@@ -158,8 +159,8 @@ def _steps(engine):
 def test_bad_rows_are_refused_one_by_one_and_change_nothing_else(model):
     engine, result = model
     steps = _steps(engine)
-    live = InferenceEngine(result.path, CONFIG)
-    reference = InferenceEngine(result.path, CONFIG)
+    live = InferenceEngine(LoadedModel.load(result.path))
+    reference = InferenceEngine(LoadedModel.load(result.path))
     for group in steps[:150]:
         live.step(group)
         reference.step(group)
@@ -208,10 +209,10 @@ def test_a_new_symbol_warms_up_from_database_history(model):
     engine, result = model
     steps = _steps(engine)
     start = 400
-    straight = InferenceEngine(result.path, CONFIG)
+    straight = InferenceEngine(LoadedModel.load(result.path))
     expected = pd.concat([straight.step(g) for g in steps], ignore_index=True)
     expected = expected[expected["ts"] >= steps[start]["ts"].iloc[0]].reset_index(drop=True)
-    cold = InferenceEngine(result.path, CONFIG, history=DatabaseHistory(engine, "15m"))
+    cold = InferenceEngine(LoadedModel.load(result.path), history=DatabaseHistory(engine, "15m"))
     late = pd.concat([cold.step(g) for g in steps[start:]], ignore_index=True)
     assert cold.counters()["cold_started"] == 2
     assert late["ood_reason"].iloc[:2].ne("warming up").all()
@@ -223,7 +224,7 @@ def test_a_new_symbol_warms_up_from_database_history(model):
     p = [f"p_{k:02d}" for k in range(cold.K)]
     assert np.nanmax(np.abs(late.loc[tail, p].to_numpy() - expected.loc[tail, p].to_numpy())) < 1e-6
     # Without history the same engine start reports "warming up" first.
-    blind = InferenceEngine(result.path, CONFIG)
+    blind = InferenceEngine(LoadedModel.load(result.path))
     first = blind.step(steps[start])
     assert set(first["ood_reason"]) == {"warming up"}
     assert blind.counters()["cold_started"] == 0
@@ -231,7 +232,7 @@ def test_a_new_symbol_warms_up_from_database_history(model):
 
 def test_counters_for_a_monitor(model):
     engine, result = model
-    live = InferenceEngine(result.path, CONFIG)
+    live = InferenceEngine(LoadedModel.load(result.path))
     answers = pd.concat([live.step(g) for g in _steps(engine)], ignore_index=True)
     counters = live.counters()
     assert counters["bars"] == len(answers)
@@ -250,27 +251,27 @@ def test_counters_for_a_monitor(model):
 
 def test_snapshots_are_npz_and_refused_when_they_do_not_fit(model, tmp_path):
     engine, result = model
-    live = InferenceEngine(result.path, CONFIG)
+    live = InferenceEngine(LoadedModel.load(result.path))
     for group in _steps(engine)[:50]:
         live.step(group)
     path = live.save(tmp_path / "engine.npz")
     with np.load(path, allow_pickle=False) as data:
         assert "engine/log_alpha" in data.files
-    restored = InferenceEngine(result.path, CONFIG).load(path)
+    restored = InferenceEngine(LoadedModel.load(result.path)).load(path)
     assert restored.counters() == live.counters()
     state = live.snapshot()
     state["engine/model_id"] = np.array("other-model")
     with pytest.raises(BadInputError, match="snapshot is of model other-model"):
-        InferenceEngine(result.path, CONFIG).restore(state)
+        InferenceEngine(LoadedModel.load(result.path)).restore(state)
     state = live.snapshot()
     state["engine/window"] = state["engine/window"][:1]
     with pytest.raises(BadInputError, match="engine/window"):
-        InferenceEngine(result.path, CONFIG).restore(state)
+        InferenceEngine(LoadedModel.load(result.path)).restore(state)
     (tmp_path / "junk.npz").write_bytes(b"not a snapshot")
     with pytest.raises(BadInputError, match="not an engine snapshot"):
-        InferenceEngine(result.path, CONFIG).load(tmp_path / "junk.npz")
+        InferenceEngine(LoadedModel.load(result.path)).load(tmp_path / "junk.npz")
     with pytest.raises(BadInputError, match="no engine snapshot"):
-        InferenceEngine(result.path, CONFIG).load(tmp_path / "missing.npz")
+        InferenceEngine(LoadedModel.load(result.path)).load(tmp_path / "missing.npz")
 
 
 def test_open_engine_runs_the_production_model_by_default(model, tmp_path):
@@ -284,30 +285,30 @@ def test_open_engine_runs_the_production_model_by_default(model, tmp_path):
     registry = Registry(str(tmp_path / "registry"))
     models = tmp_path / "models"
     with pytest.raises(BadInputError, match="no production model for 15m"):
-        open_engine(CONFIG, models, registry, "15m")
+        open_engine(models, registry, "15m")
     copy = models / "timeframe=15m" / f"model_id={result.model_id}"
     shutil.copytree(result.path, copy)
     registry.transition("15m", result.model_id, "candidate", actor="t", reason="test")
     registry.transition("15m", result.model_id, "production", actor="t", reason="test")
-    assert open_engine(CONFIG, models, registry, "15m").model_id == result.model_id
+    assert open_engine(models, registry, "15m").model_id == result.model_id
     with pytest.raises(BadInputError, match="no artifact"):
-        open_engine(CONFIG, models, registry, "15m", model_id="15m-missing")
+        open_engine(models, registry, "15m", model_id="15m-missing")
     with pytest.raises(BadInputError, match="is a 15m model, not 1h"):
         shutil.copytree(copy, models / "timeframe=1h" / f"model_id={result.model_id}")
-        open_engine(CONFIG, models, registry, "1h", model_id=result.model_id)
+        open_engine(models, registry, "1h", model_id=result.model_id)
     with open(copy / "hmm.pkl", "ab") as handle:
         handle.write(b"tampered")
     with pytest.raises(ArtifactIntegrityError):
-        open_engine(CONFIG, models, registry, "15m")
+        open_engine(models, registry, "15m")
 
 
 def test_the_offline_batch_path_gives_the_engines_answers(model):
     engine, result = model
     bars = db.read_bars(engine, "15m")
-    live = InferenceEngine(result.path, CONFIG)
+    live = InferenceEngine(LoadedModel.load(result.path))
     stepped = pd.concat([live.step(g) for _, g in bars.groupby("ts", sort=True)])
     stepped = stepped.sort_values(["symbol", "ts"]).reset_index(drop=True)
-    fresh = InferenceEngine(result.path, CONFIG)
+    fresh = InferenceEngine(LoadedModel.load(result.path))
     batch = fresh.replay_batch(bars.sample(frac=1.0, random_state=0))  # any row order
     assert fresh.counters()["bars"] == 0 and fresh.symbols == []
     exact = ["symbol", "ts", "timeframe", "model_id", "state_id", "raw_state_id", "is_unknown"]
@@ -326,11 +327,11 @@ def test_the_offline_batch_path_gives_the_engines_answers(model):
 def test_a_snapshot_that_does_not_fit_changes_nothing(model, tmp_path):
     engine, result = model
     steps = _steps(engine)
-    live = InferenceEngine(result.path, CONFIG)
+    live = InferenceEngine(LoadedModel.load(result.path))
     for group in steps[:60]:
         live.step(group)
     good = live.snapshot()
-    target = InferenceEngine(result.path, CONFIG)
+    target = InferenceEngine(LoadedModel.load(result.path))
     for group in steps[:30]:
         target.step(group)
     before = target.snapshot()
@@ -352,7 +353,7 @@ def test_a_snapshot_that_does_not_fit_changes_nothing(model, tmp_path):
 def test_a_text_price_cell_or_missing_ts_refuses_only_its_row(model):
     engine, result = model
     steps = _steps(engine)
-    live = InferenceEngine(result.path, CONFIG)
+    live = InferenceEngine(LoadedModel.load(result.path))
     for group in steps[:40]:
         live.step(group)
     batch = steps[40].astype({"close": object})
@@ -378,7 +379,7 @@ def test_cold_start_warm_up_switches_are_not_counted(model):
         rows = bars[bars["symbol"].isin(symbols) & (bars["ts"] < before)]
         return rows.groupby("symbol").tail(n)
 
-    live = InferenceEngine(result.path, CONFIG, history=history)
+    live = InferenceEngine(LoadedModel.load(result.path), history=history)
     live.step(steps[400])
     counts = live.switch_counts()
     # At most the live bar's own switch; none of the warm-up's (it had 8 for SYN000).

@@ -15,6 +15,7 @@ from regimes.features.store import plan_units, run_features
 from regimes.live import antichatter
 from regimes.live.engine import InferenceEngine
 from regimes.model.hmm.filtering import GaussianHMMParams, filter_sequences
+from regimes.model.loaded import LoadedModel
 from regimes.training.grid import OOD_QUANTILE
 from regimes.training.train import train_timeframe
 from tests.model.conftest import CONFIG
@@ -125,7 +126,7 @@ def _volatility_times(bars: pd.DataFrame, factor: float) -> pd.DataFrame:
 
 
 def _flag_rate(path, bars):
-    engine = InferenceEngine(path, CONFIG)
+    engine = InferenceEngine(LoadedModel.load(path))
     answers = pd.concat([engine.step(g) for _, g in bars.groupby("ts", sort=True)])
     encoded = answers.dropna(subset=["p_00"])
     assert len(encoded) > 1000

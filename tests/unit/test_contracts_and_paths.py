@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regimes.contracts import UNKNOWN_STATE, Bar, FeatureVector, HMMOutput, LatentStateVector
+from regimes.answers import UNKNOWN
+from regimes.contracts import Bar, FeatureVector, HMMOutput, LatentStateVector
 from regimes.errors import BadInputError, UnsafeNameError
 from regimes.paths import (
     artifact_dir,
@@ -88,7 +89,7 @@ def test_hmm_output_invariants():
     unknown = HMMOutput(
         **common,
         posterior=[0.4, 0.3, 0.3],
-        state_id=UNKNOWN_STATE,
+        state_id=UNKNOWN,
         raw_state_id=0,
         state_prob=0.4,
         is_unknown=True,

@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
+from regimes.answers import CURRENT_STATE_COLUMNS, field_named
 from regimes.config.spec import FIXED_FEATURES
 from regimes.errors import BadInputError, StoreError
 from regimes.paths import check_symbol
@@ -119,16 +120,30 @@ computed_features = Table(
     Column("feature_spec_sha256", String(64), nullable=False, default=""),
 )
 
+_SQL_TYPES = {"timestamp": UTCDateTime, "int64": Integer, "bool": Boolean}
+_NAME_LENGTHS = {"symbol": 64, "timeframe": 8, "model_id": 64}
+
+
+def _answer_column(name: str) -> Column:
+    """A ``current_states`` column from the answer schema (:mod:`regimes.answers`).
+
+    Every mirrored value is NOT NULL: the mirror stores ``state_prob`` 0.0 for an
+    UNKNOWN answer without a posterior (see ``latest_per_symbol``).
+    """
+    field = field_named(name)
+    if field.dtype == "string":
+        sql_type = String(_NAME_LENGTHS[name])
+    elif field.dtype == "float64":
+        sql_type = Float(53)
+    else:
+        sql_type = _SQL_TYPES[field.dtype]()
+    return Column(name, sql_type, primary_key=name in ("symbol", "timeframe"), nullable=False)
+
+
 current_states = Table(
     "current_states",
     metadata,
-    Column("symbol", String(64), primary_key=True),
-    Column("timeframe", String(8), primary_key=True),
-    Column("model_id", String(64), nullable=False),
-    Column("ts", UTCDateTime(), nullable=False),
-    Column("state_id", Integer, nullable=False),
-    Column("state_prob", Float(53), nullable=False),
-    Column("is_unknown", Boolean, nullable=False),
+    *[_answer_column(name) for name in CURRENT_STATE_COLUMNS],
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
@@ -421,7 +436,7 @@ def upsert_current_states(engine: Engine, frame: pd.DataFrame) -> int:
     A row older than the stored one for the same key never replaces it, also when two
     writers race: the comparison is part of the upsert statement.
     """
-    columns = ("symbol", "timeframe", "model_id", "ts", "state_id", "state_prob", "is_unknown")
+    columns = CURRENT_STATE_COLUMNS
     _require_columns(frame, columns, "current_states")
     data = frame.loc[:, list(columns)].sort_values("ts").groupby(["symbol", "timeframe"]).tail(1)
     data = data.assign(updated_at=pd.Timestamp.now(tz="UTC"))

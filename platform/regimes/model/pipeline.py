@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from regimes.config.loading import PlatformConfig
+from regimes.config.spec import FeatureSpec
 from regimes.data import sql as db
 from regimes.errors import BadInputError
 from regimes.features.selection import selected_features
@@ -92,6 +93,8 @@ class StateVectorPipeline:
     Parameters
     ----------
     config : PlatformConfig
+        Read by :meth:`fit` only; the fitted pipeline keeps the feature spec it used
+        (``spec_``), so its transforms never follow a later config.
     timeframe : str
     encoder : {"pca", "window", "vae"}
     latent_dim : int, optional
@@ -107,7 +110,7 @@ class StateVectorPipeline:
 
     def __init__(
         self,
-        config: PlatformConfig,
+        config: PlatformConfig | None,
         timeframe: str,
         encoder: str = "pca",
         latent_dim: int | None = None,
@@ -134,6 +137,8 @@ class StateVectorPipeline:
     def fit(self, train: pd.DataFrame) -> StateVectorPipeline:
         """Fit every stage on ``train`` (rows of the training window only)."""
         spec = self.config.features
+        # Transforms use the spec the pipeline was fitted with, never a later config.
+        self.spec_ = spec
         tf_config = self.config.timeframe(self.timeframe)
         pre = self.config.timeframes.preprocessing
         candidates = list(selected_features(spec, tf_config))
@@ -202,6 +207,42 @@ class StateVectorPipeline:
             all_rows.append(rows + start)
         return np.concatenate(all_windows), np.concatenate(all_rows)
 
+    # -- storing and rebuilding
+
+    def own_state(self) -> dict[str, Any]:
+        """What a fitted pipeline holds besides its scaler and encoder (JSON-ready).
+
+        With ``scaler_``, ``encoder_`` and the feature spec it is all
+        :meth:`from_parts` needs to rebuild a pipeline that transforms as this one does.
+        """
+        self._check_fitted()
+        return {
+            "timeframe": self.timeframe,
+            "encoder": self.encoder_kind,
+            "window_length": int(self.window_length),
+            "features": list(self.features_),
+        }
+
+    @classmethod
+    def from_parts(
+        cls, spec: FeatureSpec, own_state: dict[str, Any], scaler: RobustPowerScaler, encoder
+    ) -> StateVectorPipeline:
+        """A fitted pipeline from its stored parts (see :meth:`own_state`): it transforms
+        like the one that was fitted; its fit-time diagnostics (selection, fit ranges) are
+        not part of it and live in the artifact's metadata."""
+        pipeline = cls(
+            None,
+            own_state["timeframe"],
+            own_state["encoder"],
+            latent_dim=encoder.d,
+            window_length=own_state["window_length"],
+        )
+        pipeline.spec_ = spec
+        pipeline.features_ = list(own_state["features"])
+        pipeline.scaler_ = scaler
+        pipeline.encoder_ = encoder
+        return pipeline
+
     # -- transform
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -213,7 +254,7 @@ class StateVectorPipeline:
         self._check_fitted()
         _require(frame, ["symbol", "ts", "close", "is_warmup", "is_gap", *self.features_])
         frame = frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
-        stationary = stationarize(frame, self.config.features, self.features_, frame["close"])
+        stationary = stationarize(frame, self.spec_, self.features_, frame["close"])
         windows, rows = self._windows(frame, stationary)
         z = self.encoder_.transform(windows) if len(windows) else np.empty((0, self.d))
         out = pd.DataFrame(z, columns=[f"z_{k:02d}" for k in range(self.d)])

@@ -38,6 +38,7 @@ from regimes.data import sql as db
 from regimes.errors import BadInputError
 from regimes.live.engine import InferenceEngine
 from regimes.model.artifact import verify_artifact
+from regimes.model.loaded import LoadedModel
 from regimes.paths import artifact_dir, check_model_id, check_timeframe_name
 from regimes.storage.recording import DEFAULT_ROWS_PER_COMMIT, _mirror, record_states
 from regimes.storage.registry import Registry
@@ -142,7 +143,7 @@ def backfill_unit(
         raise BadInputError(f"rows_per_commit: expected >= 1, got {rows_per_commit}")
     started = time.perf_counter()
     result = BackfillResult(unit.timeframe, unit.model_id, unit.symbols)
-    live = InferenceEngine(unit.artifact, config)
+    live = InferenceEngine(LoadedModel.load(unit.artifact))
     bars = db.read_bars(engine, unit.timeframe, list(unit.symbols))
     result.bars = len(bars)
     answers = live.replay_batch(bars)

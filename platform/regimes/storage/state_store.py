@@ -69,7 +69,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from regimes.contracts import UNKNOWN_STATE
+from regimes.answers import (
+    CURRENT_STATE_COLUMNS,
+    LATENT_FIELDS,
+    P_WIDTH,
+    POSTERIOR_FIELDS,
+    SCALAR_COLUMNS,
+    STORED_FIELDS,
+    UNKNOWN,
+    Z_WIDTH,
+)
 from regimes.errors import BadInputError, RegimesError, StoreError, UnsafeNameError
 from regimes.paths import check_model_id, check_symbol, check_timeframe_name
 from regimes.storage.registry import Registry
@@ -80,55 +89,27 @@ logger = logging.getLogger(__name__)
 
 # =========================================================================== state store
 
-Z_WIDTH = 16
+Z_COLUMNS = tuple(f.name for f in LATENT_FIELDS)
 """Latent columns the store holds, ``z_00..z_15`` (the largest d the config allows)."""
-P_WIDTH = 16
+P_COLUMNS = tuple(f.name for f in POSTERIOR_FIELDS)
 """Posterior columns the store holds, ``p_00..p_15`` (the largest K the config allows)."""
-Z_COLUMNS = tuple(f"z_{k:02d}" for k in range(Z_WIDTH))
-P_COLUMNS = tuple(f"p_{k:02d}" for k in range(P_WIDTH))
 KEY_COLUMNS = ("symbol", "timeframe", "model_id", "ts")
 """One row per key: a MERGE on these replaces the stored row."""
 PARTITION_COLUMNS = ("timeframe", "model_id", "symbol", "date")
 """Directory levels on disk, outermost first; ``date`` is ts's UTC day, YYYY-MM-DD."""
-REQUIRED_COLUMNS = (
-    "symbol",
-    "ts",
-    "timeframe",
-    "model_id",
-    "state_id",
-    "raw_state_id",
-    "state_prob",
-    "loglik",
-    "entropy",
-    "is_unknown",
-    "ood_reason",
-)
+REQUIRED_COLUMNS = SCALAR_COLUMNS
 """Columns every batch carries besides ``z_00..z_{d-1}`` and ``p_00..p_{K-1}``."""
-CURRENT_STATE_COLUMNS = (
-    "symbol",
-    "timeframe",
-    "model_id",
-    "ts",
-    "state_id",
-    "state_prob",
-    "is_unknown",
-)
-"""What :func:`regimes.data.sql.upsert_current_states` takes (see :func:`latest_per_symbol`)."""
+# CURRENT_STATE_COLUMNS (from regimes.answers): what upsert_current_states takes.
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+}
 STATE_SCHEMA = pa.schema(
     [
-        pa.field("symbol", pa.string(), nullable=False),
-        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("timeframe", pa.string(), nullable=False),
-        pa.field("model_id", pa.string(), nullable=False),
-        *[pa.field(name, pa.float64()) for name in Z_COLUMNS],
-        *[pa.field(name, pa.float64()) for name in P_COLUMNS],
-        pa.field("state_id", pa.int64(), nullable=False),
-        pa.field("raw_state_id", pa.int64(), nullable=False),
-        pa.field("state_prob", pa.float64()),
-        pa.field("loglik", pa.float64()),
-        pa.field("entropy", pa.float64()),
-        pa.field("is_unknown", pa.bool_(), nullable=False),
-        pa.field("ood_reason", pa.string()),
+        *[pa.field(f.name, _ARROW_TYPES[f.dtype], nullable=f.nullable) for f in STORED_FIELDS],
         pa.field("date", pa.string(), nullable=False),
     ]
 )
@@ -659,15 +640,15 @@ def to_state_table(frame: pd.DataFrame, d: int, K: int) -> pa.Table:
         if column == "state_prob":
             _check_probability(values, column)
         arrays[column] = pa.array(values, pa.float64(), from_pandas=True)
-    state_id = _integers(frame["state_id"], "state_id", UNKNOWN_STATE, K - 1)
-    raw_state_id = _integers(frame["raw_state_id"], "raw_state_id", UNKNOWN_STATE, K - 1)
+    state_id = _integers(frame["state_id"], "state_id", UNKNOWN, K - 1)
+    raw_state_id = _integers(frame["raw_state_id"], "raw_state_id", UNKNOWN, K - 1)
     is_unknown = _booleans(frame["is_unknown"], "is_unknown")
     ood_reason = _optional_strings(frame["ood_reason"], "ood_reason")
-    if (wrong := is_unknown != (state_id == UNKNOWN_STATE)).any():
+    if (wrong := is_unknown != (state_id == UNKNOWN)).any():
         row = _first(wrong)
         raise BadInputError(
             f"states: row {row}: is_unknown is {bool(is_unknown[row])} but state_id is "
-            f"{state_id[row]}; is_unknown holds exactly when state_id == {UNKNOWN_STATE}"
+            f"{state_id[row]}; is_unknown holds exactly when state_id == {UNKNOWN}"
         )
     if (silent := is_unknown & pd.isna(ood_reason)).any():
         raise BadInputError(
@@ -860,7 +841,7 @@ def _integers(series: pd.Series, column: str, low: int, high: int) -> np.ndarray
         row = _first(outside)
         raise BadInputError(
             f"states: column {column}, row {row}: {values[row]} outside {low}..{high} "
-            f"({UNKNOWN_STATE} = UNKNOWN, then the model's K states)"
+            f"({UNKNOWN} = UNKNOWN, then the model's K states)"
         )
     return values
 

@@ -30,16 +30,15 @@ def accuracy_against_truth(engine, config: PlatformConfig, path, truth: pd.DataF
 
     Only symbols present in ``truth`` are scored; returns an empty dict if none is.
     """
-    from regimes.model.artifact import load_pickle, verify_artifact
     from regimes.model.hmm.evaluation import headline_accuracy, matched_accuracy, truth_for_bars
+    from regimes.model.loaded import LoadedModel
 
-    metadata = verify_artifact(path)
-    timeframe = metadata["timeframe"]
+    model = LoadedModel.load(path)
+    metadata, timeframe = model.metadata, model.timeframe
     known = sorted(set(metadata["universe"]) & set(truth["symbol"].unique()))
     if not known:
         return {}
-    pipeline = load_pickle(path, "pipeline.pkl", metadata)
-    hmm = load_pickle(path, "hmm.pkl", metadata)
+    pipeline, hmm = model.pipeline, model.hmm
     fold = metadata["metrics"]["folds"][-1]
     frame = load_training_frame(engine, config, timeframe, known)
     window = frame[

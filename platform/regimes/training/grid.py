@@ -159,14 +159,10 @@ class PreviousModel:
 
     @classmethod
     def load(cls, path) -> PreviousModel:
-        from regimes.model.artifact import load_pickle, verify_artifact
+        from regimes.model.loaded import LoadedModel
 
-        metadata = verify_artifact(path)
-        return cls(
-            metadata["model_id"],
-            load_pickle(path, "pipeline.pkl", metadata),
-            load_pickle(path, "hmm.pkl", metadata),
-        )
+        model = LoadedModel.load(path)
+        return cls(model.model_id, model.pipeline, model.hmm)
 
     def posteriors(self, frame: pd.DataFrame) -> pd.DataFrame:
         z, Z, lengths = z_sequences(self.pipeline.transform(frame), self.pipeline.d)

@@ -15,6 +15,14 @@ from regimes.errors import BadInputError
 from regimes.model.hmm.evaluation import mean_dwell
 from regimes.model.hmm.filtering import entropy, filter_sequences
 from regimes.model.hmm.labels import state_labels, state_statistics
+from regimes.model.loaded import (
+    ENCODER_FILE,
+    FEATURE_SPEC_FILE,
+    FORMAT_VERSION,
+    HMM_FILE,
+    RESOLVED_CONFIG_FILE,
+    SCALER_FILE,
+)
 from regimes.model.pipeline import StateVectorPipeline, load_training_frame
 from regimes.model.splits import walk_forward_splits
 from regimes.training.grid import (
@@ -66,11 +74,8 @@ def train_timeframe(
     the final model against known regimes (synthetic data) into its metrics.
     """
     import json
-    import pickle
     import platform as _platform
     from datetime import UTC, datetime
-
-    import yaml
 
     from regimes import __version__
     from regimes.config.metadata import ModelMetadata
@@ -168,31 +173,12 @@ def train_timeframe(
     digest = inputs_hash(resolved, data_fingerprint(frame), seed)
     model_id = make_model_id(timeframe, train_end.to_pydatetime(), digest)
 
-    tf = config.timeframe(timeframe)
-    encoder_bytes = pickle.dumps(_stable(pipeline.encoder_), protocol=pickle.HIGHEST_PROTOCOL)
-    files = {
-        "pipeline.pkl": pickle.dumps(_stable_pipeline(pipeline), protocol=pickle.HIGHEST_PROTOCOL),
-        "scaler.pkl": pickle.dumps(
-            {"features": pipeline.features_, "scaler": pipeline.scaler_},
-            protocol=pickle.HIGHEST_PROTOCOL,
-        ),
-        "encoder.pkl": encoder_bytes,
-        "hmm.pkl": pickle.dumps(_stable(hmm), protocol=pickle.HIGHEST_PROTOCOL),
-        "feature_spec.yaml": yaml.safe_dump(
-            config.features.model_dump(mode="json"), sort_keys=True
-        ).encode(),
-        "resolved_config.json": json.dumps(resolved, sort_keys=True, indent=2).encode(),
-    }
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as scratch:
-        onnx_path = pipeline.encoder_.export_onnx(Path(scratch) / "encoder.onnx")
-        files["encoder.onnx"] = onnx_path.read_bytes()
+    files = _artifact_files(config, pipeline, hmm, resolved)
     window = {
         "start": frame.loc[last.mask(frame["ts"], "train"), "ts"].min().isoformat(),
         "end": train_end.isoformat(),
     }
+    tf = config.timeframe(timeframe)
     metadata = ModelMetadata(
         model_id=model_id,
         timeframe=timeframe,
@@ -222,16 +208,47 @@ def train_timeframe(
     )
     payload = json.loads(metadata.to_json())
     payload.pop("files")
+    payload["format_version"] = FORMAT_VERSION
     path = write_artifact(models_root, timeframe, model_id, files, payload)
     return TrainingResult(
         timeframe, model_id, str(path), winner.dropna().to_dict(), summary, payload, rule
     )
 
 
-def _stable_pipeline(pipeline: StateVectorPipeline):
-    clone = _stable(pipeline)
-    clone.encoder_ = _stable(pipeline.encoder_)
-    return clone
+def _artifact_files(
+    config: PlatformConfig, pipeline: StateVectorPipeline, hmm, resolved: dict
+) -> dict[str, bytes]:
+    """The artifact's files, each fitted object pickled once (see
+    :class:`regimes.model.loaded.LoadedModel` for what each holds).
+
+    Nothing here may depend on where the config or the home lives: the same inputs from
+    two checkouts give the same bytes (the pipeline, whose config carries its source
+    directory, is stored as its parts, never pickled whole).
+    """
+    import json
+    import pickle
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    def dumped(obj) -> bytes:
+        return pickle.dumps(_stable(obj), protocol=pickle.HIGHEST_PROTOCOL)
+
+    document = {**resolved, "pipeline": pipeline.own_state()}
+    files = {
+        SCALER_FILE: dumped(pipeline.scaler_),
+        ENCODER_FILE: dumped(pipeline.encoder_),
+        HMM_FILE: dumped(hmm),
+        FEATURE_SPEC_FILE: yaml.safe_dump(
+            config.features.model_dump(mode="json"), sort_keys=True
+        ).encode(),
+        RESOLVED_CONFIG_FILE: json.dumps(document, sort_keys=True, indent=2).encode(),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path = pipeline.encoder_.export_onnx(Path(scratch) / "encoder.onnx")
+        files["encoder.onnx"] = onnx_path.read_bytes()
+    return files
 
 
 MIN_SYMBOL_ROWS = 100
