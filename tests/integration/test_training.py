@@ -61,7 +61,6 @@ def test_same_inputs_give_the_same_model_id_and_bit_identical_parameters(trained
     assert again.path == first.path
     metadata = verify_artifact(first.path)
     assert {
-        "pipeline.pkl",
         "scaler.pkl",
         "encoder.pkl",
         "encoder.onnx",

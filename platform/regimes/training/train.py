@@ -129,10 +129,13 @@ def train_timeframe(
         )
     )
     scores = hmm.information_criteria(Z_val, lengths_val)
+    # Fit times are the machine's, not the model's: the same inputs must give the same
+    # bytes, so the stored grid leaves them out (the returned summary keeps them).
+    timeless = summary.drop(columns=["seconds"], errors="ignore")
     metrics = {
         "selection_rule": rule,
-        "winner": winner.dropna().to_dict(),
-        "grid": json.loads(summary.to_json(orient="records")),
+        "winner": winner.drop("seconds", errors="ignore").dropna().to_dict(),
+        "grid": json.loads(timeless.to_json(orient="records")),
         "folds": [f.as_dict() for f in folds],
         "validation": {
             "loglik_per_bar": float(loglik.mean()),
