@@ -200,3 +200,63 @@ def test_model_id_is_derived_from_inputs():
     assert first.startswith("1h-20240301T2100Z-") and check_model_id(first) == first
     with pytest.raises(UnsafeNameError, match="UTC"):
         make_model_id("1h", end.replace(tzinfo=None), digest)
+
+
+# --------------------------------------------------------------------------- answer schema
+
+
+def test_every_answer_table_is_derived_from_the_one_schema():
+    from sqlalchemy import Boolean, Float, Integer, String
+
+    from regimes.answers import (
+        ANSWER_FIELDS,
+        CURRENT_STATE_COLUMNS,
+        STORED_FIELDS,
+        answer_fields,
+        field_named,
+    )
+    from regimes.data.sql import current_states
+    from regimes.storage.state_store import REQUIRED_COLUMNS, STATE_SCHEMA
+
+    stored = [f.name for f in STORED_FIELDS]
+    assert STATE_SCHEMA.names == [*stored, "date"]
+    for field in STORED_FIELDS:
+        assert STATE_SCHEMA.field(field.name).nullable == field.nullable, field.name
+    assert set(REQUIRED_COLUMNS) | {f"z_{k:02d}" for k in range(16)} | {
+        f"p_{k:02d}" for k in range(16)
+    } == set(stored)
+    assert [c.name for c in current_states.columns] == [*CURRENT_STATE_COLUMNS, "updated_at"]
+    sql_types = {"string": String, "int64": Integer, "float64": Float, "bool": Boolean}
+    for name in CURRENT_STATE_COLUMNS:
+        dtype = field_named(name).dtype
+        if dtype in sql_types:
+            assert isinstance(current_states.c[name].type, sql_types[dtype]), name
+    # label is part of an answer (the API returns it) but derived, never stored.
+    assert "label" in [f.name for f in ANSWER_FIELDS] and "label" not in stored
+    names = [f.name for f in answer_fields(d=2, K=3)]
+    assert names[:6] == ["symbol", "ts", "timeframe", "model_id", "z_00", "z_01"]
+    assert "z_02" not in names and "p_02" in names and "p_03" not in names
+    assert "label" in [f.name for f in answer_fields(d=2, K=3, stored_only=False)]
+
+
+def test_an_answer_field_refuses_an_unknown_type_and_name():
+    from regimes.answers import AnswerField, field_named
+
+    with pytest.raises(ValueError, match="dtype 'float32'"):
+        AnswerField("x", "float32", True, "a value")
+    with pytest.raises(KeyError, match="no answer field 'stateid'"):
+        field_named("stateid")
+
+
+def test_unknown_is_defined_once_in_the_core():
+    import re
+
+    from tests.conftest import REPO_ROOT
+
+    definitions = [
+        f"{path.relative_to(REPO_ROOT)}: {line.strip()}"
+        for path in sorted((REPO_ROOT / "platform" / "regimes").rglob("*.py"))
+        for line in path.read_text().splitlines()
+        if re.match(r"\s*UNKNOWN\w*\s*=", line)
+    ]
+    assert definitions == ["platform/regimes/answers.py: UNKNOWN = -1"]
