@@ -73,19 +73,12 @@ def train_timeframe(
     layer passes a Ray runner). ``truth_accuracy(pipeline, hmm, frame)`` optionally scores
     the final model against known regimes (synthetic data) into its metrics.
     """
-    import json
-    import platform as _platform
-    from datetime import UTC, datetime
-
-    from regimes import __version__
-    from regimes.config.metadata import ModelMetadata
     from regimes.model.artifact import write_artifact
     from regimes.paths import inputs_hash, make_model_id
 
     frame = load_training_frame(engine, config, timeframe, symbols)
     frame, skipped = drop_short_symbols(frame)
-    splits = config.timeframes.preprocessing.splits
-    folds = walk_forward_splits(frame["ts"], splits)
+    folds = walk_forward_splits(frame["ts"], config.timeframes.preprocessing.splits)
     cells = expand_grid(config, timeframe, grid)
     tasks = [(fold, cell) for cell in cells for fold in folds]
     if runner is None:
@@ -102,62 +95,14 @@ def train_timeframe(
     # Final model: the last fold's training window; its validation window calibrates the
     # OOD threshold and is where the reported metrics come from; its test window stays out.
     last = folds[-1]
-    selection = previous.pipeline.features_ if previous is not None else None
-    pipeline, hmm = fit_cell(frame, last, cell, config, timeframe, seed, selection)
-    validation = frame.loc[last.mask(frame["ts"], "validation")]
-    z_val, Z_val, lengths_val = z_sequences(pipeline.transform(validation), pipeline.d)
-    log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
-    alignment = None
-    if previous is not None:
-        # State k of the new model means what state k of the production model meant.
-        from regimes.model.hmm.alignment import relabel
-
-        alignment = align_to_previous(previous, z_val, log_alpha, validation)
-        hmm.params_ = relabel(hmm.params_, alignment.mapping)
-        log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
-    states = log_alpha.argmax(axis=1)
-    stats_rows = z_val[["symbol", "ts"]].merge(validation, on=["symbol", "ts"], how="left")
-    labels = state_labels(
-        state_statistics(
-            states,
-            stats_rows["rv_15"].to_numpy() if "rv_15" in stats_rows else np.zeros(len(states)),
-            stats_rows["r5"].to_numpy() if "r5" in stats_rows else np.zeros(len(states)),
-            stats_rows["relvol_60"].to_numpy()
-            if "relvol_60" in stats_rows
-            else np.ones(len(states)),
-            hmm.K,
-        )
-    )
-    scores = hmm.information_criteria(Z_val, lengths_val)
-    # Fit times are the machine's, not the model's: the same inputs must give the same
-    # bytes, so the stored grid leaves them out (the returned summary keeps them).
-    timeless = summary.drop(columns=["seconds"], errors="ignore")
+    final = _fit_final(frame, last, cell, config, timeframe, seed, previous)
     metrics = {
-        "selection_rule": rule,
-        "winner": winner.drop("seconds", errors="ignore").dropna().to_dict(),
-        "grid": json.loads(timeless.to_json(orient="records")),
-        "folds": [f.as_dict() for f in folds],
-        "validation": {
-            "loglik_per_bar": float(loglik.mean()),
-            "bic": float(scores["bic"]),
-            "aic": float(scores["aic"]),
-            "mean_dwell": float(mean_dwell(states, lengths_val)),
-            "occupancy_balance": occupancy_balance(states, hmm.K),
-            "entropy": float(entropy(log_alpha).mean()),
-            "bars": int(len(Z_val)),
-        },
-        "hmm_restarts": hmm.restarts_,
-        "selected_features": pipeline.features_,
-        "dropped_features": pipeline.selection_.dropped,
-        "fit_ranges": pipeline.summary().fit_ranges,
+        **_grid_metrics(summary, winner, rule, folds),
+        **final.metrics(),
         "skipped_symbols": skipped,
-        "alignment_to_production": None
-        if alignment is None
-        else {"model_id": previous.model_id, **alignment.as_dict()},
     }
     if truth_accuracy is not None:
-        metrics["truth"] = truth_accuracy(pipeline, hmm, frame, last)
-    ood_threshold = float(np.quantile(loglik, OOD_QUANTILE))
+        metrics["truth"] = truth_accuracy(final.pipeline, final.hmm, frame, last)
 
     resolved = {
         "timeframe": timeframe,
@@ -172,27 +117,144 @@ def train_timeframe(
         "universe": sorted(frame["symbol"].unique().tolist()),
         "aligned_to": None if previous is None else previous.model_id,
     }
-    train_end = last.train_end
     digest = inputs_hash(resolved, data_fingerprint(frame), seed)
-    model_id = make_model_id(timeframe, train_end.to_pydatetime(), digest)
-
-    files = _artifact_files(config, pipeline, hmm, resolved)
+    model_id = make_model_id(timeframe, last.train_end.to_pydatetime(), digest)
+    files = _artifact_files(config, final.pipeline, final.hmm, resolved)
     window = {
         "start": frame.loc[last.mask(frame["ts"], "train"), "ts"].min().isoformat(),
-        "end": train_end.isoformat(),
+        "end": last.train_end.isoformat(),
     }
+    payload = _metadata(config, model_id, timeframe, window, cell, final, metrics, seed, files)
+    path = write_artifact(models_root, timeframe, model_id, files, payload)
+    return TrainingResult(
+        timeframe, model_id, str(path), winner.dropna().to_dict(), summary, payload, rule
+    )
+
+
+@dataclass
+class _FinalFit:
+    """The winning cell refitted on the last fold, and what its validation window says."""
+
+    pipeline: StateVectorPipeline
+    hmm: object
+    z_val: pd.DataFrame
+    Z_val: np.ndarray
+    lengths_val: list[int]
+    log_alpha: np.ndarray
+    loglik: np.ndarray
+    labels: dict[int, str]
+    alignment: object | None
+    aligned_to: str | None
+
+    @property
+    def ood_threshold(self) -> float:
+        return float(np.quantile(self.loglik, OOD_QUANTILE))
+
+    def metrics(self) -> dict:
+        states = self.log_alpha.argmax(axis=1)
+        scores = self.hmm.information_criteria(self.Z_val, self.lengths_val)
+        return {
+            "validation": {
+                "loglik_per_bar": float(self.loglik.mean()),
+                "bic": float(scores["bic"]),
+                "aic": float(scores["aic"]),
+                "mean_dwell": float(mean_dwell(states, self.lengths_val)),
+                "occupancy_balance": occupancy_balance(states, self.hmm.K),
+                "entropy": float(entropy(self.log_alpha).mean()),
+                "bars": int(len(self.Z_val)),
+            },
+            "hmm_restarts": self.hmm.restarts_,
+            "selected_features": self.pipeline.features_,
+            "dropped_features": self.pipeline.selection_.dropped,
+            "fit_ranges": self.pipeline.summary().fit_ranges,
+            "alignment_to_production": None
+            if self.alignment is None
+            else {"model_id": self.aligned_to, **self.alignment.as_dict()},
+        }
+
+
+def _fit_final(frame, last, cell, config, timeframe, seed, previous) -> _FinalFit:
+    """Refit ``cell`` on the last fold, align its states to the production model's (when
+    there is one) and name them, all on the last fold's validation window."""
+    selection = previous.pipeline.features_ if previous is not None else None
+    pipeline, hmm = fit_cell(frame, last, cell, config, timeframe, seed, selection)
+    validation = frame.loc[last.mask(frame["ts"], "validation")]
+    z_val, Z_val, lengths_val = z_sequences(pipeline.transform(validation), pipeline.d)
+    log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
+    alignment = None
+    if previous is not None:
+        # State k of the new model means what state k of the production model meant.
+        from regimes.model.hmm.alignment import relabel
+
+        alignment = align_to_previous(previous, z_val, log_alpha, validation)
+        hmm.params_ = relabel(hmm.params_, alignment.mapping)
+        log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
+    labels = _labels(log_alpha.argmax(axis=1), z_val, validation, hmm.K)
+    return _FinalFit(
+        pipeline,
+        hmm,
+        z_val,
+        Z_val,
+        lengths_val,
+        log_alpha,
+        loglik,
+        labels,
+        alignment,
+        None if previous is None else previous.model_id,
+    )
+
+
+def _labels(states: np.ndarray, z_val: pd.DataFrame, validation: pd.DataFrame, K: int):
+    """Human names of the states from the validation bars' volatility, drift and volume."""
+    rows = z_val[["symbol", "ts"]].merge(validation, on=["symbol", "ts"], how="left")
+    n = len(states)
+    return state_labels(
+        state_statistics(
+            states,
+            rows["rv_15"].to_numpy() if "rv_15" in rows else np.zeros(n),
+            rows["r5"].to_numpy() if "r5" in rows else np.zeros(n),
+            rows["relvol_60"].to_numpy() if "relvol_60" in rows else np.ones(n),
+            K,
+        )
+    )
+
+
+def _grid_metrics(summary: pd.DataFrame, winner: pd.Series, rule: str, folds) -> dict:
+    import json
+
+    # Fit times are the machine's, not the model's: the same inputs must give the same
+    # bytes, so the stored grid leaves them out (the returned summary keeps them).
+    timeless = summary.drop(columns=["seconds"], errors="ignore")
+    return {
+        "selection_rule": rule,
+        "winner": winner.drop("seconds", errors="ignore").dropna().to_dict(),
+        "grid": json.loads(timeless.to_json(orient="records")),
+        "folds": [f.as_dict() for f in folds],
+    }
+
+
+def _metadata(config, model_id, timeframe, window, cell, final, metrics, seed, files) -> dict:
+    """``metadata.json`` of the artifact, validated by ``ModelMetadata``, without ``files``
+    (write_artifact fills them in) and with :data:`FORMAT_VERSION`."""
+    import json
+    import platform as _platform
+    from datetime import UTC, datetime
+
+    from regimes import __version__
+    from regimes.config.metadata import ModelMetadata
+
     tf = config.timeframe(timeframe)
     metadata = ModelMetadata(
         model_id=model_id,
         timeframe=timeframe,
         created_at=datetime.now(UTC),
         training_window=window,
-        K=hmm.K,
-        d=pipeline.d,
+        K=final.hmm.K,
+        d=final.pipeline.d,
         covariance_type=cell.covariance_type,
         encoder=cell.encoder,
-        universe=resolved["universe"],
-        feature_names=pipeline.features_,
+        universe=json.loads(files[RESOLVED_CONFIG_FILE])["universe"],
+        feature_names=final.pipeline.features_,
         versions={
             "regimes": __version__,
             "python": _platform.python_version(),
@@ -204,18 +266,15 @@ def train_timeframe(
         seed=seed,
         state_ttl=tf.state_ttl,
         metrics=metrics,
-        ood_threshold=ood_threshold,
+        ood_threshold=final.ood_threshold,
         anti_chatter=tf.anti_chatter,
-        state_labels=labels,
-        files={name: "0" * 64 for name in files},  # replaced by the real hashes below
+        state_labels=final.labels,
+        files={name: "0" * 64 for name in files},  # replaced by the real hashes
     )
     payload = json.loads(metadata.to_json())
     payload.pop("files")
     payload["format_version"] = FORMAT_VERSION
-    path = write_artifact(models_root, timeframe, model_id, files, payload)
-    return TrainingResult(
-        timeframe, model_id, str(path), winner.dropna().to_dict(), summary, payload, rule
-    )
+    return payload
 
 
 def _artifact_files(
