@@ -216,3 +216,13 @@ def test_a_tampered_file_is_refused_at_load_naming_it(trained, tmp_path, name):
     (copy / name).write_bytes(bytes(data))
     with pytest.raises(ArtifactIntegrityError, match=name.replace(".", r"\.")):
         LoadedModel.load(copy)
+
+
+def test_a_signed_model_loads_only_under_its_key(trained, tmp_path, monkeypatch):
+    _, _, _, result = trained
+    monkeypatch.setenv("REGIMES_ARTIFACT_KEY", "a key")
+    path = _rewritten(result, tmp_path)
+    assert LoadedModel.load(path).model_id == result.model_id
+    monkeypatch.setenv("REGIMES_ARTIFACT_KEY", "another key")
+    with pytest.raises(ArtifactIntegrityError, match=r"metadata\.sig: signature does not match"):
+        LoadedModel.load(path)

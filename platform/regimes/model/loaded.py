@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -84,6 +85,8 @@ class LoadedModel:
         Human names of the states.
     state_ttl : timedelta
         How long an answer stays current.
+    timeframe_config : TimeframeConfig
+        The timeframe's settings at training, as stored in ``resolved_config.json``.
     """
 
     path: Path
@@ -262,23 +265,15 @@ def _json_object(data: bytes, path: Path) -> dict[str, Any]:
     return value
 
 
-class _malformed:
+@contextmanager
+def _malformed(path: Path):
     """Turn a missing key or an invalid setting read from ``path`` into one clear error."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, traceback):
-        if exc is None:
-            return False
-        if isinstance(exc, ValidationError):
-            raise ArtifactIntegrityError(format_validation_error(str(self.path), exc)) from None
-        if isinstance(exc, KeyError | TypeError | ValueError | AttributeError):
-            raise ArtifactIntegrityError(f"{self.path}: malformed setting ({exc!r})") from None
-        return False
+    try:
+        yield
+    except ValidationError as exc:
+        raise ArtifactIntegrityError(format_validation_error(str(path), exc)) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactIntegrityError(f"{path}: malformed setting ({exc!r})") from None
 
 
 def _spec_settings(spec: FeatureSpec) -> dict[str, Any]:
