@@ -151,7 +151,7 @@ def test_each_fitted_object_is_stored_once(trained):
     assert type(scaler).__name__ == owners["scaler.pkl"]
 
 
-def _rewritten(result, tmp_path, *, metadata=None, files=None) -> Path:
+def _rewritten(result, tmp_path, *, metadata=None, files=None, before_writing=None) -> Path:
     """A copy of the trained artifact written through write_artifact with some metadata
     or files replaced (consistent checksums: only the content is wrong)."""
     source = Path(result.path)
@@ -162,6 +162,8 @@ def _rewritten(result, tmp_path, *, metadata=None, files=None) -> Path:
     document.update(metadata or {})
     for key in [k for k, v in document.items() if v is _DROP]:
         del document[key]
+    if before_writing is not None:
+        before_writing()
     return write_artifact(tmp_path / "models", "15m", result.model_id, contents, document)
 
 
@@ -220,8 +222,12 @@ def test_a_tampered_file_is_refused_at_load_naming_it(trained, tmp_path, name):
 
 def test_a_signed_model_loads_only_under_its_key(trained, tmp_path, monkeypatch):
     _, _, _, result = trained
-    monkeypatch.setenv("REGIMES_ARTIFACT_KEY", "a key")
-    path = _rewritten(result, tmp_path)
+    path = _rewritten(
+        result,
+        tmp_path,
+        before_writing=lambda: monkeypatch.setenv("REGIMES_ARTIFACT_KEY", "a key"),
+    )
+    assert (path / "metadata.sig").is_file()
     assert LoadedModel.load(path).model_id == result.model_id
     monkeypatch.setenv("REGIMES_ARTIFACT_KEY", "another key")
     with pytest.raises(ArtifactIntegrityError, match=r"metadata\.sig: signature does not match"):
