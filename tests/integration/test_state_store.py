@@ -291,7 +291,7 @@ def test_a_commit_that_loses_a_race_is_rerun_on_the_new_version(filled, monkeypa
     batch = state_rows(["AAA"], ["2024-01-05"], model_id="m1", seed=1)
     batch["ts"] += pd.Timedelta("1h")  # same partition, other rows
     _racing(monkeypatch, rival, times=1)
-    with caplog.at_level("INFO", logger="regimes.store"):
+    with caplog.at_level("INFO", logger="regimes.storage.state_store"):
         store.write(batch, D, K)
     assert "commit conflict (attempt 1 of" in caplog.text
     assert store.version() == version + 2
