@@ -171,3 +171,13 @@ def test_wheel_install_runs_a_pipeline_outside_the_checkout_on_its_packaged_conf
     report = encode["timeframes"]["5m"]
     considered = set(report["selected"]) | {d["feature"] for d in report["dropped"]}
     assert considered == set(packaged_5m_features) != set(checkout_5m_features)
+
+
+def test_provenance_names_the_checkout_revision_when_run_from_source():
+    """The counterpart of the wheel's None: an editable install reports this checkout's HEAD."""
+    from regimes.training.provenance import git_revision
+
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert git_revision() == head
