@@ -496,8 +496,9 @@ class Registry:
                     if not DeltaTable.is_deltatable(self.root, self._options()):
                         cache.snapshot = _Snapshot.replay(None, _empty_events())
                         return cache.snapshot
-                    cache.table = DeltaTable(self.root, storage_options=self._options())
-                    _check_schema(cache.table, self.root)
+                    table = DeltaTable(self.root, storage_options=self._options())
+                    _check_schema(table, self.root)
+                    cache.table = table
                 else:
                     cache.table.update_incremental()
                 version = cache.table.version()
@@ -579,7 +580,7 @@ class Registry:
 
     def _ensure_table(self) -> None:
         """Create the empty table (version 0) on the first write."""
-        from deltalake import DeltaTable
+        from deltalake import CommitProperties, DeltaTable
 
         if self._snapshot().version is not None:
             return
@@ -592,6 +593,8 @@ class Registry:
                 description="model role transitions per timeframe and symbol",
                 configuration=_TABLE_CONFIGURATION,
                 storage_options=self._options(),
+                # a racer's create must fail, not be retried as an empty version 1
+                commit_properties=CommitProperties(max_commit_retries=0),
             )
         except Exception as exc:
             if not DeltaTable.is_deltatable(self.root, self._options()):  # else a racer made it
