@@ -301,6 +301,11 @@ def test_writes_in_other_scopes_or_to_other_models_do_not_conflict(registry):
     registry.promote("1h", "spy", actor="ops", reason="SPY scope only")
     registry.set_role("1h", "m2", "shadow", actor="ops", reason="another model")
     assert other.promote("1h", "m1", actor="bob", reason="1h pooled").version == 8
+    # A model registered elsewhere since (a training worker) was not seen: no conflict.
+    flow = Registry(registry.root)
+    assert flow.champion("1h") == "m1"
+    _register(registry, "m-trained")
+    assert flow.promote("1h", "m-trained", actor="rollout", reason="gates passed").version == 10
     # A change to the model itself does conflict.
     _register(registry, "m3")
     stale = Registry(registry.root)

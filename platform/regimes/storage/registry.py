@@ -350,7 +350,10 @@ class Registry:
                 )
             return [note.row(timeframe, symbol, model_id, None, "candidate", artifact_path)]
 
-        rows = self._write(note, plan, lambda s: s.role(timeframe, model_id), (timeframe, model_id))
+        def watched(view: _Snapshot, latest: _Snapshot):
+            return view.role(timeframe, model_id)
+
+        rows = self._write(note, plan, watched, (timeframe, model_id))
         return _transition(rows[-1])
 
     def set_role(
@@ -387,7 +390,10 @@ class Registry:
                 )
             return [note.row(timeframe, model["symbol"], model_id, model["to_role"], role)]
 
-        rows = self._write(note, plan, lambda s: s.role(timeframe, model_id), (timeframe, model_id))
+        def watched(view: _Snapshot, latest: _Snapshot):
+            return _seen_role(view, latest, timeframe, model_id)
+
+        rows = self._write(note, plan, watched, (timeframe, model_id))
         return _transition(rows[-1])
 
     def promote(
@@ -426,10 +432,11 @@ class Registry:
             rows.append(note.row(timeframe, symbol, model_id, model["to_role"], "champion"))
             return rows
 
-        def watched(snapshot: _Snapshot):
-            model = snapshot.model(timeframe, model_id)
+        def watched(view: _Snapshot, latest: _Snapshot):
+            model = latest.model(timeframe, model_id)
             symbol = None if model is None else model["symbol"]
-            return snapshot.role(timeframe, model_id), snapshot.scope(timeframe, symbol).champion
+            champion = view.scope(timeframe, symbol).champion
+            return _seen_role(view, latest, timeframe, model_id), champion
 
         rows = self._write(note, plan, watched, (timeframe, model_id))
         return _transition(rows[-1])
@@ -472,8 +479,8 @@ class Registry:
                 note.row(timeframe, symbol, scope.last_good[-1], "retired", "champion"),
             ]
 
-        def watched(snapshot: _Snapshot):
-            scope = snapshot.scope(timeframe, symbol)
+        def watched(view: _Snapshot, latest: _Snapshot):
+            scope = view.scope(timeframe, symbol)
             return scope.champion, tuple(scope.last_good)
 
         rows = self._write(note, plan, watched, None, scope=(timeframe, symbol))
@@ -519,20 +526,21 @@ class Registry:
         self,
         note: _Note,
         plan: Callable[[_Snapshot], list[dict[str, Any]]],
-        watched: Callable[[_Snapshot], Any],
+        watched: Callable[[_Snapshot, _Snapshot], Any],
         model: tuple[str, str] | None,
         scope: tuple[str, str | None] | None = None,
     ) -> list[dict[str, Any]]:
         """Validate ``plan`` on the newest registry and commit its rows as the next
-        version, provided what ``watched`` reads is as this object last saw it."""
+        version, provided what the write depends on is as this object last saw it:
+        ``watched(view, latest)`` reads it from ``view`` (``latest`` only locates the model,
+        e.g. its scope, when the object has not seen it yet)."""
         with self._cache.lock:
             base = self._cache.snapshot or self._snapshot()
-            seen = watched(base)
             self._ensure_table()
             wait = BACKOFF_SECONDS[0]
             for _attempt in range(COMMIT_ATTEMPTS):
                 snapshot = self._snapshot()
-                if watched(snapshot) != seen:
+                if watched(base, snapshot) != watched(snapshot, snapshot):
                     raise RegistryConflictError(_conflict(self.root, base, snapshot, model, scope))
                 rows = plan(snapshot)
                 version = snapshot.version + 1
@@ -681,6 +689,14 @@ def _check_scope(timeframe: str, symbol: str | None) -> tuple[str, str | None]:
 
 def _scope_name(timeframe: str, symbol: str | None) -> str:
     return timeframe if symbol is None else f"{timeframe}/{symbol}"
+
+
+def _seen_role(view: _Snapshot, latest: _Snapshot, timeframe: str, model_id: str) -> str | None:
+    """The model's role in ``view``; a model ``view`` does not know (registered elsewhere
+    since, e.g. by a training worker) was not seen, so its newest role stands."""
+    if view.model(timeframe, model_id) is None:
+        return latest.role(timeframe, model_id)
+    return view.role(timeframe, model_id)
 
 
 def _registered(snapshot: _Snapshot, timeframe: str, model_id: str, root: str) -> dict[str, Any]:
