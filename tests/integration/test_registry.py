@@ -53,6 +53,9 @@ def _roles(registry: Registry, timeframe="1h") -> dict[str, str]:
 
 def test_the_lifecycle_records_every_transition_with_actor_reason_evidence_and_version(registry):
     assert registry.version() is None and registry.champion("1h") is None
+    with pytest.raises(BadInputError, match="m1 \\(1h\\) is not in the registry"):
+        registry.promote("1h", "m1", actor="ops", reason="too early")
+    assert registry.version() is None  # a refused first write creates no table
     assert registry.current().columns.tolist() == list(CURRENT_COLUMNS)
     registered = _register(registry, "m1")
     assert (registered.from_role, registered.to_role, registered.version) == (None, "candidate", 1)

@@ -536,13 +536,15 @@ class Registry:
         e.g. its scope, when the object has not seen it yet)."""
         with self._cache.lock:
             base = self._cache.snapshot or self._snapshot()
-            self._ensure_table()
             wait = BACKOFF_SECONDS[0]
             for _attempt in range(COMMIT_ATTEMPTS):
                 snapshot = self._snapshot()
                 if watched(base, snapshot) != watched(snapshot, snapshot):
                     raise RegistryConflictError(_conflict(self.root, base, snapshot, model, scope))
                 rows = plan(snapshot)
+                if snapshot.version is None:  # valid: only now create the empty table
+                    self._create_table()
+                    continue
                 version = snapshot.version + 1
                 for row in rows:
                     row["version"] = version
@@ -586,12 +588,10 @@ class Registry:
             ) from None
         return True
 
-    def _ensure_table(self) -> None:
-        """Create the empty table (version 0) on the first write."""
+    def _create_table(self) -> None:
+        """Create the empty table (version 0) for the first write."""
         from deltalake import CommitProperties, DeltaTable
 
-        if self._snapshot().version is not None:
-            return
         try:
             DeltaTable.create(
                 self.root,
