@@ -106,5 +106,16 @@ def test_answers_of_a_timeframe_without_a_champion_are_refused():
     sync = TimeframeSynchronizer({"1h": timedelta(hours=4)})
     with pytest.raises(BadInputError, match=r"no champion model set for 1h \(A\)"):
         sync.update(_answer("A", "1h", "2024-01-02 14:30Z", 3))
+    sync.set_champion("1h", "m-a", symbol="A")
+    batch = pd.concat(
+        [
+            _answer("A", "1h", "2024-01-02 14:30Z", 3, model_id="m-a"),
+            _answer("B", "1h", "2024-01-02 14:30Z", 3, model_id="m-a"),
+        ]
+    )
+    with pytest.raises(BadInputError, match=r"no champion model set for 1h \(B\)"):
+        sync.update(batch)
+    # The whole batch was refused: A's valid answer was not kept either.
+    assert sync.composite(["A"], "2024-01-02 16:00Z").iloc[0]["reason_1h"] == "no state yet"
     with pytest.raises(BadInputError, match="no state TTL configured for 5m"):
         sync.set_champion("5m", "m")
