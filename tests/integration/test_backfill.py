@@ -22,7 +22,7 @@ from regimes.errors import BadInputError
 from regimes.features.store import plan_units, run_features
 from regimes.live.engine import InferenceEngine
 from regimes.storage.backfill import plan_backfill, run_backfill
-from regimes.storage.recording import record_states
+from regimes.storage.recording import publishing_models, record_states
 from regimes.storage.registry import Registry
 from regimes.storage.state_store import StateStore
 from regimes.training.train import train_timeframe
@@ -161,11 +161,19 @@ def test_no_model_writes_current_states_while_its_scope_has_no_champion(trained,
         "15m", "15m-syn1", artifact_path="elsewhere", actor="t", reason="test", symbol="SYN001"
     )
     registry.promote("15m", "15m-syn1", actor="t", reason="test")
-    both = expected[expected["symbol"].isin(["SYN000", "SYN001"])].tail(10)
-    record_states(
-        StateStore.at_home(home), engine, registry, both.assign(model_id="15m-syn1"), 6, 6
-    )
+    both = expected[expected["symbol"].isin(["SYN000", "SYN001"])].groupby("symbol").tail(5)
+    store = StateStore.at_home(home)
+    assert record_states(store, engine, registry, both.assign(model_id="15m-syn1"), 6, 6) == 10
     assert db.read_current_states(engine, "15m")["symbol"].tolist() == ["SYN001"]
+    # The pooled champion publishes every symbol without a champion of its own.
+    registry.promote("15m", "15m-alone", actor="t", reason="test")
+    assert publishing_models(registry, "15m", ["SYN000", "SYN001"]) == {
+        "SYN000": "15m-alone",
+        "SYN001": "15m-syn1",
+    }
+    assert record_states(store, engine, registry, both.assign(model_id="15m-alone"), 6, 6) == 10
+    mirrored = db.read_current_states(engine, "15m").sort_values("symbol")
+    assert mirrored["model_id"].tolist() == ["15m-alone", "15m-syn1"]
     engine.dispose()
 
 
