@@ -119,3 +119,5 @@ def test_answers_of_a_timeframe_without_a_champion_are_refused():
     assert sync.composite(["A"], "2024-01-02 16:00Z").iloc[0]["reason_1h"] == "no state yet"
     with pytest.raises(BadInputError, match="no state TTL configured for 5m"):
         sync.set_champion("5m", "m")
+    with pytest.raises(BadInputError, match="answers need a model_id column"):
+        sync.update(batch.drop(columns="model_id"))

@@ -87,6 +87,8 @@ class TimeframeSynchronizer:
             A timeframe without a TTL, or without a champion set (:meth:`set_champion`);
             checked for the whole batch before any answer is kept.
         """
+        if "model_id" not in answers.columns:
+            raise BadInputError("sync: answers need a model_id column (whose answers they are)")
         for timeframe, symbol in (
             answers[["timeframe", "symbol"]].drop_duplicates().itertuples(index=False)
         ):
