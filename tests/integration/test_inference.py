@@ -102,10 +102,8 @@ def test_replay_command_writes_the_engines_answers(model, tmp_path):
 
     shutil.copytree(result.path.rsplit("/timeframe=", 1)[0], home / "models")
     url = str(engine.url)
-    registry = Registry.at_home(home)
-    registry.transition(
-        "15m", result.model_id, "candidate", actor="t", reason="test", artifact_path=result.path
-    )
+    registry = Registry(str(home / "registry"))
+    registry.register("15m", result.model_id, artifact_path=result.path, actor="t", reason="test")
     missing = run(
         "--db-url",
         url,
@@ -288,8 +286,8 @@ def test_open_engine_runs_the_production_model_by_default(model, tmp_path):
         open_engine(models, registry, "15m")
     copy = models / "timeframe=15m" / f"model_id={result.model_id}"
     shutil.copytree(result.path, copy)
-    registry.transition("15m", result.model_id, "candidate", actor="t", reason="test")
-    registry.transition("15m", result.model_id, "production", actor="t", reason="test")
+    registry.register("15m", result.model_id, artifact_path=str(copy), actor="t", reason="test")
+    registry.promote("15m", result.model_id, actor="t", reason="test")
     assert open_engine(models, registry, "15m").model_id == result.model_id
     with pytest.raises(BadInputError, match="no artifact"):
         open_engine(models, registry, "15m", model_id="15m-missing")

@@ -67,10 +67,8 @@ def trained(tmp_path_factory):
 
 def test_editing_the_config_leaves_a_models_answers_bit_identical(trained, tmp_path):
     home, engine, config, result = trained
-    registry = Registry.at_home(home)
-    registry.transition(
-        "15m", result.model_id, "candidate", actor="t", reason="test", artifact_path=result.path
-    )
+    registry = Registry(str(home / "registry"))
+    registry.register("15m", result.model_id, artifact_path=result.path, actor="t", reason="test")
     bars = db.read_bars(engine, "15m")
     before = open_engine(home / "models", registry, "15m", result.model_id).replay_batch(bars)
     assert LoadedModel.load(result.path).differences_from(config) == []
