@@ -55,18 +55,22 @@ GOAL_FULL_PATH, GOAL_FILTER = 300_000, 5e6
 # Stages of InferenceEngine.step in a profile: (label, module file, function names or None
 # for all), counting only calls made from the engine's module, so renames inside a stage
 # and helpers that other stages share do not move time between rows.
-ENGINE_FILE = "regimes/inference.py"
+ENGINE_FILES = ("regimes/live/engine.py", "regimes/live/answer_frame.py")
 # scikit-learn wraps ``transform`` of every TransformerMixin (set_output): a call through
 # that wrapper counts as the engine's own.
 PASS_THROUGH = ("sklearn/utils/_set_output.py",)
 STAGES = (
-    ("online features (`OnlineFeatureBuffer.update`)", "regimes/features.py", ("update",)),
-    ("stationarity (`stationarize`)", "regimes/scaling.py", ("stationarize",)),
-    ("scaler (`RobustPowerScaler.transform`)", "regimes/scaling.py", ("transform",)),
-    ("encoder (`transform`)", "regimes/encoders/base.py", None),
-    ("filter step and entropy (`regimes.model.hmm.filtering`)", "regimes/hmm/filtering.py", None),
-    ("anti-chatter (`regimes.live.antichatter`)", "regimes/antichatter.py", None),
-    ("OOD checks (`regimes.live.ood`)", "regimes/ood.py", None),
+    ("online features (`OnlineFeatureBuffer.update`)", "regimes/features/online.py", ("update",)),
+    ("stationarity (`stationarize`)", "regimes/model/scaling.py", ("stationarize",)),
+    ("scaler (`RobustPowerScaler.transform`)", "regimes/model/scaling.py", ("transform",)),
+    ("encoder (`transform`)", "regimes/model/encoders/base.py", None),
+    (
+        "filter step and entropy (`regimes.model.hmm.filtering`)",
+        "regimes/model/hmm/filtering.py",
+        None,
+    ),
+    ("anti-chatter (`regimes.live.antichatter`)", "regimes/live/antichatter.py", None),
+    ("OOD checks (`regimes.live.ood`)", "regimes/live/ood.py", None),
 )
 TOP_PROFILE_ENTRIES = 15
 
@@ -162,11 +166,12 @@ def traced_growth(artifact: str, config, symbols: list[str], bars: list[pd.DataF
     """Traced heap (bytes) an engine holds for ``symbols``: once added, and after a few
     steps (ring buffers and windows are allocated up front, so both should agree)."""
     from regimes.live.engine import InferenceEngine
+    from regimes.model.loaded import LoadedModel
 
     gc.collect()
     tracemalloc.start()
     try:
-        engine = InferenceEngine(artifact, config)
+        engine = InferenceEngine(LoadedModel.load(artifact))
         gc.collect()
         empty = tracemalloc.get_traced_memory()[0]
         engine.add_symbols(symbols)
@@ -194,14 +199,14 @@ def stage_times(stats: pstats.Stats, steps: int) -> tuple[list[tuple[str, float]
                 seconds += sum(
                     timing[3]
                     for caller, timing in row[4].items()
-                    if any(is_file(caller[0], f) for f in (ENGINE_FILE, *PASS_THROUGH))
+                    if any(is_file(caller[0], f) for f in (*ENGINE_FILES, *PASS_THROUGH))
                 )
         return seconds / steps * 1e3
 
     total = sum(
         row[3]
         for (filename, _, function), row in stats.stats.items()
-        if function == "step" and is_file(filename, ENGINE_FILE)
+        if function == "step" and is_file(filename, ENGINE_FILES[0])
     )
     stages = [(label, from_engine(suffix, names)) for label, suffix, names in STAGES]
     return stages, total / steps * 1e3
@@ -214,6 +219,7 @@ def measure() -> dict:
     from regimes.live.engine import InferenceEngine
     from regimes.model.hmm import _hmmlearn
     from regimes.model.hmm.filtering import filter_sequence, filter_step
+    from regimes.model.loaded import LoadedModel
 
     started = time.perf_counter()
     config = load_config(ROOT / "config")
@@ -222,7 +228,7 @@ def measure() -> dict:
     with tempfile.TemporaryDirectory() as home:
         artifact, times = train_artifact(config, Path(home))
         train_seconds = time.perf_counter() - started
-        probe = InferenceEngine(artifact, config)
+        probe = InferenceEngine(LoadedModel.load(artifact))
         longest = max(warmup_lengths(config.features)[name] for name in probe.buffer.names)
         warm = longest + probe.L + probe.ood_settings.window
         needed = warm + STEPS + PROFILE_STEPS
@@ -235,7 +241,7 @@ def measure() -> dict:
             bars[warm + STEPS :],
         )
         with one_core():
-            live = InferenceEngine(artifact, config, symbols)
+            live = InferenceEngine(LoadedModel.load(artifact), symbols)
             for step in warm_bars:
                 live.step(step)
 

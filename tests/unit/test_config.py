@@ -195,6 +195,7 @@ def test_invalid_yaml_and_wrong_shapes_are_config_errors(tmp_path):
 
 def _metadata(**overrides) -> dict:
     data = {
+        "format_version": 2,
         "model_id": "1h-20240301T0000Z-abcdefabcdef",
         "timeframe": "1h",
         "created_at": "2024-03-02T00:00:00Z",
@@ -238,7 +239,7 @@ def test_metadata_round_trips_and_schema_file_is_in_sync(tmp_path):
     shipped = json.loads((CONFIG / "metadata.schema.json").read_text())
     assert shipped == metadata_json_schema(), (
         "config/metadata.schema.json is stale: regenerate it with "
-        "python -m regimes.config > config/metadata.schema.json"
+        "python -m regimes.config.metadata > config/metadata.schema.json"
     )
 
 

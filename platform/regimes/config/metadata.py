@@ -59,6 +59,9 @@ class ModelMetadata(BaseModel):
     model_config = _STRICT
 
     schema_version: Literal[1] = 1
+    format_version: int = Field(
+        ge=1, description="layout of the artifact directory (regimes.model.loaded.FORMAT_VERSION)"
+    )
     model_id: str
     timeframe: Literal["1m", "5m", "15m", "1h", "1d"]
     created_at: datetime
@@ -120,3 +123,9 @@ class ModelMetadata(BaseModel):
 def metadata_json_schema() -> dict[str, Any]:
     """The JSON Schema of ``metadata.json``."""
     return ModelMetadata.model_json_schema()
+
+
+if __name__ == "__main__":  # python -m regimes.config.metadata > config/metadata.schema.json
+    import json as _json
+
+    print(_json.dumps(metadata_json_schema(), indent=2, sort_keys=True))

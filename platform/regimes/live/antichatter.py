@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from regimes.answers import UNKNOWN
 from regimes.config.timeframes import AntiChatter
 from regimes.errors import BadInputError
 
-NO_STATE = -1
+NO_STATE = UNKNOWN
 
 
 FIELDS = ("published", "dwell", "history", "seen", "raw_switches", "published_switches")

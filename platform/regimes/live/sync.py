@@ -19,6 +19,7 @@ from datetime import timedelta
 
 import pandas as pd
 
+from regimes.answers import UNKNOWN
 from regimes.errors import BadInputError
 from regimes.timeframes import TIMEFRAME_DURATION, TIMEFRAMES, check_timeframe
 
@@ -135,7 +136,7 @@ class TimeframeSynchronizer:
                 if model_id != self.champion(timeframe, symbol):
                     kept = []  # the champion changed and has not answered yet
                 usable = [r for r in kept if r["final_at"] <= at]
-                state, prob, age, reason = -1, None, None, "no state yet"
+                state, prob, age, reason = UNKNOWN, None, None, "no state yet"
                 if usable:
                     record = usable[-1]
                     age = (at - record["final_at"]).total_seconds()

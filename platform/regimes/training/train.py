@@ -235,7 +235,7 @@ def _grid_metrics(summary: pd.DataFrame, winner: pd.Series, rule: str, folds) ->
 
 def _metadata(config, model_id, timeframe, window, cell, final, metrics, seed, files) -> dict:
     """``metadata.json`` of the artifact, validated by ``ModelMetadata``, without ``files``
-    (write_artifact fills them in) and with :data:`FORMAT_VERSION`."""
+    (write_artifact fills them in)."""
     import json
     import platform as _platform
     from datetime import UTC, datetime
@@ -245,6 +245,7 @@ def _metadata(config, model_id, timeframe, window, cell, final, metrics, seed, f
 
     tf = config.timeframe(timeframe)
     metadata = ModelMetadata(
+        format_version=FORMAT_VERSION,
         model_id=model_id,
         timeframe=timeframe,
         created_at=datetime.now(UTC),
@@ -273,7 +274,6 @@ def _metadata(config, model_id, timeframe, window, cell, final, metrics, seed, f
     )
     payload = json.loads(metadata.to_json())
     payload.pop("files")
-    payload["format_version"] = FORMAT_VERSION
     return payload
 
 

@@ -64,9 +64,7 @@ def train_and_register(
         raise BadInputError(f"scope symbol: expected exactly one symbol, got {symbols}")
     symbol = symbols[0] if scope == "symbol" else None
     champion = registry.champion(timeframe, symbol)
-    previous = (
-        PreviousModel.load(registry.artifact_path(timeframe, champion)) if champion else None
-    )
+    previous = PreviousModel.load(registry.artifact_path(timeframe, champion)) if champion else None
     result = train_timeframe(
         engine,
         config,
