@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import best_of, table  # noqa: E402
 
-from regimes.storage.state_store import PARTITION_COLUMNS, StateStore, to_state_table  # noqa: E402
+from regimes.storage.state_store import StateStore  # noqa: E402
+from regimes.storage.state_table import PARTITION_COLUMNS, to_state_table  # noqa: E402
 
 SEED = 5
 SYMBOLS, BARS, D, K = 100, 390, 8, 8

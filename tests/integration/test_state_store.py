@@ -19,13 +19,8 @@ from regimes.data import sql as db
 from regimes.errors import BadInputError, StoreError, UnsafeNameError
 from regimes.paths import state_partition_dir
 from regimes.storage.registry import Registry
-from regimes.storage.state_store import (
-    P_COLUMNS,
-    STATE_SCHEMA,
-    Z_COLUMNS,
-    StateStore,
-    latest_per_symbol,
-)
+from regimes.storage.state_store import StateStore
+from regimes.storage.state_table import P_COLUMNS, STATE_SCHEMA, Z_COLUMNS, latest_per_symbol
 
 pytestmark = pytest.mark.integration
 

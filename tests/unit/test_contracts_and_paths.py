@@ -216,7 +216,7 @@ def test_every_answer_table_is_derived_from_the_one_schema():
         field_named,
     )
     from regimes.data.sql import current_states
-    from regimes.storage.state_store import REQUIRED_COLUMNS, STATE_SCHEMA
+    from regimes.storage.state_table import REQUIRED_COLUMNS, STATE_SCHEMA
 
     stored = [f.name for f in STORED_FIELDS]
     assert STATE_SCHEMA.names == [*stored, "date"]

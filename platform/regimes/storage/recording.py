@@ -8,7 +8,8 @@ import pandas as pd
 
 from regimes.data import sql as db
 from regimes.storage.registry import Registry
-from regimes.storage.state_store import StateStore, latest_per_symbol
+from regimes.storage.state_store import StateStore
+from regimes.storage.state_table import latest_per_symbol
 
 DEFAULT_ROWS_PER_COMMIT = 50_000
 
