@@ -151,11 +151,12 @@ def test_stopping_the_local_prefect_server_delivers_its_logs_first(tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        from prefect import flow, get_run_logger
         from regimes.app.workspace import Workspace
         from regimes.flows.server import ensure_prefect_server
 
         server = ensure_prefect_server(Workspace.open(sys.argv[1]).prefect_home)
+        # Imported once PREFECT_API_URL points at the server, as the orchestrator does.
+        from prefect import flow, get_run_logger
 
         @flow
         def noisy():
