@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regimes.app.executors import Executor
+from regimes.app.output import format_table, one_line
 from regimes.app.progress import Notify, Progress, no_progress, silent
 from regimes.app.workspace import Workspace
 from regimes.errors import BadInputError
@@ -40,8 +41,6 @@ class FeaturesResult:
         return summarize(self.results)
 
     def summary(self) -> list[str]:
-        from regimes.app.output import format_table
-
         lines = [
             f"features: spec version {self.feature_spec_version}, {self.seconds:.1f}s",
             format_table(self.table()),
@@ -107,8 +106,6 @@ class EncodeResult:
     def summary(self) -> list[str]:
         import pandas as pd
 
-        from regimes.app.output import format_table
-
         lines = []
         if self.timeframes:
             lines.append(
@@ -172,7 +169,7 @@ def encode(workspace: Workspace, request: EncodeRequest) -> EncodeResult:
                 reports_dir=reports_dir,
             )
         except BadInputError as exc:
-            result.not_fitted[timeframe] = _one_line(exc)
+            result.not_fitted[timeframe] = one_line(exc)
             continue
         result.timeframes[timeframe] = report
     if not result.timeframes:
@@ -181,9 +178,3 @@ def encode(workspace: Workspace, request: EncodeRequest) -> EncodeResult:
             + "; ".join(f"{tf}: {r}" for tf, r in result.not_fitted.items())
         )
     return result
-
-
-def _one_line(exc: BaseException) -> str:
-    from regimes.app.output import one_line
-
-    return one_line(exc)
