@@ -67,7 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    _add_synth(sub)
+    _add_ingest(sub)
+    _add_resample(sub)
+    _add_features(sub)
+    _add_encode(sub)
+    _add_train(sub)
+    _add_models(sub)
+    _add_replay(sub)
+    _add_backfill(sub)
+    _add_states(sub)
+    _add_demo(sub)
+    return parser
 
+
+def _add_synth(sub) -> None:
     synth = sub.add_parser(
         "synth",
         help="generate a synthetic 1m market with known regimes",
@@ -90,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of 1m bars dropped as missing (default 0.002)",
     )
 
+
+def _add_ingest(sub) -> None:
     ingest = sub.add_parser(
         "ingest",
         help="load OHLCV bars from a CSV or Parquet file",
@@ -115,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or one format inferred from the first row and applied to all)",
     )
 
+
+def _add_resample(sub) -> None:
     resample = sub.add_parser(
         "resample",
         help="align 1m bars to the session, mark gaps, build higher timeframes",
@@ -130,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="target timeframes (default: 5m 15m 1h 1d)",
     )
 
+
+def _add_features(sub) -> None:
     features = sub.add_parser(
         "features",
         help="compute the 21 features from stored bars into computed_features",
@@ -150,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor", choices=("ray", "local"), default="ray", help="where units run (default ray)"
     )
 
+
+def _add_encode(sub) -> None:
     encode = sub.add_parser(
         "encode",
         help="fit selection + scaling + encoder per timeframe and report the state vectors",
@@ -170,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--encoder", choices=("pca", "window", "vae"), default="pca", help="encoder (default pca)"
     )
 
+
+def _add_train(sub) -> None:
     train = sub.add_parser(
         "train",
         help="train each timeframe's regime model: walk-forward grid, winner, artifact",
@@ -213,9 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run through the Prefect flow (default) or directly",
     )
 
+
+def _add_models(sub) -> None:
     models = sub.add_parser("models", help="list the model registry (lifecycle per timeframe)")
     models.add_argument("--timeframe", type=_timeframe, help="one timeframe only")
 
+
+def _add_replay(sub) -> None:
     replay = sub.add_parser(
         "replay",
         help="push stored bars through the live engine bar by bar; write its answers",
@@ -230,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--end", help="bars before this time only")
     replay.add_argument("--out", required=True, help="the Parquet file to write")
 
+
+def _add_backfill(sub) -> None:
     backfill = sub.add_parser(
         "backfill",
         help="a registered model's states over the stored history, into the Delta store",
@@ -262,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         "local server under <home>/prefect) or call the units directly",
     )
 
+
+def _add_states(sub) -> None:
     states = sub.add_parser(
         "states",
         help="export state history from the Delta store (or --compact it)",
@@ -283,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--vacuum-hours", type=int, help="with --compact: vacuum files older than this"
     )
 
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="run everything that exists end to end on the home directory",
@@ -300,4 +334,3 @@ def build_parser() -> argparse.ArgumentParser:
         default="ray",
         help="where fan-out work runs (default ray)",
     )
-    return parser
