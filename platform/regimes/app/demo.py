@@ -81,19 +81,7 @@ def run(
     say("")
     say(f"== 2/{steps} align 1m bars to the session, mark gaps, resample to 5m 15m 1h 1d")
     _say_all(say, data.resample(workspace, data.ResampleRequest(), progress).summary())
-    summary = db.bars_summary(workspace.engine)
-    bars_table = (
-        summary.groupby("timeframe", sort=False)
-        .agg(
-            symbols=("symbol", "nunique"),
-            bars=("bars", "sum"),
-            gaps=("gaps", "sum"),
-            first_ts=("first_ts", "min"),
-            last_ts=("last_ts", "max"),
-        )
-        .reindex([tf for tf in TIMEFRAMES if tf in set(summary["timeframe"])])
-        .reset_index()
-    )
+    bars_table = _bars_table(workspace)
     say("")
     say("bars per timeframe (all symbols, gap rows included):")
     say(bars_table.to_string(index=False))
@@ -101,21 +89,7 @@ def run(
     say(f"== 3/{steps} the 21 features per (symbol, timeframe), fanned out on {executor.name}")
     computed = features.features(workspace, features.FeaturesRequest(), executor, say, progress)
     _say_all(say, computed.summary())
-    stored = db.features_summary(workspace.engine)
-    feature_table = (
-        stored.groupby("timeframe", sort=False)
-        .agg(
-            symbols=("symbol", "nunique"),
-            rows=("rows", "sum"),
-            warmup=("warmup", "sum"),
-            gaps=("gaps", "sum"),
-        )
-        .reindex([tf for tf in TIMEFRAMES if tf in set(stored["timeframe"])])
-        .reset_index()
-    )
-    feature_table["usable"] = (
-        feature_table["rows"] - feature_table["warmup"] - feature_table["gaps"]
-    )
+    feature_table = _feature_table(workspace)
     say("")
     say("computed_features read back per timeframe (usable = neither warm-up nor gap):")
     say(feature_table.to_string(index=False))
@@ -129,12 +103,7 @@ def run(
         f"== 4/{steps} state vectors: selection, stationarity, scaling and a PCA encoder per "
         "timeframe"
     )
-    try:
-        encode = features.encode(workspace, features.EncodeRequest())
-        _say_all(say, encode.summary())
-    except BadInputError as exc:
-        say(f"   not fitted: {exc}")
-        encode = features.EncodeResult(encoder="pca")
+    encode = _encode(workspace, say)
     say("")
     say(
         f"== 5/{steps} training: every timeframe through the Prefect flow, its grid on "
@@ -194,6 +163,56 @@ def run(
             "seconds": round(elapsed, 3),
         }
     )
+
+
+def _bars_table(workspace: Workspace):
+    """Stored bars per timeframe (all symbols, gap rows included)."""
+    from regimes.data import sql as db
+
+    summary = db.bars_summary(workspace.engine)
+    return (
+        summary.groupby("timeframe", sort=False)
+        .agg(
+            symbols=("symbol", "nunique"),
+            bars=("bars", "sum"),
+            gaps=("gaps", "sum"),
+            first_ts=("first_ts", "min"),
+            last_ts=("last_ts", "max"),
+        )
+        .reindex([tf for tf in TIMEFRAMES if tf in set(summary["timeframe"])])
+        .reset_index()
+    )
+
+
+def _feature_table(workspace: Workspace):
+    """computed_features per timeframe; usable = neither warm-up nor gap."""
+    from regimes.data import sql as db
+
+    stored = db.features_summary(workspace.engine)
+    table = (
+        stored.groupby("timeframe", sort=False)
+        .agg(
+            symbols=("symbol", "nunique"),
+            rows=("rows", "sum"),
+            warmup=("warmup", "sum"),
+            gaps=("gaps", "sum"),
+        )
+        .reindex([tf for tf in TIMEFRAMES if tf in set(stored["timeframe"])])
+        .reset_index()
+    )
+    table["usable"] = table["rows"] - table["warmup"] - table["gaps"]
+    return table
+
+
+def _encode(workspace: Workspace, say: Notify) -> features.EncodeResult:
+    """The state vectors of every timeframe that can be fitted (none is not fatal here)."""
+    try:
+        encode = features.encode(workspace, features.EncodeRequest())
+    except BadInputError as exc:
+        say(f"   not fitted: {exc}")
+        return features.EncodeResult(encoder="pca")
+    _say_all(say, encode.summary())
+    return encode
 
 
 def _feature_sample(workspace: Workspace):
