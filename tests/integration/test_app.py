@@ -106,21 +106,20 @@ def test_a_mistake_inside_the_prefect_flow_leaves_it_quietly(short_home, tmp_pat
     assert runs[0][2] == "COMPLETED"  # returned as data: no failed state, so no retry
 
 
-def test_a_failed_feature_unit_is_a_result_field_and_exit_code_4(tmp_path):
+def test_a_failed_feature_unit_is_a_result_field_and_exit_code_4(workspace):
     from regimes.data import sql as db
 
-    home = tmp_path / "home"
-    with Workspace.open(home=home, environ={}) as workspace:
-        data.synth(workspace, data.SynthRequest(symbols=3, days=1, seed=2))
-        bars = db.read_bars(workspace.engine, "1m", ["SYN001"])
-        broken = bars.iloc[[10]].copy()
-        broken[["open", "high", "low", "close"]] = np.nan  # no prices, yet not a gap
-        db.upsert_bars(workspace.engine, broken)
-        result = features.features(
-            workspace, features.FeaturesRequest(timeframes=("1m",)), LocalExecutor()
-        )
-        assert [r.symbol for r in result.failed] == ["SYN001"]
-        assert result.as_dict()["failed"][0]["symbol"] == "SYN001"
+    data.synth(workspace, data.SynthRequest(symbols=3, days=1, seed=2))
+    bars = db.read_bars(workspace.engine, "1m", ["SYN001"])
+    broken = bars.iloc[[10]].copy()
+    broken[["open", "high", "low", "close"]] = np.nan  # no prices, yet not a gap
+    db.upsert_bars(workspace.engine, broken)
+    result = features.features(
+        workspace, features.FeaturesRequest(timeframes=("1m",)), LocalExecutor()
+    )
+    assert [r.symbol for r in result.failed] == ["SYN001"]
+    assert result.as_dict()["failed"][0]["symbol"] == "SYN001"
+    home = workspace.home
     cli = run("features", "--timeframe", "1m", "--executor", "local", home=home, check=False)
     assert cli.returncode == 4, cli.stderr
     out = last_json(cli)
@@ -128,21 +127,21 @@ def test_a_failed_feature_unit_is_a_result_field_and_exit_code_4(tmp_path):
     assert "FAILED SYN001 1m" in cli.stderr
 
 
-def test_models_and_states_use_cases_on_an_empty_workspace(tmp_path):
+def test_models_and_states_use_cases_on_an_empty_workspace(workspace, tmp_path):
     from regimes.app import states
 
-    with Workspace.open(home=tmp_path, environ={}) as workspace:
-        listed = training.models(workspace, training.ModelsRequest())
-        assert listed.as_dict() == {
-            "command": "models",
-            "registry": str(tmp_path.resolve() / "registry"),
-            "models": [],
-        }
-        assert "is empty" in listed.summary()[0]
-        with pytest.raises(BadInputError, match="no state table at"):
-            states.export_states(workspace, states.ExportRequest("15m", "m1", tmp_path / "x"))
-        with pytest.raises(BadInputError, match="no state table at"):
-            states.compact_states(workspace, states.CompactRequest())
+    listed = training.models(workspace, training.ModelsRequest())
+    assert listed.as_dict() == {
+        "command": "models",
+        "registry": str(workspace.home / "registry"),
+        "models": [],
+    }
+    assert "is empty" in listed.summary()[0]
+    with pytest.raises(BadInputError, match="no state table at"):
+        states.export_states(workspace, states.ExportRequest("15m", "m1", tmp_path / "x"))
+    with pytest.raises(BadInputError, match="no state table at"):
+        states.compact_states(workspace, states.CompactRequest())
+    assert not (tmp_path / "x").exists()
 
 
 def test_stopping_the_local_prefect_server_delivers_its_logs_first(tmp_path):
