@@ -59,9 +59,18 @@ class Orchestrator(Protocol):
 
 
 class DirectOrchestrator:
-    """The units called in this process, one after the other."""
+    """The units called in this process, one after the other.
+
+    Parameters
+    ----------
+    actor : str
+        Who the registry records as registering the trained candidates.
+    """
 
     name = "direct"
+
+    def __init__(self, actor: str = "cli:train") -> None:
+        self.actor = actor
 
     @contextmanager
     def session(self, workspace: Workspace, notify: Notify = silent) -> Iterator[None]:
@@ -78,7 +87,7 @@ class DirectOrchestrator:
                 grid=request.grid,
                 seed=request.seed,
                 executor=executor,
-                actor="cli:train",
+                actor=self.actor,
             )
             for timeframe, unit_symbols in units
         ]
