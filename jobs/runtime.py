@@ -18,6 +18,26 @@ SINGLE_THREAD_ENV = {
 }
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "DO_NOT_TRACK": "1"}
 
+# Ray >= 2.60 turns cluster token auth on for every new local ray.init() and logs a
+# warning that says so (and how to opt out). Auth stays on; the notice is dropped because
+# the user did nothing wrong. Only that message: the one saying auth is *disabled* stays.
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+TOKEN_AUTH_ENABLED_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+class DropTokenAuthEnabledNotice(logging.Filter):
+    """Drops Ray's "token authentication is enabled" notice; passes every other record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TOKEN_AUTH_ENABLED_NOTICE)
+
+
+def quiet_token_auth_notice() -> None:
+    """Attach :class:`DropTokenAuthEnabledNotice` to Ray's auth logger (once per process)."""
+    auth_logger = logging.getLogger(RAY_AUTH_LOGGER)
+    if not any(isinstance(f, DropTokenAuthEnabledNotice) for f in auth_logger.filters):
+        auth_logger.addFilter(DropTokenAuthEnabledNotice())
+
 
 def ensure_ray(num_cpus: int | None = None) -> str:
     """Initialise Ray once per process; returns a description of where work runs."""
@@ -39,6 +59,7 @@ def ensure_ray(num_cpus: int | None = None) -> str:
         # A local Ray: its workers inherit this process's environment.
         for key, value in SINGLE_THREAD_ENV.items():
             os.environ.setdefault(key, value)
+        quiet_token_auth_notice()
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,

@@ -32,5 +32,10 @@ class StoreError(RegimesError, RuntimeError):
     """The database or state store refused or failed an operation."""
 
 
+class RegistryConflictError(StoreError):
+    """A registry write lost a race: the registry changed since the version the write was
+    made against. The message names what changed; the registry holds nothing of the write."""
+
+
 class TrainingError(RegimesError, RuntimeError):
     """A fit failed for a reason in the data or the optimisation (e.g. it diverged)."""

@@ -22,7 +22,7 @@ from regimes.errors import BadInputError
 from regimes.features.store import plan_units, run_features
 from regimes.live.engine import InferenceEngine
 from regimes.storage.backfill import plan_backfill, run_backfill
-from regimes.storage.recording import record_states
+from regimes.storage.recording import publishing_models, record_states
 from regimes.storage.registry import Registry
 from regimes.storage.state_store import StateStore
 from regimes.training.train import train_timeframe
@@ -50,14 +50,18 @@ def trained(tmp_path_factory):
     result = train_timeframe(
         engine, CONFIG, "15m", home / "models", grid={"K": [6], "covariance": ["diag"]}, seed=1
     )
-    registry = Registry.at_home(home)
-    registry.transition(
-        "15m", result.model_id, "candidate", actor="t", reason="test", artifact_path=result.path
-    )
+    registry = home_registry(home)
+    registry.register("15m", result.model_id, artifact_path=result.path, actor="t", reason="test")
+    registry.promote("15m", result.model_id, actor="t", reason="the champion backfills mirror")
     bars = db.read_bars(engine, "15m")
     expected = InferenceEngine(result.path, CONFIG).replay_batch(bars)
     engine.dispose()
     return home, url, result, expected
+
+
+def home_registry(home) -> Registry:
+    """The registry where the CLI of this home keeps it."""
+    return Registry(str(home / "registry"))
 
 
 def _fresh_home(trained, tmp_path):
@@ -88,7 +92,7 @@ def _compare(stored: pd.DataFrame, expected: pd.DataFrame) -> None:
 def test_backfill_stores_the_engines_answers_and_mirrors_current_states(trained, tmp_path):
     home, url, result, expected = _fresh_home(trained, tmp_path)
     engine = db.make_engine(url)
-    registry = Registry.at_home(home)
+    registry = home_registry(home)
     store = StateStore.at_home(home)
     units = plan_backfill(engine, registry, home / "models", "15m", result.model_id)
     assert [u.symbols for u in units] == [("SYN000",), ("SYN001",), ("SYN002",)]
@@ -115,24 +119,80 @@ def test_backfill_stores_the_engines_answers_and_mirrors_current_states(trained,
     engine.dispose()
 
 
-def test_a_candidate_never_overwrites_the_production_models_current_states(trained, tmp_path):
+def test_only_champion_answers_reach_current_states(trained, tmp_path):
     home, url, result, expected = _fresh_home(trained, tmp_path)
     engine = db.make_engine(url)
-    registry = Registry.at_home(home)
+    registry = home_registry(home)
     store = StateStore.at_home(home)
-    registry.transition("15m", "15m-other-production", "candidate", actor="t", reason="test")
-    registry.transition("15m", "15m-other-production", "production", actor="t", reason="test")
     rows = expected[expected["symbol"] == "SYN000"].tail(5)
-    written = record_states(store, engine, registry, rows, d=6, K=6)
-    assert written == 5
-    assert db.read_current_states(engine, "15m").empty  # a candidate: stored, not mirrored
+    # The trained model is the champion: its answers are stored and mirrored.
+    assert record_states(store, engine, registry, rows.iloc[:3], d=6, K=6) == 3
+    mirrored = db.read_current_states(engine, "15m")
+    assert mirrored["model_id"].tolist() == [result.model_id]
+    assert mirrored["ts"].tolist() == [rows["ts"].iloc[2]]
+    # A shadow's newer answers go to the state store under its own model_id only.
+    registry.register("15m", "15m-shadow", artifact_path="elsewhere", actor="t", reason="test")
+    registry.set_role("15m", "15m-shadow", "shadow", actor="t", reason="test")
+    shadow_rows = rows.assign(model_id="15m-shadow")
+    assert record_states(store, engine, registry, shadow_rows, d=6, K=6) == 5
+    assert len(store.read("15m", "15m-shadow")) == 5
+    pd.testing.assert_frame_equal(db.read_current_states(engine, "15m"), mirrored)
+    # Promoted, the shadow publishes; the retired champion no longer does.
+    registry.promote("15m", "15m-shadow", actor="t", reason="agreement gate passed")
+    assert record_states(store, engine, registry, rows.iloc[3:4], d=6, K=6) == 1
+    pd.testing.assert_frame_equal(db.read_current_states(engine, "15m"), mirrored)
+    assert record_states(store, engine, registry, shadow_rows.iloc[4:], d=6, K=6) == 1
+    after = db.read_current_states(engine, "15m")
+    assert after["model_id"].tolist() == ["15m-shadow"]
+    assert after["ts"].tolist() == [rows["ts"].iloc[4]]
+    engine.dispose()
+
+
+def test_no_model_writes_current_states_while_its_scope_has_no_champion(trained, tmp_path):
+    home, url, _, expected = _fresh_home(trained, tmp_path)
+    engine = db.make_engine(url)
+    registry = Registry(str(tmp_path / "other-registry"))  # the trained model is unknown here
+    registry.register("15m", "15m-alone", artifact_path="elsewhere", actor="t", reason="test")
+    rows = expected[expected["symbol"] == "SYN000"].tail(5).assign(model_id="15m-alone")
+    assert record_states(StateStore.at_home(home), engine, registry, rows, d=6, K=6) == 5
+    assert db.read_current_states(engine, "15m").empty
+    # A champion of SYN001's own scope publishes SYN001 only, not the pooled scope.
+    registry.register(
+        "15m", "15m-syn1", artifact_path="elsewhere", actor="t", reason="test", symbol="SYN001"
+    )
+    registry.promote("15m", "15m-syn1", actor="t", reason="test")
+    both = expected[expected["symbol"].isin(["SYN000", "SYN001"])].groupby("symbol").tail(5)
+    store = StateStore.at_home(home)
+    assert record_states(store, engine, registry, both.assign(model_id="15m-syn1"), 6, 6) == 10
+    assert db.read_current_states(engine, "15m")["symbol"].tolist() == ["SYN001"]
+    # The pooled champion publishes every symbol without a champion of its own.
+    registry.promote("15m", "15m-alone", actor="t", reason="test")
+    assert publishing_models(registry, "15m", ["SYN000", "SYN001"]) == {
+        "SYN000": "15m-alone",
+        "SYN001": "15m-syn1",
+    }
+    assert record_states(store, engine, registry, both.assign(model_id="15m-alone"), 6, 6) == 10
+    mirrored = db.read_current_states(engine, "15m").sort_values("symbol")
+    assert mirrored["model_id"].tolist() == ["15m-alone", "15m-syn1"]
+    engine.dispose()
+
+
+def test_a_model_trained_for_one_symbol_is_backfilled_over_that_symbol(trained, tmp_path):
+    home, url, result, _ = _fresh_home(trained, tmp_path)
+    engine = db.make_engine(url)
+    registry = Registry(str(tmp_path / "per-symbol-registry"))
+    registry.register(
+        "15m", result.model_id, artifact_path=result.path, actor="t", reason="t", symbol="SYN001"
+    )
+    units = plan_backfill(engine, registry, home / "models", "15m", result.model_id)
+    assert [u.symbols for u in units] == [("SYN001",)]
     engine.dispose()
 
 
 def test_backfill_mistakes_are_refused_before_anything_is_written(trained, tmp_path):
     home, url, result, _ = _fresh_home(trained, tmp_path)
     engine = db.make_engine(url)
-    registry = Registry.at_home(home)
+    registry = home_registry(home)
     with pytest.raises(BadInputError, match="not in the registry"):
         plan_backfill(engine, registry, home / "models", "15m", "15m-unknown")
     with pytest.raises(BadInputError, match=r"no 15m bars stored for symbol\(s\) \['NOPE'\]"):
@@ -276,7 +336,7 @@ def test_backfill_through_the_prefect_flow_on_ray_and_the_exports(trained, tmp_p
 def test_rows_recorded_live_never_hide_older_missing_rows(trained, tmp_path):
     home, url, result, expected = _fresh_home(trained, tmp_path)
     engine = db.make_engine(url)
-    registry = Registry.at_home(home)
+    registry = home_registry(home)
     store = StateStore.at_home(home)
     # The live path recorded SYN000's last day before any backfill ran.
     last_day = expected[

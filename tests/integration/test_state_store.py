@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import re
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
-import uuid
 import zlib
 from datetime import date
 from pathlib import Path
@@ -291,7 +285,7 @@ def test_a_commit_that_loses_a_race_is_rerun_on_the_new_version(filled, monkeypa
     batch = state_rows(["AAA"], ["2024-01-05"], model_id="m1", seed=1)
     batch["ts"] += pd.Timedelta("1h")  # same partition, other rows
     _racing(monkeypatch, rival, times=1)
-    with caplog.at_level("INFO", logger="regimes.store"):
+    with caplog.at_level("INFO", logger="regimes.storage.state_store"):
         store.write(batch, D, K)
     assert "commit conflict (attempt 1 of" in caplog.text
     assert store.version() == version + 2
@@ -372,8 +366,8 @@ def test_a_bad_first_batch_creates_no_table(store):
 
 
 def test_a_model_the_registry_does_not_know_is_refused(store, home, seed):
-    registry = Registry.at_home(home)
-    registry.transition("1m", "m1", "candidate", actor="test", reason="trained")
+    registry = Registry(str(home / "registry"))
+    registry.register("1m", "m1", artifact_path="models/m1", actor="test", reason="trained")
     store.write(state_rows(["SPY"], DAYS[:1], seed=seed), D, K, registry=registry)
     version = store.version()
     with pytest.raises(BadInputError, match="model_id m2 \\(1m\\) is not in the registry"):
@@ -558,65 +552,9 @@ def test_compact_and_vacuum_keep_the_rows(store, seed):
 # --------------------------------------------------------------------------- object store
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3 server on a free local port, in a child process.
-
-    Not ``ThreadedMotoServer``: deltalake holds the GIL in some calls that do network
-    I/O (``DeltaTable.is_deltatable``, ``history``, its filesystem handler), so an
-    in-process server thread could never answer them.
-    """
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto server on {endpoint} did not start", pytrace=False)
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 @pytest.fixture
-def s3_store(s3_endpoint, home) -> StateStore:
-    import boto3
-
-    bucket = f"regimes-{uuid.uuid4().hex[:12]}"
-    environ = {
-        "REGIMES_STATES_URI": f"s3://{bucket}/states",
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=bucket)
-    client.close()
+def s3_store(s3_environ, home) -> StateStore:
+    environ = {**s3_environ, "REGIMES_STATES_URI": f"{s3_environ['REGIMES_TEST_BUCKET']}/states"}
     return StateStore.from_env(home, environ)
 
 

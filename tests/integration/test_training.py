@@ -117,29 +117,6 @@ def test_ray_grid_matches_serial_and_survives_a_killed_worker(trained_home, tmp_
     assert on_ray.model_id == serial.model_id
 
 
-def test_registry_records_lifecycle_transitions(tmp_path):
-    registry = Registry(str(tmp_path / "registry"))
-    registry.transition("1h", "m1", "candidate", actor="t", reason="trained")
-    registry.transition("1h", "m1", "production", actor="t", reason="promoted")
-    registry.transition("1h", "m2", "candidate", actor="t", reason="trained")
-    registry.transition("1h", "m2", "production", actor="t", reason="better")
-    current = registry.current("1h").set_index("model_id")["status"].to_dict()
-    assert current == {"m1": "retired", "m2": "production"}
-    assert registry.production("1h") == "m2"
-    with pytest.raises(BadInputError, match="m1 \\(1h\\) is retired: cannot become production"):
-        registry.transition("1h", "m1", "production", actor="t", reason="no")
-    with pytest.raises(BadInputError, match="not registered"):
-        registry.transition("1h", "m3", "shadow", actor="t", reason="no")
-    assert len(registry.history()) == 4  # one Delta commit per transition
-    assert list(registry.events()["to_status"]) == [
-        "candidate",
-        "production",
-        "candidate",
-        "retired",
-        "production",
-    ]
-
-
 @pytest.mark.parametrize(
     "grid, message",
     [
@@ -247,22 +224,26 @@ def test_scope_symbol_trains_one_model_per_symbol(trained_home):
     [model] = out["models"]
     metadata = verify_artifact(model["path"])
     assert metadata["universe"] == ["SYN001"]
+    # Registered in its own scope: the timeframe and its one symbol.
+    registered = Registry(out["registry"]).current("15m").set_index("model_id")
+    assert registered.loc[model["model_id"], "symbol"] == "SYN001"
+    assert registered.loc[model["model_id"], "role"] == "candidate"
     with pytest.raises(BadInputError, match="no 15m features for"):
         scope_units(engine, ["15m"], ["NOPE"], "symbol")
 
 
-def test_a_retrain_is_aligned_to_the_production_model(trained_home, tmp_path):
+def test_a_retrain_is_aligned_to_the_champion(trained_home, tmp_path):
     from regimes.training.grid import PreviousModel
 
     _, engine = trained_home
     registry = Registry(str(tmp_path / "registry"))
     first = train_timeframe(engine, CONFIG, "15m", tmp_path / "models", grid=GRID, seed=1)
-    registry.transition(
-        "15m", first.model_id, "candidate", actor="t", reason="trained", artifact_path=first.path
+    registry.register(
+        "15m", first.model_id, artifact_path=str(first.path), actor="t", reason="trained"
     )
-    registry.transition("15m", first.model_id, "production", actor="t", reason="promoted")
-    production = registry.production("15m")
-    previous = PreviousModel.load(registry.artifact_path("15m", production))
+    registry.promote("15m", first.model_id, actor="t", reason="promoted")
+    champion = registry.champion("15m")
+    previous = PreviousModel.load(registry.artifact_path("15m", champion))
     second = train_timeframe(
         engine, CONFIG, "15m", tmp_path / "models", grid=GRID, seed=2, previous=previous
     )

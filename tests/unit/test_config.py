@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import sys
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from regimes.config.loading import load_config, load_feature_spec, load_metadata, load_timeframes
+from regimes.config.loading import (
+    default_config_dir,
+    load_config,
+    load_feature_spec,
+    load_metadata,
+    load_timeframes,
+    package_resource_dir,
+)
 from regimes.config.metadata import ModelMetadata, metadata_json_schema
 from regimes.config.settings import resolve_settings
 from regimes.config.spec import FIXED_FEATURES
@@ -327,3 +336,44 @@ def test_settings_resolve_the_state_store_and_its_credentials_once(tmp_path):
         home / "reports",
         home / "prefect",
     )
+
+
+# --------------------------------------------------------------------------- default config
+
+
+def test_default_config_dir_is_the_packaged_config_and_loads():
+    """Editable install: the package data is the checkout's config/ itself, not a copy."""
+    config_dir = default_config_dir()
+    assert type(config_dir) is type(CONFIG) and config_dir.is_dir()
+    assert config_dir == CONFIG
+    for name in ("features.yaml", "timeframes.yaml", "metadata.schema.json"):
+        assert (config_dir / name).read_bytes() == (CONFIG / name).read_bytes()
+    assert load_config(config_dir).features.names == FIXED_FEATURES
+    assert resolve_settings(home=CONFIG.parent / "nonexistent", environ={}).config_dir == CONFIG
+
+
+def test_package_resource_dir_copies_a_zipped_package_to_a_real_directory(tmp_path, monkeypatch):
+    """A package without a directory of its own (zip import) still gives a lasting Path."""
+    archive = tmp_path / "bundle.zip"
+    package = f"zipped_config_{tmp_path.name}"
+    features = (CONFIG / "features.yaml").read_bytes()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr(f"{package}/__init__.py", "")
+        bundle.writestr(f"{package}/features.yaml", features)
+    monkeypatch.syspath_prepend(str(archive))
+    try:
+        copied = package_resource_dir(package)
+        assert not str(copied).startswith(str(archive)) and copied.is_dir()
+        assert (copied / "features.yaml").read_bytes() == features
+        assert package_resource_dir(package) == copied  # copied once per process
+        assert load_feature_spec(copied / "features.yaml").names == FIXED_FEATURES
+    finally:
+        sys.modules.pop(package, None)
+
+
+def test_a_missing_default_config_package_is_one_line_naming_it():
+    with pytest.raises(ConfigError) as info:
+        package_resource_dir("regimes.config.no_such_defaults")
+    message = str(info.value)
+    assert "regimes.config.no_such_defaults" in message and "REGIMES_CONFIG_DIR" in message
+    assert "\n" not in message

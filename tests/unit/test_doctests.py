@@ -12,6 +12,7 @@ pytestmark = pytest.mark.unit
 MODULES = [
     "regimes.timeframes",
     "regimes.paths",
+    "regimes.config.loading",
     "regimes.data.synth",
     "regimes.features.batch",
     "regimes.features.online",

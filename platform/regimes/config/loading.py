@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import importlib.resources
 import json
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,62 @@ from regimes.config.timeframes import TimeframeConfig, TimeframesConfig
 from regimes.errors import ConfigError
 
 # --------------------------------------------------------------------------- loading
+
+DEFAULT_CONFIG_PACKAGE = "regimes.config.defaults"
+"""The package that holds the default ``config/`` (mapped in ``pyproject.toml``)."""
+
+
+def default_config_dir() -> Path:
+    """The directory of the default config that ships with the installed package.
+
+    The same files as ``config/`` at the repo root: an editable install resolves to that
+    folder itself, a wheel install to the copy inside ``site-packages``.
+
+    Returns
+    -------
+    Path
+        A real directory holding ``features.yaml``, ``timeframes.yaml`` and
+        ``metadata.schema.json``.
+
+    Raises
+    ------
+    ConfigError
+        When the installed package has no default config (an editable install made
+        before the config became package data): reinstall, or name a directory.
+
+    Examples
+    --------
+    >>> (default_config_dir() / "timeframes.yaml").is_file()
+    True
+    """
+    return package_resource_dir(DEFAULT_CONFIG_PACKAGE)
+
+
+@functools.cache
+def package_resource_dir(package: str) -> Path:
+    """The files of ``package`` as a real directory (see :func:`default_config_dir`).
+
+    An installed package on the file system is its own directory. A package imported
+    from elsewhere (a zip archive) has no directory of its own, so its top-level files
+    are copied once into a temporary directory that lives as long as this process:
+    ``importlib.resources.as_file`` would remove the copy as soon as its block ends,
+    and callers keep the path.
+    """
+    try:
+        resources = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise ConfigError(
+            f"package {package} (the default config) is not installed: reinstall regimes "
+            "(make install), or give --config-dir / REGIMES_CONFIG_DIR"
+        ) from None
+    if isinstance(resources, Path):
+        return resources
+    copy = Path(tempfile.mkdtemp(prefix=f"{package}-"))
+    atexit.register(shutil.rmtree, copy, ignore_errors=True)
+    for entry in resources.iterdir():
+        if entry.is_file():
+            (copy / entry.name).write_bytes(entry.read_bytes())
+    return copy
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from regimes.config.loading import default_config_dir
 from regimes.config.metadata import metadata_json_schema
 
-PROJECT_CONFIG_DIR = Path(__file__).resolve().parents[3] / "config"
-"""``config/`` of the source tree this package was installed from (editable install)."""
+PROJECT_CONFIG_DIR = default_config_dir()
+"""The default config shipped as package data (``config/`` of the checkout when editable)."""
 
 OBJECT_STORE_SCHEMES = ("s3://", "s3a://")
 

@@ -6,6 +6,11 @@ timeframe``) and, at any moment, composes one record per symbol: for every timef
 carried-forward state, its probability and its age (time since that bar closed). A state
 older than the timeframe's ``state_ttl`` is reported UNKNOWN for that timeframe, with its
 age; a bar that has not closed yet is never used (no look-ahead).
+
+Models are never mixed: the synchroniser is told which model is the champion of each
+timeframe (:meth:`TimeframeSynchronizer.set_champion`, per symbol where a model was trained
+per symbol) and keeps only that model's answers; answers of any other model_id (a
+shadow's, a candidate's) are ignored, and a champion change starts the scope afresh.
 """
 
 from __future__ import annotations
@@ -19,25 +24,86 @@ from regimes.timeframes import TIMEFRAME_DURATION, TIMEFRAMES, check_timeframe
 
 
 class TimeframeSynchronizer:
-    """Latest final state per (symbol, timeframe), composed per symbol with TTL checks."""
+    """Latest final state per (symbol, timeframe) of the champion model, composed per
+    symbol with TTL checks.
+
+    Parameters
+    ----------
+    ttl : dict
+        Per timeframe, how long a state stays valid after its bar closed.
+
+    Examples
+    --------
+    >>> sync = TimeframeSynchronizer({"1h": timedelta(hours=4)})
+    >>> sync.set_champion("1h", "1h-model-a")
+    >>> sync.champion("1h", "SPY")
+    '1h-model-a'
+    """
 
     def __init__(self, ttl: dict[str, timedelta]):
         for timeframe in ttl:
             check_timeframe(timeframe)
         self.ttl = dict(ttl)
-        self._latest: dict[tuple[str, str], list[dict]] = {}
+        self._champions: dict[tuple[str, str | None], str] = {}
+        # (symbol, timeframe) -> (model_id, newest records of that model)
+        self._latest: dict[tuple[str, str], tuple[str, list[dict]]] = {}
 
     @classmethod
     def from_config(cls, config) -> TimeframeSynchronizer:
         return cls({tf: config.timeframe(tf).state_ttl for tf in TIMEFRAMES})
 
+    def set_champion(self, timeframe: str, model_id: str, symbol: str | None = None) -> None:
+        """Keep only ``model_id``'s answers for ``timeframe`` (for ``symbol`` only when
+        given: a per-symbol champion wins over the timeframe's pooled one). A different
+        model than before drops the states kept for the scope: it starts afresh."""
+        timeframe = check_timeframe(timeframe)
+        if timeframe not in self.ttl:
+            raise BadInputError(f"sync: no state TTL configured for {timeframe}")
+        if not isinstance(model_id, str) or not model_id:
+            raise BadInputError(f"sync: model_id: expected a non-empty string, got {model_id!r}")
+        self._champions[(timeframe, symbol)] = model_id
+        stale = [
+            (key_symbol, key_timeframe)
+            for (key_symbol, key_timeframe), (kept_model, _) in self._latest.items()
+            if key_timeframe == timeframe
+            and symbol in (None, key_symbol)
+            and kept_model != self.champion(timeframe, key_symbol)
+        ]
+        for key in stale:
+            del self._latest[key]
+
+    def champion(self, timeframe: str, symbol: str) -> str | None:
+        """The model whose answers are kept for (symbol, timeframe), or None."""
+        return self._champions.get((timeframe, symbol)) or self._champions.get((timeframe, None))
+
     def update(self, answers: pd.DataFrame) -> None:
-        """Record engine answers (columns symbol, ts, timeframe, state_id, state_prob,
-        is_unknown, ood_reason) as their bars close."""
-        for row in answers.itertuples(index=False):
-            timeframe = check_timeframe(row.timeframe)
-            if timeframe not in self.ttl:
+        """Record the champion's engine answers (columns symbol, ts, timeframe, model_id,
+        state_id, state_prob, is_unknown, ood_reason) as their bars close; answers of
+        other models are ignored.
+
+        Raises
+        ------
+        BadInputError
+            A timeframe without a TTL, or without a champion set (:meth:`set_champion`);
+            checked for the whole batch before any answer is kept.
+        """
+        if "model_id" not in answers.columns:
+            raise BadInputError("sync: answers need a model_id column (whose answers they are)")
+        for timeframe, symbol in (
+            answers[["timeframe", "symbol"]].drop_duplicates().itertuples(index=False)
+        ):
+            if check_timeframe(timeframe) not in self.ttl:
                 raise BadInputError(f"sync: no state TTL configured for {timeframe}")
+            if self.champion(timeframe, symbol) is None:
+                raise BadInputError(
+                    f"sync: no champion model set for {timeframe} ({symbol}); call "
+                    f"set_champion({timeframe!r}, model_id) before feeding its answers"
+                )
+        for row in answers.itertuples(index=False):
+            timeframe = row.timeframe
+            champion = self.champion(timeframe, row.symbol)
+            if row.model_id != champion:
+                continue  # a shadow's or candidate's answer: never mixed into the champion's
             record = {
                 "ts": pd.Timestamp(row.ts),
                 "final_at": pd.Timestamp(row.ts) + TIMEFRAME_DURATION[timeframe],
@@ -46,7 +112,10 @@ class TimeframeSynchronizer:
                 "is_unknown": bool(row.is_unknown),
                 "ood_reason": row.ood_reason,
             }
-            kept = self._latest.setdefault((row.symbol, timeframe), [])
+            model_id, kept = self._latest.get((row.symbol, timeframe), (champion, []))
+            if model_id != champion:
+                kept = []
+            self._latest[(row.symbol, timeframe)] = (champion, kept)
             if kept and record["ts"] <= kept[-1]["ts"]:
                 continue  # an older or repeated answer never replaces a newer one
             kept.append(record)
@@ -62,9 +131,10 @@ class TimeframeSynchronizer:
         for symbol in symbols:
             row = {"symbol": symbol, "at": at}
             for timeframe in self.ttl:
-                usable = [
-                    r for r in self._latest.get((symbol, timeframe), []) if r["final_at"] <= at
-                ]
+                model_id, kept = self._latest.get((symbol, timeframe), (None, []))
+                if model_id != self.champion(timeframe, symbol):
+                    kept = []  # the champion changed and has not answered yet
+                usable = [r for r in kept if r["final_at"] <= at]
                 state, prob, age, reason = -1, None, None, "no state yet"
                 if usable:
                     record = usable[-1]

@@ -3,9 +3,10 @@
 * :func:`record_states` writes a batch of engine answers to the Delta state table
   (:class:`regimes.storage.state_store.StateStore`, an idempotent merge) and mirrors the
   newest state per (symbol, timeframe) into the database's ``current_states`` table (plan 7.5).
-  ``current_states`` publishes one model per timeframe: the production model, or — while
-  a timeframe has none — whichever model writes. A candidate or shadow model's states
-  never overwrite the production model's there.
+  ``current_states`` holds champion answers only: per (symbol, timeframe) the champion of
+  the symbol's own scope, else the timeframe's pooled champion. A model that is not the
+  champion (a candidate, shadow or retired model, or any model while its scope has no
+  champion) never writes there; its states go to the state table under its own model_id.
 * A **backfill** computes a registered model's states over the stored history of its
   symbols and records them. Work is split into units of a few symbols
   (:func:`plan_backfill`); :func:`backfill_unit` runs one, through the engine's offline
@@ -89,15 +90,16 @@ def plan_backfill(
 ) -> list[BackfillUnit]:
     """Units of a backfill of ``model_id`` over the stored ``timeframe`` bars.
 
-    Refuses (``BadInputError``) a model the registry does not know, a missing artifact,
-    an artifact of another timeframe, requested symbols without stored bars, and a
-    timeframe without bars.
+    A model trained for one symbol (registered with a symbol) is backfilled over that
+    symbol when ``symbols`` is None. Refuses (``BadInputError``) a model the registry does
+    not know, a missing artifact, an artifact of another timeframe, requested symbols
+    without stored bars, and a timeframe without bars.
     """
     timeframe = check_timeframe_name(timeframe)
     model_id = check_model_id(model_id)
     if symbols_per_unit < 1:
         raise BadInputError(f"symbols_per_unit: expected >= 1, got {symbols_per_unit}")
-    if registry.status(timeframe, model_id) is None:
+    if registry.role(timeframe, model_id) is None:
         raise BadInputError(
             f"backfill: model {model_id} ({timeframe}) is not in the registry at "
             f"{registry.root}; train or register it first (see `regimes models`)"
@@ -112,6 +114,10 @@ def plan_backfill(
             f"backfill: model {model_id} is a {metadata['timeframe']} model, not {timeframe}"
         )
     stored = db.list_symbols(engine, timeframe)
+    models = registry.current(timeframe)
+    trained_for = models.loc[models["model_id"] == model_id, "symbol"].iloc[0]
+    if symbols is None and trained_for is not None:
+        symbols = [trained_for]
     if symbols is None:
         chosen = sorted(stored)
     else:

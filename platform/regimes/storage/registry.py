@@ -1,157 +1,789 @@
-"""The model registry: each model_id's lifecycle per timeframe, a Delta table of
-transition events."""
+"""The model registry: every model's role per scope, as an append-only Delta table of
+transition events.
+
+A *scope* is a timeframe, plus a symbol for models trained per symbol (``symbol=None``
+is the pooled model of the timeframe). In each scope a model is a ``candidate`` when
+registered, may run as a ``shadow`` (zero or more per scope), becomes the ``champion``
+(at most one per scope; its answers are the ones published) and ends ``retired``.
+Promoting a model retires the previous champion in the same commit and remembers it as
+the *last good champion*, which :meth:`Registry.rollback` restores.
+
+Atomicity. Every write is one Delta commit made with optimistic concurrency: the write
+reads the registry at version N, validates against that state, and commits version N+1
+with ``CommitProperties(max_commit_retries=0)``. delta-rs creates a commit file with a
+put-if-absent (a no-replace rename locally, a conditional put on S3), so of two writers
+that read version N only one creates N+1; without the zero-retry setting delta-rs would
+rebase the loser's append (a blind append never conflicts) onto N+2. The loser re-reads:
+when what its write depends on (the scope's champion and last good champion for
+``promote`` / ``rollback``, the model's own role otherwise) changed since the version the
+caller last read, it raises :class:`~regimes.errors.RegistryConflictError` naming the
+change; when only unrelated scopes moved it validates again on the new version and
+retries. Every row carries the version it was committed in.
+
+Reads are served from a per-object cache that is refreshed only when the table version
+moved (``DeltaTable.update_incremental``: a listing of the log past the known version),
+so calling them per bar batch is cheap.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from regimes.errors import BadInputError, StoreError
-from regimes.paths import check_model_id, check_timeframe_name
+from regimes.errors import BadInputError, RegistryConflictError, StoreError
+from regimes.paths import check_model_id, check_symbol, check_timeframe_name
 
-STATUSES = ("candidate", "shadow", "production", "retired")
-ALLOWED = {
-    None: {"candidate"},
-    "candidate": {"shadow", "production", "retired"},
-    "shadow": {"production", "retired", "candidate"},
-    "production": {"retired"},
-    "retired": {"candidate"},
-}
+ROLES = ("candidate", "shadow", "champion", "retired")
+ALLOWED_TRANSITIONS = frozenset(
+    {
+        (None, "candidate"),  # register
+        ("candidate", "shadow"),  # set_role
+        ("shadow", "candidate"),
+        ("retired", "candidate"),
+        ("candidate", "retired"),
+        ("shadow", "retired"),
+        ("candidate", "champion"),  # promote
+        ("shadow", "champion"),
+        ("champion", "retired"),  # promote (the previous champion) or rollback
+        ("retired", "champion"),  # rollback (the last good champion)
+    }
+)
+"""Every (from_role, to_role) the registry records; ``None`` is "not registered"."""
+SET_ROLE_TRANSITIONS = frozenset(
+    pair for pair in ALLOWED_TRANSITIONS if None not in pair and "champion" not in pair
+)
+"""What :meth:`Registry.set_role` may do: a champion changes only by promote or rollback."""
+OPERATIONS = frozenset({"register", "set_role", "promote", "rollback"})
 REGISTRY_SCHEMA = pa.schema(
     [
-        ("event_ts", pa.timestamp("us", tz="UTC")),
-        ("timeframe", pa.string()),
-        ("model_id", pa.string()),
-        ("from_status", pa.string()),
-        ("to_status", pa.string()),
-        ("actor", pa.string()),
-        ("reason", pa.string()),
-        ("artifact_path", pa.string()),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("event_ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("timeframe", pa.string(), nullable=False),
+        pa.field("symbol", pa.string()),
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("operation", pa.string(), nullable=False),
+        pa.field("from_role", pa.string()),
+        pa.field("to_role", pa.string(), nullable=False),
+        pa.field("actor", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("evidence", pa.string(), nullable=False),
+        pa.field("artifact_path", pa.string()),
     ]
 )
+"""One row per transition; ``symbol`` null for a pooled model, ``evidence`` JSON text."""
+CURRENT_COLUMNS = (
+    "timeframe",
+    "symbol",
+    "model_id",
+    "role",
+    "since",
+    "actor",
+    "reason",
+    "evidence",
+    "artifact_path",
+    "version",
+)
+STORAGE_ENVIRONMENT = {
+    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
+    "AWS_REGION": "AWS_REGION",
+    "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
+    "AWS_S3_ALLOW_UNSAFE_RENAME": "AWS_S3_ALLOW_UNSAFE_RENAME",
+    "AWS_S3_LOCKING_PROVIDER": "AWS_S3_LOCKING_PROVIDER",
+    "DELTA_DYNAMO_TABLE_NAME": "DELTA_DYNAMO_TABLE_NAME",
+    "AWS_CONDITIONAL_PUT": "aws_conditional_put",
+}
+"""Environment variable -> deltalake storage option, passed for ``s3://`` roots."""
+COMMIT_ATTEMPTS = 25
+"""Attempts of a write whose commits keep losing to writes elsewhere in the registry."""
+BACKOFF_SECONDS = (0.01, 0.5)
+_TABLE_CONFIGURATION = {"delta.appendOnly": "true"}  # the audit trail is never rewritten
+
+
+def storage_options_from_env(root: str, environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The deltalake storage options of a table at ``root``, from an environment mapping.
+
+    For an ``s3://`` (or ``s3a://``) root the variables of :data:`STORAGE_ENVIRONMENT`
+    that are set become options; a local root needs none (``None``).
+
+    Examples
+    --------
+    >>> storage_options_from_env("s3://b/registry", {"AWS_REGION": "eu-west-1", "HOME": "/"})
+    {'AWS_REGION': 'eu-west-1'}
+    >>> storage_options_from_env("/data/registry", {"AWS_REGION": "eu-west-1"}) is None
+    True
+    """
+    if not root.startswith(("s3://", "s3a://")):
+        return None
+    options = {key: environ[name] for name, key in STORAGE_ENVIRONMENT.items() if environ.get(name)}
+    return options or None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One model's change of role, as committed."""
+
+    timeframe: str
+    symbol: str | None
+    model_id: str
+    from_role: str | None
+    to_role: str
+    actor: str
+    reason: str
+    evidence: dict[str, Any]
+    event_ts: pd.Timestamp
+    version: int
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """How often a :class:`Registry` checked the table version and (re)read the table."""
+
+    version: int | None
+    checks: int
+    loads: int
+
+
+@dataclass
+class _Scope:
+    champion: str | None = None
+    last_good: list[str] = field(default_factory=list)  # earlier champions, newest last
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The registry at one version: its events and the state they replay to."""
+
+    version: int | None
+    events: pd.DataFrame
+    models: dict[tuple[str, str], dict[str, Any]]
+    scopes: dict[tuple[str, str | None], _Scope]
+
+    @classmethod
+    def replay(cls, version: int | None, events: pd.DataFrame) -> _Snapshot:
+        models: dict[tuple[str, str], dict[str, Any]] = {}
+        scopes: dict[tuple[str, str | None], _Scope] = {}
+        for event in events.to_dict("records"):
+            key = (event["timeframe"], event["model_id"])
+            scope = scopes.setdefault((event["timeframe"], event["symbol"]), _Scope())
+            registered = models.get(key, {}).get("artifact_path", event["artifact_path"])
+            models[key] = {**event, "artifact_path": registered}
+            if event["model_id"] in scope.last_good:
+                scope.last_good.remove(event["model_id"])
+            if event["to_role"] == "champion":
+                scope.champion = event["model_id"]
+            elif event["from_role"] == "champion":
+                scope.champion = None
+                if event["operation"] == "promote":  # a rolled-back champion is not "good"
+                    scope.last_good.append(event["model_id"])
+        return cls(version, events, models, scopes)
+
+    def scope(self, timeframe: str, symbol: str | None) -> _Scope:
+        return self.scopes.get((timeframe, symbol), _Scope())
+
+    def model(self, timeframe: str, model_id: str) -> dict[str, Any] | None:
+        return self.models.get((timeframe, model_id))
+
+    def role(self, timeframe: str, model_id: str) -> str | None:
+        model = self.model(timeframe, model_id)
+        return None if model is None else model["to_role"]
+
+
+class _Cache:
+    """A registry object's newest snapshot and open table; never pickled (a copy sent to
+    another process starts empty and reads the table itself)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.table = None
+        self.snapshot: _Snapshot | None = None
+        self.checks = 0
+        self.loads = 0
+
+    def __reduce__(self):
+        return (_Cache, ())
 
 
 @dataclass(frozen=True)
 class Registry:
-    """The model registry table at ``root`` (a local path or an object-store URI)."""
+    """The model registry table at ``root`` (a local path or an object-store URI).
+
+    Parameters
+    ----------
+    root : str
+        Where the table lives, e.g. ``<home>/registry`` or ``s3://bucket/registry``.
+    storage_options : dict or None
+        deltalake storage options for an object store (see :func:`storage_options_from_env`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> registry = Registry(tempfile.mkdtemp() + "/registry")
+    >>> registry.champion("1h") is None, registry.version()
+    (True, None)
+    >>> _ = registry.register("1h", "m1", artifact_path="models/m1", actor="me", reason="trained")
+    >>> registry.promote("1h", "m1", actor="me", reason="first model").version
+    2
+    >>> registry.champion("1h")
+    'm1'
+    """
 
     root: str
+    storage_options: dict[str, str] | None = None
+    _cache: _Cache = field(default_factory=_Cache, init=False, repr=False, compare=False)
 
-    @classmethod
-    def at_home(cls, home: str | Path) -> Registry:
-        return cls(str(Path(home) / "registry"))
+    # ------------------------------------------------------------------ reads
 
-    def _exists(self) -> bool:
-        from deltalake import DeltaTable
+    def champion(self, timeframe: str, symbol: str | None = None) -> str | None:
+        """The champion of the scope (timeframe, symbol), or None."""
+        scope = _check_scope(timeframe, symbol)
+        return self._snapshot().scope(*scope).champion
 
-        return DeltaTable.is_deltatable(self.root)
+    def last_good_champion(self, timeframe: str, symbol: str | None = None) -> str | None:
+        """The champion :meth:`rollback` would restore, or None."""
+        scope = _check_scope(timeframe, symbol)
+        last_good = self._snapshot().scope(*scope).last_good
+        return last_good[-1] if last_good else None
 
-    def events(self) -> pd.DataFrame:
-        """Every transition, oldest first."""
-        from deltalake import DeltaTable
+    def shadows(self, timeframe: str, symbol: str | None = None) -> list[str]:
+        """The scope's shadows, in the order they became shadows."""
+        timeframe, symbol = _check_scope(timeframe, symbol)
+        models = self._snapshot().models.values()
+        shadows = [
+            m
+            for m in models
+            if m["timeframe"] == timeframe and m["symbol"] == symbol and m["to_role"] == "shadow"
+        ]
+        return [m["model_id"] for m in sorted(shadows, key=lambda m: m["version"])]
 
-        if not self._exists():
-            return pd.DataFrame(columns=REGISTRY_SCHEMA.names)
-        try:
-            frame = DeltaTable(self.root).to_pandas()
-        except Exception as exc:  # a damaged log must never read as an empty registry
-            raise StoreError(f"registry at {self.root} cannot be read: {exc}") from None
-        return frame.sort_values(["event_ts", "timeframe", "model_id"], kind="stable").reset_index(
-            drop=True
-        )
+    def role(self, timeframe: str, model_id: str) -> str | None:
+        """The model's role, or None when it is not registered in ``timeframe``."""
+        return self._snapshot().role(check_timeframe_name(timeframe), model_id)
+
+    def artifact_path(self, timeframe: str, model_id: str) -> str | None:
+        """Where the model's artifact is (as registered), or None."""
+        model = self._snapshot().model(check_timeframe_name(timeframe), model_id)
+        return None if model is None else model["artifact_path"]
+
+    def version(self) -> int | None:
+        """The table's newest version, or None when nothing was registered yet."""
+        return self._snapshot().version
 
     def current(self, timeframe: str | None = None) -> pd.DataFrame:
-        """The latest status of every model (one row per model_id)."""
-        events = self.events()
+        """One row per model (columns :data:`CURRENT_COLUMNS`): its role and the
+        transition that gave it (``since``, ``actor``, ``reason``, ``evidence``, ``version``)."""
         if timeframe is not None:
-            events = events[events["timeframe"] == check_timeframe_name(timeframe)]
-        latest = events.groupby(["timeframe", "model_id"], sort=False).tail(1)
-        return latest.rename(columns={"to_status": "status", "event_ts": "since"}).reset_index(
-            drop=True
-        )
+            timeframe = check_timeframe_name(timeframe)
+        models = [
+            {**m, "role": m["to_role"], "since": m["event_ts"]}
+            for m in self._snapshot().models.values()
+            if timeframe is None or m["timeframe"] == timeframe
+        ]
+        frame = pd.DataFrame(models, columns=[*CURRENT_COLUMNS, "event_ts", "to_role"])
+        frame = frame.sort_values(["timeframe", "version"], kind="stable")
+        return frame.loc[:, list(CURRENT_COLUMNS)].reset_index(drop=True)
 
-    def status(self, timeframe: str, model_id: str) -> str | None:
-        current = self.current(timeframe)
-        row = current[current["model_id"] == model_id]
-        return None if row.empty else str(row["status"].iloc[0])
+    def events(self) -> pd.DataFrame:
+        """Every transition (columns of :data:`REGISTRY_SCHEMA`), oldest first."""
+        return self._snapshot().events.copy()
 
-    def production(self, timeframe: str) -> str | None:
-        current = self.current(timeframe)
-        rows = current[current["status"] == "production"]
-        return None if rows.empty else str(rows["model_id"].iloc[-1])
+    def history(self) -> list[dict[str, Any]]:
+        """The Delta commit log, newest first (each write's operation, actor and reason
+        are in its commit metadata)."""
+        with self._cache.lock:
+            self._snapshot()
+            return [] if self._cache.table is None else self._cache.table.history()
 
-    def transition(
+    def cache_info(self) -> CacheInfo:
+        """Version checks and table reads this object made (reads happen only on change)."""
+        cache = self._cache
+        version = cache.snapshot.version if cache.snapshot else None
+        return CacheInfo(version, cache.checks, cache.loads)
+
+    # ------------------------------------------------------------------ writes
+
+    def register(
         self,
         timeframe: str,
         model_id: str,
-        to_status: str,
+        *,
+        artifact_path: str,
+        actor: str,
+        reason: str,
+        symbol: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> Transition:
+        """Register a new model as a ``candidate`` of the scope (timeframe, symbol).
+
+        Raises
+        ------
+        BadInputError
+            The model is already registered in ``timeframe`` (any scope).
+        RegistryConflictError
+            Another writer registered it since this object last read the registry.
+        """
+        timeframe, symbol = _check_scope(timeframe, symbol)
+        model_id = check_model_id(model_id)
+        if not isinstance(artifact_path, str) or not artifact_path:
+            raise BadInputError(
+                f"artifact_path: expected a non-empty string, got {artifact_path!r}"
+            )
+        note = _Note("register", actor, reason, evidence)
+
+        def plan(snapshot: _Snapshot) -> list[dict[str, Any]]:
+            role = snapshot.role(timeframe, model_id)
+            if role is not None:
+                raise BadInputError(
+                    f"model {model_id} ({timeframe}) is already registered ({role}); "
+                    "use set_role to change its role"
+                )
+            return [note.row(timeframe, symbol, model_id, None, "candidate", artifact_path)]
+
+        def watched(view: _Snapshot, latest: _Snapshot):
+            return view.role(timeframe, model_id)
+
+        rows = self._write(note, plan, watched, (timeframe, model_id))
+        return _transition(rows[-1])
+
+    def set_role(
+        self,
+        timeframe: str,
+        model_id: str,
+        role: str,
         *,
         actor: str,
         reason: str,
-        artifact_path: str = "",
-    ) -> pd.DataFrame:
-        """Record one transition (and, for a promotion, the retirement of the previous
-        production model) in a single commit. Returns the rows written."""
-        from deltalake import write_deltalake
+        evidence: Mapping[str, Any] | None = None,
+    ) -> Transition:
+        """Move a model between candidate, shadow and retired (see :data:`SET_ROLE_TRANSITIONS`).
 
-        check_timeframe_name(timeframe)
-        check_model_id(model_id)
-        if to_status not in STATUSES:
-            raise BadInputError(f"status: expected one of {list(STATUSES)}, got {to_status!r}")
-        current = self.status(timeframe, model_id)
-        if to_status not in ALLOWED[current]:
-            raise BadInputError(
-                f"model {model_id} ({timeframe}) is {current or 'not registered'}: cannot "
-                f"become {to_status}; allowed next: {sorted(ALLOWED[current]) or 'none'}"
-            )
-        now = datetime.now(UTC)
-        rows = []
-        if to_status == "production":
-            previous = self.production(timeframe)
-            if previous and previous != model_id:
-                rows.append(
-                    (
-                        now,
-                        timeframe,
-                        previous,
-                        "production",
-                        "retired",
-                        actor,
-                        f"replaced by {model_id}",
-                        "",
-                    )
+        A champion cannot be retired directly: promote another model or roll back.
+        """
+        timeframe = check_timeframe_name(timeframe)
+        if role not in ROLES:
+            raise BadInputError(f"role: expected one of {list(ROLES)}, got {role!r}")
+        note = _Note("set_role", actor, reason, evidence)
+
+        def plan(snapshot: _Snapshot) -> list[dict[str, Any]]:
+            model = _registered(snapshot, timeframe, model_id, self.root)
+            if (model["to_role"], role) not in SET_ROLE_TRANSITIONS:
+                allowed = sorted(to for frm, to in SET_ROLE_TRANSITIONS if frm == model["to_role"])
+                how = (
+                    " (promote another model or roll back)"
+                    if model["to_role"] == "champion"
+                    else ""
                 )
-        rows.append((now, timeframe, model_id, current, to_status, actor, reason, artifact_path))
-        table = pa.Table.from_pylist(
-            [dict(zip(REGISTRY_SCHEMA.names, row, strict=True)) for row in rows],
-            schema=REGISTRY_SCHEMA,
-        )
-        try:
-            write_deltalake(self.root, table, mode="append")
-        except Exception as exc:
-            raise StoreError(
-                f"registry at {self.root}: the transition was not recorded: {exc}"
-            ) from None
-        return table.to_pandas()
+                raise BadInputError(
+                    f"model {model_id} ({timeframe}) is {model['to_role']}: set_role cannot make "
+                    f"it {role}; allowed: {allowed or 'none'}{how}"
+                )
+            return [note.row(timeframe, model["symbol"], model_id, model["to_role"], role)]
 
-    def artifact_path(self, timeframe: str, model_id: str) -> str | None:
-        """Where a registered model's artifact is (from its registration event)."""
-        events = self.events()
-        rows = events[
-            (events["timeframe"] == timeframe)
-            & (events["model_id"] == model_id)
-            & (events["artifact_path"] != "")
-        ]
-        return None if rows.empty else str(rows["artifact_path"].iloc[0])
+        def watched(view: _Snapshot, latest: _Snapshot):
+            return _seen_role(view, latest, timeframe, model_id)
 
-    def history(self) -> list[dict]:
-        """The Delta commit log (one entry per transition commit), newest first."""
+        rows = self._write(note, plan, watched, (timeframe, model_id))
+        return _transition(rows[-1])
+
+    def promote(
+        self,
+        timeframe: str,
+        model_id: str,
+        *,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> Transition:
+        """Make a candidate or shadow the champion of its scope; the previous champion is
+        retired in the same commit and kept as the last good champion for :meth:`rollback`.
+
+        Raises
+        ------
+        RegistryConflictError
+            The scope's champion or the model's role changed since this object last
+            read the registry (e.g. a concurrent promotion won); nothing is written.
+        """
+        timeframe = check_timeframe_name(timeframe)
+        note = _Note("promote", actor, reason, evidence)
+
+        def plan(snapshot: _Snapshot) -> list[dict[str, Any]]:
+            model = _registered(snapshot, timeframe, model_id, self.root)
+            if model["to_role"] not in ("candidate", "shadow"):
+                raise BadInputError(
+                    f"model {model_id} ({timeframe}) is {model['to_role']}: only a candidate "
+                    "or shadow can be promoted"
+                )
+            symbol = model["symbol"]
+            previous = snapshot.scope(timeframe, symbol).champion
+            rows = []
+            if previous is not None:
+                rows.append(note.row(timeframe, symbol, previous, "champion", "retired"))
+            rows.append(note.row(timeframe, symbol, model_id, model["to_role"], "champion"))
+            return rows
+
+        def watched(view: _Snapshot, latest: _Snapshot):
+            model = latest.model(timeframe, model_id)
+            symbol = None if model is None else model["symbol"]
+            champion = view.scope(timeframe, symbol).champion
+            return _seen_role(view, latest, timeframe, model_id), champion
+
+        rows = self._write(note, plan, watched, (timeframe, model_id))
+        return _transition(rows[-1])
+
+    def rollback(
+        self,
+        timeframe: str,
+        *,
+        actor: str,
+        reason: str,
+        symbol: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> Transition:
+        """Retire the scope's champion and make the last good champion champion again.
+
+        Raises
+        ------
+        BadInputError
+            The scope has no champion, or no earlier champion to return to.
+        RegistryConflictError
+            The scope's champion changed since this object last read the registry.
+        """
+        timeframe, symbol = _check_scope(timeframe, symbol)
+        note = _Note("rollback", actor, reason, evidence)
+        name = _scope_name(timeframe, symbol)
+
+        def plan(snapshot: _Snapshot) -> list[dict[str, Any]]:
+            scope = snapshot.scope(timeframe, symbol)
+            if scope.champion is None:
+                raise BadInputError(
+                    f"rollback: {name} has no champion in the registry at {self.root}"
+                )
+            if not scope.last_good:
+                raise BadInputError(
+                    f"rollback: {name} has no earlier champion to return to "
+                    f"(champion {scope.champion} is the first)"
+                )
+            return [
+                note.row(timeframe, symbol, scope.champion, "champion", "retired"),
+                note.row(timeframe, symbol, scope.last_good[-1], "retired", "champion"),
+            ]
+
+        def watched(view: _Snapshot, latest: _Snapshot):
+            scope = view.scope(timeframe, symbol)
+            return scope.champion, tuple(scope.last_good)
+
+        rows = self._write(note, plan, watched, None, scope=(timeframe, symbol))
+        return _transition(rows[-1])
+
+    # ------------------------------------------------------------------ internals
+
+    def _options(self) -> dict[str, str] | None:
+        return dict(self.storage_options) if self.storage_options else None
+
+    def _snapshot(self) -> _Snapshot:
+        """The registry at its newest version; reads the table only when it moved."""
         from deltalake import DeltaTable
 
-        if not self._exists():
-            return []
-        return DeltaTable(self.root).history()
+        cache = self._cache
+        with cache.lock:
+            cache.checks += 1
+            try:
+                if cache.table is None:
+                    if not DeltaTable.is_deltatable(self.root, self._options()):
+                        cache.snapshot = _Snapshot.replay(None, _empty_events())
+                        return cache.snapshot
+                    table = DeltaTable(self.root, storage_options=self._options())
+                    _check_schema(table, self.root)
+                    cache.table = table
+                else:
+                    cache.table.update_incremental()
+                version = cache.table.version()
+                if cache.snapshot is None or cache.snapshot.version != version:
+                    events = _read_events(cache.table)
+                    cache.loads += 1
+                    cache.snapshot = _Snapshot.replay(version, events)
+            except StoreError:
+                raise
+            except Exception as exc:  # a damaged log must never read as an empty registry
+                cache.table = None
+                raise StoreError(
+                    f"registry at {self.root} cannot be read: {_first_line(exc)}"
+                ) from None
+            return cache.snapshot
+
+    def _write(
+        self,
+        note: _Note,
+        plan: Callable[[_Snapshot], list[dict[str, Any]]],
+        watched: Callable[[_Snapshot, _Snapshot], Any],
+        model: tuple[str, str] | None,
+        scope: tuple[str, str | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Validate ``plan`` on the newest registry and commit its rows as the next
+        version, provided what the write depends on is as this object last saw it:
+        ``watched(view, latest)`` reads it from ``view`` (``latest`` only locates the model,
+        e.g. its scope, when the object has not seen it yet)."""
+        with self._cache.lock:
+            base = self._cache.snapshot or self._snapshot()
+            wait = BACKOFF_SECONDS[0]
+            for _attempt in range(COMMIT_ATTEMPTS):
+                snapshot = self._snapshot()
+                if watched(base, snapshot) != watched(snapshot, snapshot):
+                    raise RegistryConflictError(_conflict(self.root, base, snapshot, model, scope))
+                rows = plan(snapshot)
+                if snapshot.version is None:  # valid: only now create the empty table
+                    self._create_table()
+                    continue
+                version = snapshot.version + 1
+                for row in rows:
+                    row["version"] = version
+                if self._append(rows, note, snapshot.version):
+                    self._snapshot()
+                    return rows
+                time.sleep(wait * random.uniform(0.5, 1.5))
+                wait = min(2 * wait, BACKOFF_SECONDS[1])
+            raise StoreError(
+                f"registry at {self.root}: {note.operation} still losing to concurrent writers "
+                f"after {COMMIT_ATTEMPTS} attempts; nothing was written"
+            )
+
+    def _append(self, rows: list[dict[str, Any]], note: _Note, read_version: int) -> bool:
+        """Commit ``rows`` as version ``read_version + 1``; False when another writer
+        committed that version first (nothing of ours is in the log then)."""
+        from deltalake import CommitProperties, write_deltalake
+        from deltalake.exceptions import CommitFailedError
+
+        table = pa.Table.from_pylist(rows, schema=REGISTRY_SCHEMA)
+        metadata = {"regimes.operation": note.operation, "regimes.actor": note.actor}
+        try:
+            write_deltalake(
+                self._cache.table,
+                table,
+                mode="append",
+                commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
+            )
+        except CommitFailedError as exc:
+            if self._snapshot().version == read_version:  # not a lost race: a real failure
+                raise StoreError(
+                    f"registry at {self.root}: the {note.operation} was not recorded: "
+                    f"{_first_line(exc)}"
+                ) from None
+            return False
+        except Exception as exc:
+            self._cache.table = None
+            raise StoreError(
+                f"registry at {self.root}: the {note.operation} was not recorded: "
+                f"{_first_line(exc)}"
+            ) from None
+        return True
+
+    def _create_table(self) -> None:
+        """Create the empty table (version 0) for the first write."""
+        from deltalake import CommitProperties, DeltaTable
+
+        try:
+            DeltaTable.create(
+                self.root,
+                REGISTRY_SCHEMA,
+                mode="ignore",
+                name="registry",
+                description="model role transitions per timeframe and symbol",
+                configuration=_TABLE_CONFIGURATION,
+                storage_options=self._options(),
+                # a racer's create must fail, not be retried as an empty version 1
+                commit_properties=CommitProperties(max_commit_retries=0),
+            )
+        except Exception as exc:
+            if not DeltaTable.is_deltatable(self.root, self._options()):  # else a racer made it
+                raise StoreError(
+                    f"cannot create the registry at {self.root}: {_first_line(exc)}"
+                ) from None
+
+
+@dataclass(frozen=True)
+class _Note:
+    """Who writes what and why: checked once, stamped on every row of the commit."""
+
+    operation: str
+    actor: str
+    reason: str
+    evidence: Mapping[str, Any] | None
+    event_ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+    evidence_json: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("actor", "reason"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise BadInputError(f"{name}: expected a non-empty string, got {value!r}")
+        # frozen: the checked JSON is set once, here
+        object.__setattr__(self, "evidence_json", _evidence_json(self.evidence))
+
+    def row(
+        self,
+        timeframe: str,
+        symbol: str | None,
+        model_id: str,
+        from_role: str | None,
+        to_role: str,
+        artifact_path: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "version": -1,  # set when the commit version is known
+            "event_ts": self.event_ts,
+            "timeframe": timeframe,
+            "symbol": symbol,
+            "model_id": model_id,
+            "operation": self.operation,
+            "from_role": from_role,
+            "to_role": to_role,
+            "actor": self.actor,
+            "reason": self.reason,
+            "evidence": self.evidence_json,
+            "artifact_path": artifact_path,
+        }
+
+
+def _evidence_json(evidence: Mapping[str, Any] | None) -> str:
+    if evidence is None:
+        return "{}"
+    if not isinstance(evidence, Mapping):
+        raise BadInputError(
+            f"evidence: expected a JSON-serialisable dict, got {type(evidence).__name__}"
+        )
+    try:
+        return json.dumps(dict(evidence), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"evidence: not JSON-serialisable: {exc}") from None
+
+
+def _transition(row: dict[str, Any]) -> Transition:
+    return Transition(
+        timeframe=row["timeframe"],
+        symbol=row["symbol"],
+        model_id=row["model_id"],
+        from_role=row["from_role"],
+        to_role=row["to_role"],
+        actor=row["actor"],
+        reason=row["reason"],
+        evidence=json.loads(row["evidence"]),
+        event_ts=pd.Timestamp(row["event_ts"]),
+        version=row["version"],
+    )
+
+
+def _check_scope(timeframe: str, symbol: str | None) -> tuple[str, str | None]:
+    return check_timeframe_name(timeframe), None if symbol is None else check_symbol(symbol)
+
+
+def _scope_name(timeframe: str, symbol: str | None) -> str:
+    return timeframe if symbol is None else f"{timeframe}/{symbol}"
+
+
+def _seen_role(view: _Snapshot, latest: _Snapshot, timeframe: str, model_id: str) -> str | None:
+    """The model's role in ``view``; a model ``view`` does not know (registered elsewhere
+    since, e.g. by a training worker) was not seen, so its newest role stands."""
+    if view.model(timeframe, model_id) is None:
+        return latest.role(timeframe, model_id)
+    return view.role(timeframe, model_id)
+
+
+def _registered(snapshot: _Snapshot, timeframe: str, model_id: str, root: str) -> dict[str, Any]:
+    model = snapshot.model(timeframe, check_model_id(model_id))
+    if model is None:
+        raise BadInputError(
+            f"model {model_id} ({timeframe}) is not in the registry at {root}; register it first"
+        )
+    return model
+
+
+_VERBS = {
+    "register": "registered",
+    "set_role": "set",
+    "promote": "promoted",
+    "rollback": "rolled back",
+}
+
+
+def _conflict(
+    root: str,
+    base: _Snapshot,
+    now: _Snapshot,
+    model: tuple[str, str] | None,
+    scope: tuple[str, str | None] | None,
+) -> str:
+    """One line naming the newest change, since ``base``, to the model or its scope."""
+    if scope is None and model is not None:
+        registered = now.model(*model)
+        scope = (model[0], None if registered is None else registered["symbol"])
+    since = -1 if base.version is None else base.version
+    events = now.events[now.events["version"] > since]
+    in_scope = (events["timeframe"] == scope[0]) & (events["symbol"].fillna("") == (scope[1] or ""))
+    if model is not None:
+        in_scope |= (events["timeframe"] == model[0]) & (events["model_id"] == model[1])
+    changed = events[in_scope]
+    name = _scope_name(*scope)
+    if changed.empty:  # cannot happen: a watched value moved, so an event in scope did
+        what = f"{name} changed"
+    else:
+        event = changed.iloc[-1]
+        champion = now.scope(*scope).champion
+        if champion is not None and changed["to_role"].eq("champion").any():
+            last = changed[changed["to_role"] == "champion"].iloc[-1]
+            what = f"{name} champion is now {champion}"
+            event = last
+        else:
+            what = f"{name} model {event['model_id']} is now {event['to_role']}"
+        what += (
+            f" ({_VERBS[event['operation']]} by {_one_line(event['actor'])} in version "
+            f"{event['version']}: {_one_line(event['reason'])})"
+        )
+    base_name = "no registry" if base.version is None else f"version {base.version}"
+    return (
+        f"registry at {root} changed since {base_name}: {what}; nothing was written, "
+        "re-read and retry"
+    )
+
+
+def _empty_events() -> pd.DataFrame:
+    return REGISTRY_SCHEMA.empty_table().to_pandas()
+
+
+def _read_events(table) -> pd.DataFrame:
+    events = table.to_pyarrow_table().to_pandas()
+    events = events.astype({"symbol": object, "from_role": object, "artifact_path": object})
+    events = events.where(events.notna(), None)
+    # stable: the rows of one commit keep their written order (a retirement before the promotion)
+    return events.sort_values("version", kind="stable").reset_index(drop=True)
+
+
+def _check_schema(table, root: str) -> None:
+    names = pa.schema(table.schema().to_arrow()).names
+    if "to_status" in names:
+        raise StoreError(
+            f"registry at {root} was written by an older regimes (column to_status, role "
+            f"'production'); this version cannot read it: move it aside (e.g. mv {root} "
+            f"{root}.old) and register the models again (`regimes train` registers candidates)"
+        )
+    if names != REGISTRY_SCHEMA.names:
+        raise StoreError(f"registry at {root} has another schema than this version writes: {names}")
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pandas as pd
 
 # =========================================================================== packaging
@@ -51,14 +55,36 @@ def package_versions() -> dict[str, str]:
 
 
 def git_revision() -> str | None:
-    import subprocess
-    from pathlib import Path
+    """The commit the running code came from, or ``None`` when that cannot be known.
 
-    root = Path(__file__).resolve().parents[3]
+    Run from a source checkout (an editable install), git answers for that checkout
+    only. An install of a VCS URL answers with the commit the installer recorded
+    (PEP 610 ``direct_url.json``). Anything else, e.g. a wheel, has no revision: asking
+    git from inside ``site-packages`` would name whichever repository happens to hold
+    the virtual environment.
+    """
+    checkout = _source_checkout()
+    if checkout is not None:
+        return _git_head(checkout)
+    return _recorded_vcs_commit()
+
+
+def _source_checkout() -> Path | None:
+    """The repository root when ``regimes`` runs from its source tree (``platform/regimes``)."""
+    import regimes
+
+    package_dir = Path(regimes.__file__).resolve().parent
+    root = package_dir.parents[1]
+    if package_dir.parent.name != "platform" or not (root / "pyproject.toml").is_file():
+        return None
+    return root
+
+
+def _git_head(checkout: Path) -> str | None:
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=checkout,
             capture_output=True,
             text=True,
             timeout=5,
@@ -66,4 +92,23 @@ def git_revision() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    lines = result.stdout.split()
+    if result.returncode != 0 or len(lines) != 2:
+        return None
+    toplevel, head = lines
+    # A copied source tree without .git may sit inside another repository: not ours.
+    return head if Path(toplevel).resolve() == checkout else None
+
+
+def _recorded_vcs_commit() -> str | None:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        text = distribution("regimes").read_text("direct_url.json")
+    except PackageNotFoundError:
+        return None
+    try:
+        commit = json.loads(text or "{}").get("vcs_info", {}).get("commit_id")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return commit if isinstance(commit, str) else None

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from regimes.config.loading import PlatformConfig
 from regimes.errors import BadInputError
+from regimes.storage.registry import Registry
 from regimes.training.grid import PreviousModel
 from regimes.training.train import train_timeframe
 
@@ -42,7 +43,7 @@ def scope_units(
 def train_and_register(
     engine,
     config: PlatformConfig,
-    home,
+    registry: Registry,
     models_dir,
     timeframe: str,
     *,
@@ -51,16 +52,20 @@ def train_and_register(
     seed: int,
     runner=None,
     actor: str,
+    scope: str = "pooled",
 ) -> dict:
-    """One training unit as the CLI and the flow run it: align to the timeframe's
-    production model when there is one (pooled scope), train, register the winner as a
-    candidate, and return a summary row."""
-    from regimes.storage.registry import Registry
-
-    registry = Registry.at_home(home)
-    production = registry.production(timeframe) if symbols is None else None
+    """One training unit as the CLI and the flow run it: align to the champion of the
+    unit's scope when there is one, train, register the winner as a candidate of that
+    scope (the timeframe, or the timeframe and its one symbol with ``scope="symbol"``),
+    and return a summary row."""
+    if scope not in SCOPES:
+        raise BadInputError(f"scope: expected one of {sorted(SCOPES)}, got {scope!r}")
+    if scope == "symbol" and (symbols is None or len(symbols) != 1):
+        raise BadInputError(f"scope symbol: expected exactly one symbol, got {symbols}")
+    symbol = symbols[0] if scope == "symbol" else None
+    champion = registry.champion(timeframe, symbol)
     previous = (
-        PreviousModel.load(registry.artifact_path(timeframe, production)) if production else None
+        PreviousModel.load(registry.artifact_path(timeframe, champion)) if champion else None
     )
     result = train_timeframe(
         engine,
@@ -73,14 +78,14 @@ def train_and_register(
         runner=runner,
         previous=previous,
     )
-    if registry.status(timeframe, result.model_id) is None:
-        registry.transition(
+    if registry.role(timeframe, result.model_id) is None:
+        registry.register(
             timeframe,
             result.model_id,
-            "candidate",
+            artifact_path=str(result.path),
             actor=actor,
             reason=f"grid winner {result.winner['cell']}",
-            artifact_path=result.path,
+            symbol=symbol,
         )
     validation = result.metadata["metrics"]["validation"]
     return {
@@ -93,5 +98,6 @@ def train_and_register(
         "covariance": result.metadata["covariance_type"],
         "val_loglik_per_bar": validation["loglik_per_bar"],
         "val_bic": validation["bic"],
-        "status": registry.status(timeframe, result.model_id),
+        "symbol": symbol,
+        "status": registry.role(timeframe, result.model_id),
     }

@@ -1,0 +1,75 @@
+"""Fixtures of the integration tier shared by several files: an S3 endpoint (moto)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on a free local port, in a child process.
+
+    Not ``ThreadedMotoServer``: deltalake holds the GIL in some calls that do network
+    I/O (``DeltaTable.is_deltatable``, ``history``, its filesystem handler), so an
+    in-process server thread could never answer them.
+    """
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto server on {endpoint} did not start", pytrace=False)
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_environ(s3_endpoint) -> dict[str, str]:
+    """AWS variables for the moto endpoint and a fresh, empty bucket; the bucket's URI is
+    ``REGIMES_TEST_BUCKET`` (``s3://regimes-<hex>``)."""
+    import boto3
+
+    bucket = f"regimes-{uuid.uuid4().hex[:12]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=bucket)
+    client.close()
+    return {
+        "REGIMES_TEST_BUCKET": f"s3://{bucket}",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
