@@ -29,6 +29,7 @@ def train_one(
     grid: dict | None,
     seed: int,
     executor: str,
+    scope: str = "pooled",
 ) -> dict:
     logger = get_run_logger()
     try:
@@ -41,6 +42,7 @@ def train_one(
                 seed=seed,
                 executor=executor_named(executor),
                 actor="flow:train",
+                scope=scope,
             )
     except RegimesError as exc:
         logger.info("%s: not trained: %s", timeframe, exc)
@@ -71,7 +73,9 @@ def train(
         return [as_failure(exc)]
     rows = []
     for timeframe, unit_symbols in units:
-        row = train_one(timeframe, home, db_url, config_dir, unit_symbols, grid, seed, executor)
+        row = train_one(
+            timeframe, home, db_url, config_dir, unit_symbols, grid, seed, executor, scope
+        )
         rows.append(row)
         if FAILURE_KEY in row:
             break

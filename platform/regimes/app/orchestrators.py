@@ -88,6 +88,7 @@ class DirectOrchestrator:
                 seed=request.seed,
                 executor=executor,
                 actor=self.actor,
+                scope=request.scope,
             )
             for timeframe, unit_symbols in units
         ]

@@ -248,11 +248,11 @@ def _add_replay(sub) -> None:
         "replay",
         help="push stored bars through the live engine bar by bar; write its answers",
         description="Replays stored bars through the inference engine of a model (the "
-        "production model by default) exactly as a live feed would, from the first stored "
+        "champion model by default) exactly as a live feed would, from the first stored "
         "bar so warm-up is real, and writes the answers from --start on to Parquet.",
     )
     replay.add_argument("--timeframe", required=True, type=_timeframe)
-    replay.add_argument("--model-id", help="default: the timeframe's production model")
+    replay.add_argument("--model-id", help="default: the timeframe's champion model")
     replay.add_argument("--symbols", nargs="+")
     replay.add_argument("--start", help="first bar to write (UTC, e.g. 2024-03-01T00:00Z)")
     replay.add_argument("--end", help="bars before this time only")

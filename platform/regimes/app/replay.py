@@ -11,13 +11,14 @@ from regimes.app.inputs import aware_timestamp
 from regimes.app.progress import Progress, items_progress, no_progress
 from regimes.app.workspace import Workspace
 from regimes.errors import BadInputError
+from regimes.paths import check_timeframe_name
 
 
 @dataclass(frozen=True)
 class ReplayRequest:
     timeframe: str
     out: str | Path
-    model_id: str | None = None  # None: the timeframe's production model
+    model_id: str | None = None  # None: the timeframe's (pooled) champion
     symbols: tuple[str, ...] | None = None
     start: str | None = None  # first bar written (warm-up always starts at the first bar)
     end: str | None = None
@@ -59,14 +60,17 @@ def replay(
     from regimes.data import sql as db
     from regimes.live.engine import open_engine
 
-    timeframe = request.timeframe
+    timeframe = check_timeframe_name(request.timeframe)
     start = aware_timestamp(request.start, "--start")
+    registry = workspace.registry
+    model_id = request.model_id or registry.champion(timeframe)
+    if model_id is None:
+        raise BadInputError(
+            f"no champion model for {timeframe}; promote one or pass --model-id "
+            "(see `regimes models`)"
+        )
     engine = open_engine(
-        workspace.config,
-        workspace.models_dir,
-        workspace.registry,
-        timeframe,
-        model_id=request.model_id,
+        workspace.config, workspace.models_dir, registry, timeframe, model_id=model_id
     )
     symbols = list(request.symbols) if request.symbols else None
     bars = db.read_bars(workspace.engine, timeframe, symbols, None, request.end)

@@ -143,15 +143,16 @@ def train_unit(
     seed: int,
     executor: Executor,
     actor: str,
+    scope: str = "pooled",
 ) -> dict:
     """Train one unit (a timeframe, pooled or one symbol), register the winner as a
-    candidate, return its summary row."""
+    candidate of its scope, return its summary row."""
     from regimes.training.units import train_and_register
 
     return train_and_register(
         workspace.engine,
         workspace.config,
-        workspace.home,
+        workspace.registry,
         workspace.models_dir,
         timeframe,
         symbols=symbols,
@@ -159,6 +160,7 @@ def train_unit(
         seed=seed,
         runner=executor.training_runner(),
         actor=actor,
+        scope=scope,
     )
 
 
@@ -175,7 +177,7 @@ class ModelsResult:
     def summary(self) -> list[str]:
         if self.current.empty:
             return [f"models: the registry at {self.registry} is empty; run `regimes train`"]
-        columns = ("timeframe", "model_id", "status", "since", "reason")
+        columns = ("timeframe", "symbol", "model_id", "role", "since", "reason")
         return [format_table(self.current[[c for c in columns if c in self.current.columns]])]
 
     def as_dict(self) -> dict[str, Any]:
@@ -189,6 +191,6 @@ class ModelsResult:
 
 
 def models(workspace: Workspace, request: ModelsRequest) -> ModelsResult:
-    """The registry's current view: one row per model with its lifecycle status."""
+    """The registry's current view: one row per model with its role in its scope."""
     registry = workspace.registry
     return ModelsResult(registry=registry.root, current=registry.current(request.timeframe))
