@@ -176,3 +176,19 @@ def test_stopping_the_local_prefect_server_delivers_its_logs_first(tmp_path):
     assert "a warning bound for the API" in result.stderr  # the run did log
     assert result.stderr.splitlines()[-1] == "the answer", result.stderr
     assert "Error logging to API" not in result.stderr
+
+
+def test_a_state_store_on_s3_gets_its_credentials_from_the_workspace(tmp_path, s3_environ):
+    """REGIMES_STATES_URI and the AWS variables are read once, by the settings; the
+    Workspace hands them to the store (moto's S3 server, a real Delta round trip)."""
+    from regimes.app import states
+
+    root = f"{s3_environ['REGIMES_TEST_BUCKET']}/states"
+    environ = {**s3_environ, "REGIMES_STATES_URI": root}
+    with Workspace.open(home=tmp_path / "home", environ=environ) as workspace:
+        store = workspace.state_store
+        assert store.root == root and store.storage_options["AWS_ALLOW_HTTP"] == "true"
+        assert "state store" not in workspace.local_locations()
+        assert not store.exists()  # the bucket answered, with the workspace's credentials
+        with pytest.raises(BadInputError, match=f"no state table at {root}"):
+            states.export_states(workspace, states.ExportRequest("15m", "m1", tmp_path / "x"))

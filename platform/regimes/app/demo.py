@@ -346,6 +346,9 @@ def _live(workspace: Workspace, trained: list[dict], say: Notify, progress: Prog
         engine = InferenceEngine(
             paths[timeframe], config, history=DatabaseHistory(workspace.engine, timeframe)
         )
+        # The demo's models are all candidates: the one just trained stands in for the
+        # champion whose answers the composite records show.
+        sync.set_champion(timeframe, engine.model_id)
         # 1d: the day before as well, the last daily state final during the last day.
         start = day_start - pd.Timedelta(days=4) if timeframe == "1d" else day_start
         bars = db.read_bars(workspace.engine, timeframe, symbols, start)
