@@ -192,3 +192,26 @@ def test_a_state_store_on_s3_gets_its_credentials_from_the_workspace(tmp_path, s
         assert not store.exists()  # the bucket answered, with the workspace's credentials
         with pytest.raises(BadInputError, match=f"no state table at {root}"):
             states.export_states(workspace, states.ExportRequest("15m", "m1", tmp_path / "x"))
+
+
+def test_promote_names_the_champion_it_replaces(workspace):
+    from regimes.app import rollout
+
+    registry = workspace.registry
+    for model_id in ("15m-first", "15m-second"):
+        registry.register("15m", model_id, artifact_path="elsewhere", actor="t", reason="test")
+    first = rollout.promote(
+        workspace, rollout.PromoteRequest("15m", "15m-first", actor="ops", reason="gate passed")
+    )
+    assert first.previous_champion is None and first.as_dict()["from_role"] == "candidate"
+    second = rollout.promote(
+        workspace, rollout.PromoteRequest("15m", "15m-second", actor="ops", reason="better")
+    )
+    assert second.previous_champion == "15m-first"
+    assert "replacing 15m-first" in second.summary()[0]
+    roles = workspace.registry.current("15m").set_index("model_id")["role"].to_dict()
+    assert roles == {"15m-first": "retired", "15m-second": "champion"}
+    with pytest.raises(BadInputError, match="only a candidate or shadow can be promoted"):
+        rollout.promote(
+            workspace, rollout.PromoteRequest("15m", "15m-first", actor="ops", reason="again")
+        )

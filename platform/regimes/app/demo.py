@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from regimes.app import backfill as backfill_cases
-from regimes.app import data, features, training
+from regimes.app import data, features, rollout, training
 from regimes.app.executors import Executor, LocalExecutor, executor_named
 from regimes.app.orchestrators import Orchestrator, PrefectOrchestrator
 from regimes.app.progress import Notify, Progress, no_progress, silent, ticking
@@ -120,8 +120,8 @@ def run(
         live = _live(workspace, trained, say, progress)
         say("")
         say(
-            f"== 7/{steps} state store: every model's states over the whole history, backfilled "
-            f"through the Prefect flow on {executor.name} into Delta Lake"
+            f"== 7/{steps} state store: every model promoted to champion, its states over the "
+            f"whole history backfilled through the Prefect flow on {executor.name} into Delta Lake"
         )
         stored = _backfill_all(workspace, executor, orchestrator, trained, say)
     elapsed = time.perf_counter() - started
@@ -449,6 +449,18 @@ def _backfill_all(
     store = workspace.state_store
     rows = []
     for model in trained:
+        # current_states holds champion answers only: each timeframe's one model is
+        # promoted first, as an operator would after the drift gate.
+        promoted = rollout.promote(
+            workspace,
+            rollout.PromoteRequest(
+                model["timeframe"],
+                model["model_id"],
+                actor="demo",
+                reason="the only model of its timeframe",
+            ),
+        )
+        _say_all(say, ["   " + line for line in promoted.summary()])
         symbols = db.list_symbols(workspace.engine, model["timeframe"])
         request = backfill_cases.BackfillRequest(
             timeframe=model["timeframe"],
