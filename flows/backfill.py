@@ -1,16 +1,20 @@
 """The ``backfill`` flow: a registered model's states over the stored history, fanned
-out on Ray, written to the Delta state store. Thin: the work is ``regimes.states``."""
+out on Ray, written to the Delta state store.
+
+Thin: the task rebuilds the Workspace from plain parameters and runs the same planning
+and units as the direct path (``regimes.app.backfill``). A user mistake comes back as
+data (``regimes.app.failures``): no Prefect traceback, no retry of it.
+"""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from regimes.config.loading import load_config
-from regimes.config.settings import resolve_settings
-from regimes.data import sql as db
-from regimes.storage.backfill import plan_backfill, run_backfill
-from regimes.storage.registry import Registry
-from regimes.storage.state_store import StateStore
+from regimes.app.backfill import BackfillRequest, plan_units, run_backfill_units
+from regimes.app.executors import executor_named
+from regimes.app.failures import as_failure
+from regimes.app.workspace import Workspace
+from regimes.errors import RegimesError
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="backfill-{timeframe}-{model_id}")
@@ -26,25 +30,22 @@ def backfill_model(
     executor: str = "ray",
 ) -> list[dict]:
     logger = get_run_logger()
-    settings = resolve_settings(home, db_url, config_dir)
-    config = load_config(settings.config_dir)
-    engine = db.make_engine(settings.db_url)
-    registry = Registry.at_home(settings.home)
-    store = StateStore.from_env(settings.home)
+    request = BackfillRequest(
+        timeframe,
+        model_id,
+        tuple(symbols) if symbols else None,
+        symbols_per_unit,
+        rows_per_commit,
+    )
     try:
-        units = plan_backfill(
-            engine, registry, settings.models_dir, timeframe, model_id, symbols, symbols_per_unit
-        )
-        if executor == "ray":
-            from regimes.jobs.backfill import run_backfill_on_ray
-
-            results = run_backfill_on_ray(
-                settings.db_url, config, store, registry, units, rows_per_commit
+        with Workspace.open(home, db_url, config_dir) as workspace:
+            units = plan_units(workspace, request)
+            results = run_backfill_units(
+                workspace, units, rows_per_commit, executor_named(executor)
             )
-        else:
-            results = run_backfill(engine, config, store, registry, units, rows_per_commit)
-    finally:
-        engine.dispose()
+    except RegimesError as exc:
+        logger.info("%s %s: not backfilled: %s", timeframe, model_id, exc)
+        return [as_failure(exc)]
     written = sum(r.rows_written for r in results)
     logger.info("%s %s: %d units, %d rows written", timeframe, model_id, len(results), written)
     return [r.as_dict() for r in results]

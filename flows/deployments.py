@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from regimes.config.loading import PlatformConfig, load_config
-from regimes.config.settings import resolve_settings
+from regimes.app.workspace import Workspace
+from regimes.config.loading import PlatformConfig
 from regimes.flows.train import train
 
 # Saturday 06:00 UTC for weekly runs (markets closed); the first day of the month or
@@ -63,9 +63,8 @@ def main() -> None:  # pragma: no cover - a long-running server process
     parser.add_argument("--db-url")
     parser.add_argument("--config-dir")
     args = parser.parse_args()
-    settings = resolve_settings(args.home, args.db_url, args.config_dir)
-    config = load_config(settings.config_dir)
-    serve(*build_deployments(config, str(settings.home), settings.db_url, str(settings.config_dir)))
+    with Workspace.open(args.home, args.db_url, args.config_dir) as workspace:
+        serve(*build_deployments(workspace.config, **workspace.params()))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,10 @@
 """One Prefect server for every run (DESIGN: no temporary server per process).
 
 ``ensure_prefect_server`` uses the server at ``PREFECT_API_URL`` when it is set (and says
-clearly when it does not answer), otherwise starts a local one (SQLite under
-``<home>/prefect``) on a free port of 127.0.0.1, waits until it is healthy, and points
-this process (and so every child) at it.
+clearly when it does not answer), otherwise starts a local one (SQLite under the
+Workspace's Prefect home) on a free port of 127.0.0.1, waits until it is healthy, and
+points this process (and so every child) at it. Stopping it first delivers the logs
+still queued for its API, so nothing is printed after the run's answer.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class PrefectServer:
         self.process = process
 
     def stop(self) -> None:
+        # Prefect sends run logs to the API from a background worker; drained after the
+        # server is gone it prints "Error logging to API" after our answer.
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -57,7 +63,9 @@ class PrefectServer:
                 self.process.kill()
 
 
-def ensure_prefect_server(home: str | Path, timeout: float = 90.0) -> PrefectServer:
+def ensure_prefect_server(prefect_home: str | Path, timeout: float = 90.0) -> PrefectServer:
+    """The server at ``PREFECT_API_URL``, or a local one with its database and log under
+    ``prefect_home`` (stopped by :meth:`PrefectServer.stop`)."""
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
     url = os.environ.get("PREFECT_API_URL")
@@ -68,7 +76,7 @@ def ensure_prefect_server(home: str | Path, timeout: float = 90.0) -> PrefectSer
                 "start that server or unset PREFECT_API_URL to use a local one"
             )
         return PrefectServer(url, None)
-    prefect_home = Path(home) / "prefect"
+    prefect_home = Path(prefect_home)
     prefect_home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"

@@ -1,14 +1,22 @@
-"""The ``train`` flow: per timeframe, the Ray grid, the winner packaged, registered as a
-candidate (plan phase 5). Thin: the work is ``regimes.training.units.train_and_register``."""
+"""The ``train`` flow: per timeframe (and symbol, with scope "symbol"), the grid on Ray,
+the winner packaged and registered as a candidate (plan phase 5).
+
+Thin: each task rebuilds the Workspace from plain parameters and runs
+``regimes.app.training.train_unit``, the unit the direct path runs too. A user mistake
+comes back as data (``regimes.app.failures``): no Prefect traceback, no retry of it; the
+caller raises it as one line. Other errors fail the task and are retried once.
+"""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from regimes.config.loading import load_config
-from regimes.config.settings import resolve_settings
-from regimes.data import sql as db
-from regimes.training.units import scope_units, train_and_register
+from regimes.app.executors import executor_named
+from regimes.app.failures import FAILURE_KEY, as_failure
+from regimes.app.training import train_unit
+from regimes.app.workspace import Workspace
+from regimes.errors import RegimesError
+from regimes.training.units import scope_units
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="train-{timeframe}-{symbols}")
@@ -21,30 +29,24 @@ def train_one(
     grid: dict | None,
     seed: int,
     executor: str,
+    scope: str = "pooled",
 ) -> dict:
     logger = get_run_logger()
-    settings = resolve_settings(home, db_url, config_dir)
-    engine = db.make_engine(settings.db_url)
-    runner = None
-    if executor == "ray":
-        from regimes.jobs.training import ray_runner
-
-        runner = ray_runner()
     try:
-        row = train_and_register(
-            engine,
-            load_config(settings.config_dir),
-            settings.home,
-            settings.models_dir,
-            timeframe,
-            symbols=symbols,
-            grid=grid,
-            seed=seed,
-            runner=runner,
-            actor="flow:train",
-        )
-    finally:
-        engine.dispose()
+        with Workspace.open(home, db_url, config_dir) as workspace:
+            row = train_unit(
+                workspace,
+                timeframe,
+                symbols=symbols,
+                grid=grid,
+                seed=seed,
+                executor=executor_named(executor),
+                actor="flow:train",
+                scope=scope,
+            )
+    except RegimesError as exc:
+        logger.info("%s: not trained: %s", timeframe, exc)
+        return as_failure(exc)
     logger.info("%s: %s (%s) -> %s", timeframe, row["model_id"], row["cell"], row["path"])
     return row
 
@@ -62,13 +64,19 @@ def train(
     scope: str = "pooled",
 ) -> list[dict]:
     """Train each timeframe (and, with scope "symbol", each symbol) in turn; each unit's
-    grid fans out on Ray."""
-    engine = db.make_engine(resolve_settings(home, db_url, config_dir).db_url)
+    grid fans out on ``executor``. A unit refused as a user mistake is returned as a
+    failure record (``regimes.app.failures``) and stops the run."""
     try:
-        units = scope_units(engine, timeframes, symbols, scope)
-    finally:
-        engine.dispose()
-    return [
-        train_one(tf, home, db_url, config_dir, unit_symbols, grid, seed, executor)
-        for tf, unit_symbols in units
-    ]
+        with Workspace.open(home, db_url, config_dir) as workspace:
+            units = scope_units(workspace.engine, timeframes, symbols, scope)
+    except RegimesError as exc:
+        return [as_failure(exc)]
+    rows = []
+    for timeframe, unit_symbols in units:
+        row = train_one(
+            timeframe, home, db_url, config_dir, unit_symbols, grid, seed, executor, scope
+        )
+        rows.append(row)
+        if FAILURE_KEY in row:
+            break
+    return rows

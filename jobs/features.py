@@ -13,25 +13,27 @@ from typing import Any
 
 import ray
 
+from regimes.app.workspace import Workspace
 from regimes.config.loading import PlatformConfig
-from regimes.data import sql as db
+from regimes.config.settings import Settings
 from regimes.features.store import FeatureUnitResult, compute_and_store
 from regimes.jobs.runtime import as_completed, ensure_ray
 
 
 @ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)
-def feature_unit(db_url: str, config: PlatformConfig, symbol: str, timeframe: str) -> dict:
-    engine = db.make_engine(db_url)
-    try:
-        return compute_and_store(engine, config, symbol, timeframe).as_dict()
-    except Exception as exc:  # reported by name to the driver, never lost silently
-        return FeatureUnitResult(symbol, timeframe, error=f"{type(exc).__name__}: {exc}").as_dict()
-    finally:
-        engine.dispose()
+def feature_unit(settings: Settings, config: PlatformConfig, symbol: str, timeframe: str) -> dict:
+    # The driver checked the locations; a worker only opens them.
+    with Workspace(settings, config) as workspace:
+        try:
+            return compute_and_store(workspace.engine, config, symbol, timeframe).as_dict()
+        except Exception as exc:  # reported by name to the driver, never lost silently
+            return FeatureUnitResult(
+                symbol, timeframe, error=f"{type(exc).__name__}: {exc}"
+            ).as_dict()
 
 
 def run_features_on_ray(
-    db_url: str,
+    settings: Settings,
     config: PlatformConfig,
     units: Sequence[tuple[str, str]],
     progress: Callable[[int], Any] | None = None,
@@ -40,7 +42,7 @@ def run_features_on_ray(
     ensure_ray()
     config_ref = ray.put(config)  # once into the object store, not once per task
     pending = {
-        feature_unit.remote(db_url, config_ref, symbol, timeframe): (symbol, timeframe)
+        feature_unit.remote(settings, config_ref, symbol, timeframe): (symbol, timeframe)
         for symbol, timeframe in units
     }
     results: list[FeatureUnitResult] = []

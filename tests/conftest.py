@@ -38,6 +38,16 @@ def home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("home")
 
 
+@pytest.fixture
+def workspace(home):
+    """A Workspace on a fresh home (SQLite inside it), blind to the caller's REGIMES_*
+    variables; its database engine is disposed afterwards."""
+    from regimes.app.workspace import Workspace
+
+    with Workspace.open(home=home, environ={}) as opened:
+        yield opened
+
+
 @pytest.fixture(scope="session")
 def pg_schema_url():
     """A PostgreSQL URL whose connections default to a fresh schema of this session."""

@@ -128,7 +128,7 @@ def test_ingest_and_resample_via_cli(home, tmp_path):
         (["backfill", "--timeframe", "15m", "--model-id", "m1"], "not in the registry"),
         (["backfill", "--timeframe", "15m", "--model-id", "../m"], "path separator"),
         (["backfill", "--timeframe", "15m", "--model-id", "m", "--rows-per-commit", "0"], ">= 1"),
-        (["replay", "--timeframe", "15m", "--out", "x"], "no production model for 15m"),
+        (["replay", "--timeframe", "15m", "--out", "x"], "no champion model for 15m"),
     ],
 )
 def test_user_mistakes_exit_nonzero_with_one_line_and_no_traceback(home, tmp_path, args, expected):

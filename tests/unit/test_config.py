@@ -312,6 +312,33 @@ def test_settings_precedence_cli_over_env_over_file_over_default(tmp_path, monke
     )
 
 
+def test_settings_resolve_the_state_store_and_its_credentials_once(tmp_path):
+    local = resolve_settings(home=tmp_path, environ={"AWS_ACCESS_KEY_ID": "k"})
+    assert local.states_uri == str(tmp_path.resolve() / "states") and local.states_are_local
+    assert dict(local.storage_options) == {}  # AWS variables belong to object stores only
+    remote = resolve_settings(
+        home=tmp_path,
+        environ={
+            "REGIMES_STATES_URI": "s3://b/states",
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "secret",
+        },
+    )
+    assert remote.states_uri == "s3://b/states" and not remote.states_are_local
+    assert dict(remote.storage_options) == {
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+    }
+    assert "secret" not in repr(remote)
+    home = tmp_path.resolve()
+    assert (local.models_dir, local.registry_root, local.reports_dir, local.prefect_home) == (
+        home / "models",
+        str(home / "registry"),
+        home / "reports",
+        home / "prefect",
+    )
+
+
 # --------------------------------------------------------------------------- default config
 
 

@@ -102,25 +102,99 @@ def test_adapters_are_the_only_importers(module, allowed):
     assert offenders == []
 
 
-def test_no_core_module_imports_an_engine_at_module_level():
-    """Engines are reached only through regimes.app.cli.engine_layer at run time."""
+ENGINE_LAYERS = ("regimes.jobs", "regimes.flows", "regimes.serve")
+CORE = REPO_ROOT / "platform" / "regimes"
+APP = CORE / "app"
+
+
+def _imported_names(tree) -> list[tuple[int, str]]:
+    """Every module an AST imports, at any depth (functions, classes, branches), plus
+    ``importlib.import_module`` / ``__import__`` calls, by line."""
+    import ast
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+            # ``from regimes import jobs`` names the engine layer through its alias.
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("import_module", "__import__"):
+                found.append((node.lineno, f"<dynamic import: {name}>"))
+    return found
+
+
+def _offending(name: str) -> bool:
+    return (
+        name.split(".")[0] in ENGINES
+        or name.startswith(ENGINE_LAYERS)
+        or name.startswith("<dynamic import")
+    )
+
+
+def _core_offenders(root) -> list[str]:
     import ast
 
     offenders = []
-    for path in (REPO_ROOT / "platform" / "regimes").rglob("*.py"):
+    for path in root.rglob("*.py"):
+        if APP in path.parents:
+            continue  # the application layer is the one bridge to the engines
         tree = ast.parse(path.read_text())
-        for node in tree.body:
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                if name.split(".")[0] in ENGINES or name.startswith(
-                    ("regimes.jobs", "regimes.flows", "regimes.serve")
-                ):
-                    offenders.append(f"{path.name}: {name}")
-    assert offenders == []
+        offenders += [
+            f"{path.relative_to(root)}:{line}: {name}"
+            for line, name in _imported_names(tree)
+            if _offending(name)
+        ]
+    return offenders
+
+
+def test_no_core_module_imports_an_engine_anywhere():
+    """Every import of the core, function-level ones included: no ray, prefect, jobs,
+    flows or serve, and no importlib detour; only regimes.app bridges to the engines."""
+    assert _core_offenders(CORE) == []
+
+
+def test_the_layering_check_sees_imports_inside_functions(tmp_path):
+    """The check above must catch what a module-level scan would miss."""
+    package = tmp_path / "regimes_like"
+    package.mkdir()
+    (package / "ok.py").write_text("import json\n\ndef f():\n    from regimes import data\n")
+    (package / "hidden.py").write_text(
+        "def f():\n    if True:\n        from regimes.flows.train import train\n"
+    )
+    (package / "detour.py").write_text(
+        "import importlib\n\ndef f():\n    return importlib.import_module('ray')\n"
+    )
+    (package / "aliased.py").write_text("class A:\n    def m(self):\n        import ray.serve\n")
+    (package / "member.py").write_text("def f():\n    from regimes import jobs\n")
+    offenders = sorted({o.split(":")[0] for o in _core_offenders(package)})
+    assert offenders == ["aliased.py", "detour.py", "hidden.py", "member.py"]
+
+
+def test_the_app_layer_reaches_the_engines_with_plain_imports():
+    """regimes.app is the bridge: it imports jobs and flows directly, never via importlib."""
+    import ast
+
+    names = []
+    for path in APP.rglob("*.py"):
+        names += [name for _, name in _imported_names(ast.parse(path.read_text()))]
+    assert not [n for n in names if n.startswith("<dynamic import")]
+    assert any(n.startswith("regimes.jobs") for n in names)
+    assert any(n.startswith("regimes.flows") for n in names)
+
+
+def test_the_demo_calls_use_cases_not_the_cli():
+    """The CLI runs the demo use case; the demo never reaches back into the CLI."""
+    import ast
+
+    tree = ast.parse((APP / "demo.py").read_text())
+    names = [name for _, name in _imported_names(tree)]
+    assert not [n for n in names if n.startswith(("regimes.app.cli", "regimes.app.parser"))]
+    assert "argparse" not in names
 
 
 def test_engine_layers_hold_no_domain_arithmetic():

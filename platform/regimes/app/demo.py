@@ -1,53 +1,176 @@
 """``regimes demo``: everything that exists, end to end, on one home directory.
 
-Each step is the command a user would run (the same plain functions); the demo only
-chains them and prints what happened and where every output went.
+Each step is the use case a user's command runs (the same functions, the same
+Workspace); the demo only chains them and prints what happened and where every output
+went. One Prefect server serves every flow of the run.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from regimes.app import backfill as backfill_cases
+from regimes.app import data, features, rollout, training
+from regimes.app.executors import Executor, LocalExecutor, executor_named
+from regimes.app.orchestrators import Orchestrator, PrefectOrchestrator
+from regimes.app.progress import Notify, Progress, no_progress, silent, ticking
+from regimes.app.workspace import Workspace
+from regimes.errors import BadInputError
 from regimes.timeframes import TIMEFRAMES
 
 DEMO_START = date(2024, 1, 2)
 
 
-def run_demo(
-    ctx, args: argparse.Namespace, *, say: Callable[[str], None], progress
-) -> dict[str, Any]:
-    from regimes.app.cli import cmd_features, cmd_resample, cmd_synth, engine_layer
+@dataclass(frozen=True)
+class DemoRequest:
+    symbols: int = 6
+    days: int = 100
+    seed: int = 7
+    executor: str = "ray"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """The demo says what it does as it goes; the result is its JSON record."""
+
+    record: dict[str, Any]
+
+    def summary(self) -> list[str]:
+        return []
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.record
+
+
+def _say_all(say: Notify, lines: list[str]) -> None:
+    for line in lines:
+        say(line)
+
+
+def run(
+    workspace: Workspace,
+    request: DemoRequest,
+    *,
+    say: Notify = silent,
+    progress: Progress = no_progress,
+) -> DemoResult:
+    """synth -> resample -> features -> state vectors -> training (Prefect, grids on the
+    executor; 1d on the S&P 500) -> the last day live -> backfill into Delta."""
     from regimes.data import sql as db
 
     started = time.perf_counter()
-    settings = ctx.settings
+    executor = executor_named(request.executor)
+    orchestrator = PrefectOrchestrator()
     steps = 7
-    say(f"== regimes demo in {settings.home}")
-    say(f"   database: {db.mask_url(settings.db_url)}")
-    say(f"   config:   {settings.config_dir}")
+    say(f"== regimes demo in {workspace.home}")
+    say(f"   database: {db.mask_url(workspace.db_url)}")
+    say(f"   config:   {workspace.config_dir}")
     say("")
     say(f"== 1/{steps} synthetic market with known regimes")
-    synth = cmd_synth(
-        ctx,
-        argparse.Namespace(
-            symbols=args.symbols,
-            days=args.days,
-            seed=args.seed,
-            start=DEMO_START,
-            missing_rate=0.002,
-        ),
+    synth = data.synth(
+        workspace,
+        data.SynthRequest(request.symbols, request.days, request.seed, DEMO_START, 0.002),
+        progress,
     )
+    _say_all(say, synth.summary())
     say("")
     say(f"== 2/{steps} align 1m bars to the session, mark gaps, resample to 5m 15m 1h 1d")
-    cmd_resample(ctx, argparse.Namespace(symbols=None, timeframes=list(TIMEFRAMES[1:])))
-    summary = db.bars_summary(ctx.engine)
-    bars_table = (
+    _say_all(say, data.resample(workspace, data.ResampleRequest(), progress).summary())
+    bars_table = _bars_table(workspace)
+    say("")
+    say("bars per timeframe (all symbols, gap rows included):")
+    say(bars_table.to_string(index=False))
+    say("")
+    say(f"== 3/{steps} the 21 features per (symbol, timeframe), fanned out on {executor.name}")
+    computed = features.features(workspace, features.FeaturesRequest(), executor, say, progress)
+    _say_all(say, computed.summary())
+    feature_table = _feature_table(workspace)
+    say("")
+    say("computed_features read back per timeframe (usable = neither warm-up nor gap):")
+    say(feature_table.to_string(index=False))
+    sample = _feature_sample(workspace)
+    if sample is not None:
+        say("")
+        say("median of a few usable features per timeframe (all symbols):")
+        say(sample.to_string())
+    say("")
+    say(
+        f"== 4/{steps} state vectors: selection, stationarity, scaling and a PCA encoder per "
+        "timeframe"
+    )
+    encode = _encode(workspace, say)
+    say("")
+    say(
+        f"== 5/{steps} training: every timeframe through the Prefect flow, its grid on "
+        f"{executor.name}; 1d on real S&P 500 daily bars (arch's copy, no download)"
+    )
+    with orchestrator.session(workspace) as api_url:
+        say(f"   Prefect server: {api_url}")
+        trained = _train_all(workspace, request, executor, orchestrator, say, progress)
+        say("")
+        say(
+            f"== 6/{steps} live: the last day bar by bar through the inference engine of every "
+            "timeframe, then composite multi-timeframe records"
+        )
+        live = _live(workspace, trained, say, progress)
+        say("")
+        say(
+            f"== 7/{steps} state store: every model promoted to champion, its states over the "
+            f"whole history backfilled through the Prefect flow on {executor.name} into Delta Lake"
+        )
+        stored = _backfill_all(workspace, executor, orchestrator, trained, say)
+    elapsed = time.perf_counter() - started
+    say("")
+    say(f"== done in {elapsed:.1f}s. Outputs:")
+    say(f"   bars, features:   {db.describe(workspace.engine)} (tables bars, computed_features)")
+    say(f"   synthetic truth:  {synth.truth}")
+    say(f"   generating params: {synth.params}")
+    if stored:
+        say(f"   state store:      {stored['store']} (Delta Lake; `regimes states` exports it)")
+    plots = [r["latent_dim_plot"] for r in encode.timeframes.values() if "latent_dim_plot" in r]
+    if plots:
+        say(f"   latent-dim curves: {str(Path(plots[0]).parent)}/ ({len(plots)} PNG + CSV)")
+    return DemoResult(
+        {
+            "command": "demo",
+            "home": str(workspace.home),
+            "db_url": db.describe(workspace.engine),
+            "bars": {row.timeframe: int(row.bars) for row in bars_table.itertuples()},
+            "gaps": {row.timeframe: int(row.gaps) for row in bars_table.itertuples()},
+            "features": {row.timeframe: int(row.rows) for row in feature_table.itertuples()},
+            "usable_features": {
+                row.timeframe: int(row.usable) for row in feature_table.itertuples()
+            },
+            "feature_failures": computed.as_dict()["failed"],
+            "state_vectors": {
+                tf: {
+                    "d": r["d"],
+                    "explained_variance": r["explained_variance"],
+                    "selected": r["selected"],
+                }
+                for tf, r in encode.timeframes.items()
+            },
+            "trained": trained,
+            "live": live,
+            "states": stored,
+            "truth": str(synth.truth),
+            "bars_sha256": synth.bars_sha256,
+            "seconds": round(elapsed, 3),
+        }
+    )
+
+
+def _bars_table(workspace: Workspace):
+    """Stored bars per timeframe (all symbols, gap rows included)."""
+    from regimes.data import sql as db
+
+    summary = db.bars_summary(workspace.engine)
+    return (
         summary.groupby("timeframe", sort=False)
         .agg(
             symbols=("symbol", "nunique"),
@@ -59,16 +182,14 @@ def run_demo(
         .reindex([tf for tf in TIMEFRAMES if tf in set(summary["timeframe"])])
         .reset_index()
     )
-    say("")
-    say("bars per timeframe (all symbols, gap rows included):")
-    say(bars_table.to_string(index=False))
-    say("")
-    say(f"== 3/{steps} the 21 features per (symbol, timeframe), fanned out on {args.executor}")
-    features = cmd_features(
-        ctx, argparse.Namespace(timeframe=None, symbols=None, executor=args.executor)
-    )
-    stored = db.features_summary(ctx.engine)
-    feature_table = (
+
+
+def _feature_table(workspace: Workspace):
+    """computed_features per timeframe; usable = neither warm-up nor gap."""
+    from regimes.data import sql as db
+
+    stored = db.features_summary(workspace.engine)
+    table = (
         stored.groupby("timeframe", sort=False)
         .agg(
             symbols=("symbol", "nunique"),
@@ -79,91 +200,22 @@ def run_demo(
         .reindex([tf for tf in TIMEFRAMES if tf in set(stored["timeframe"])])
         .reset_index()
     )
-    feature_table["usable"] = (
-        feature_table["rows"] - feature_table["warmup"] - feature_table["gaps"]
-    )
-    say("")
-    say("computed_features read back per timeframe (usable = neither warm-up nor gap):")
-    say(feature_table.to_string(index=False))
-    sample = _feature_sample(ctx)
-    if sample is not None:
-        say("")
-        say("median of a few usable features per timeframe (all symbols):")
-        say(sample.to_string())
-    say("")
-    say(
-        f"== 4/{steps} state vectors: selection, stationarity, scaling and a PCA encoder per "
-        "timeframe"
-    )
-    from regimes.app.cli import cmd_encode
-    from regimes.errors import BadInputError
+    table["usable"] = table["rows"] - table["warmup"] - table["gaps"]
+    return table
 
+
+def _encode(workspace: Workspace, say: Notify) -> features.EncodeResult:
+    """The state vectors of every timeframe that can be fitted (none is not fatal here)."""
     try:
-        encode = cmd_encode(ctx, argparse.Namespace(timeframe=None, encoder="pca"))
+        encode = features.encode(workspace, features.EncodeRequest())
     except BadInputError as exc:
         say(f"   not fitted: {exc}")
-        encode = {"timeframes": {}, "not_fitted": {}}
-    say("")
-    say(
-        f"== 5/{steps} training: every timeframe through the Prefect flow, its grid on "
-        f"{args.executor}; 1d on real S&P 500 daily bars (arch's copy, no download)"
-    )
-    server = engine_layer("regimes.flows.server").ensure_prefect_server(ctx.settings.home)
-    say(f"   Prefect server: {server.api_url}")
-    try:
-        trained = _train_all(ctx, args, say)
-        say("")
-        say(
-            f"== 6/{steps} live: the last day bar by bar through the inference engine of every "
-            "timeframe, then composite multi-timeframe records"
-        )
-        live = _live(ctx, trained, say, progress)
-        say("")
-        say(
-            f"== 7/{steps} state store: every model's states over the whole history, backfilled "
-            f"through the Prefect flow on {args.executor} into Delta Lake"
-        )
-        stored = _backfill_all(ctx, args, trained, say)
-    finally:
-        server.stop()
-    elapsed = time.perf_counter() - started
-    say("")
-    say(f"== done in {elapsed:.1f}s. Outputs:")
-    say(f"   bars, features:   {db.describe(ctx.engine)} (tables bars, computed_features)")
-    say(f"   synthetic truth:  {synth['truth']}")
-    say(f"   generating params: {synth['params']}")
-    if stored:
-        say(f"   state store:      {stored['store']} (Delta Lake; `regimes states` exports it)")
-    plots = [r["latent_dim_plot"] for r in encode["timeframes"].values() if "latent_dim_plot" in r]
-    if plots:
-        say(f"   latent-dim curves: {str(Path(plots[0]).parent)}/ ({len(plots)} PNG + CSV)")
-    return {
-        "command": "demo",
-        "home": str(settings.home),
-        "db_url": db.describe(ctx.engine),
-        "bars": {row.timeframe: int(row.bars) for row in bars_table.itertuples()},
-        "gaps": {row.timeframe: int(row.gaps) for row in bars_table.itertuples()},
-        "features": {row.timeframe: int(row.rows) for row in feature_table.itertuples()},
-        "usable_features": {row.timeframe: int(row.usable) for row in feature_table.itertuples()},
-        "feature_failures": features["failed"],
-        "state_vectors": {
-            tf: {
-                "d": r["d"],
-                "explained_variance": r["explained_variance"],
-                "selected": r["selected"],
-            }
-            for tf, r in encode["timeframes"].items()
-        },
-        "trained": trained,
-        "live": live,
-        "states": stored,
-        "truth": synth["truth"],
-        "bars_sha256": synth["bars_sha256"],
-        "seconds": round(elapsed, 3),
-    }
+        return features.EncodeResult(encoder="pca")
+    _say_all(say, encode.summary())
+    return encode
 
 
-def _feature_sample(ctx):
+def _feature_sample(workspace: Workspace):
     import pandas as pd
 
     from regimes.features.store import load_features
@@ -171,7 +223,7 @@ def _feature_sample(ctx):
     columns = ["rv_15", "r15", "relvol_60", "bb_width", "stoch_k"]
     rows = {}
     for timeframe in TIMEFRAMES:
-        frame = load_features(ctx.engine, ctx.config, timeframe, drop_unusable=True)
+        frame = load_features(workspace.engine, workspace.config, timeframe, drop_unusable=True)
         if len(frame):
             rows[timeframe] = frame[[c for c in columns if c in frame.columns]].median()
     return pd.DataFrame(rows).T if rows else None
@@ -187,22 +239,14 @@ DEMO_GRID = {
 }
 
 
-def _ingest_sp500(ctx, say) -> str:
+def _ingest_sp500(workspace: Workspace, say: Notify) -> str:
     from arch.data import sp500
 
-    from regimes.data.ingest import ingest_file
-
     raw = sp500.load()[["Open", "High", "Low", "Close", "Volume"]]
-    path = ctx.settings.home / "sp500_daily.parquet"
+    path = workspace.home / "sp500_daily.parquet"
     raw.rename_axis("date").to_parquet(path)
-    report = ingest_file(
-        ctx.engine,
-        path,
-        "^GSPC",
-        "1d",
-        session=ctx.config.timeframes.session,
-        tz=ctx.config.timeframes.session.timezone,
-    )
+    zone = workspace.config.timeframes.session.timezone
+    report = data.ingest(workspace, data.IngestRequest(path, "^GSPC", "1d", tz=zone)).report
     say(
         f"   ingested {report.rows_written} daily bars of ^GSPC ({report.first_ts[:10]} .. "
         f"{report.last_ts[:10]}) from {path}"
@@ -210,36 +254,38 @@ def _ingest_sp500(ctx, say) -> str:
     return "^GSPC"
 
 
-def _train_all(ctx, args, say) -> list[dict]:
+def _train_all(
+    workspace: Workspace,
+    request: DemoRequest,
+    executor: Executor,
+    orchestrator: Orchestrator,
+    say: Notify,
+    progress: Progress,
+) -> list[dict]:
     import pandas as pd
 
-    from regimes.app.cli import cmd_features, engine_layer
     from regimes.data.synth import read_truth
     from regimes.errors import RegimesError
     from regimes.training.evaluation import accuracy_against_truth
 
-    symbol = _ingest_sp500(ctx, say)
-    cmd_features(ctx, argparse.Namespace(timeframe=["1d"], symbols=[symbol], executor="local"))
-    truth = read_truth(ctx.settings.synth_dir)
-    flow = engine_layer("regimes.flows.train").train
+    symbol = _ingest_sp500(workspace, say)
+    daily = features.FeaturesRequest(("1d",), (symbol,))
+    _say_all(say, features.features(workspace, daily, LocalExecutor(), say, progress).summary())
+    truth = read_truth(workspace.synth_dir)
     rows = []
     for timeframe in TIMEFRAMES:
-        symbols = [symbol] if timeframe == "1d" else None
+        train_request = training.TrainRequest(
+            timeframes=(timeframe,),
+            symbols=(symbol,) if timeframe == "1d" else None,
+            grid=DEMO_GRID[timeframe],
+            seed=request.seed,
+        )
         try:
-            [result] = flow(
-                timeframes=[timeframe],
-                home=str(ctx.settings.home),
-                db_url=ctx.settings.db_url,
-                config_dir=str(ctx.settings.config_dir),
-                symbols=symbols,
-                grid=DEMO_GRID[timeframe],
-                seed=args.seed,
-                executor=args.executor,
-            )
+            [result] = training.train(workspace, train_request, executor, orchestrator).models
         except RegimesError as exc:
             say(f"   {timeframe}: not trained: {exc}")
             continue
-        accuracy = accuracy_against_truth(ctx.engine, ctx.config, result["path"], truth)
+        accuracy = accuracy_against_truth(workspace.engine, workspace.config, result["path"], truth)
         rows.append(
             {
                 "timeframe": timeframe,
@@ -263,12 +309,12 @@ def _train_all(ctx, args, say) -> list[dict]:
         table = pd.DataFrame(rows)
         say("trained models (validation = the last walk-forward fold):")
         say(table.drop(columns=["path"]).to_string(index=False))
-        say(f"   artifacts: {ctx.settings.models_dir}/timeframe=<tf>/model_id=<id>/")
-        say(f"   registry:  {ctx.settings.home / 'registry'} (all registered as candidates)")
+        say(f"   artifacts: {workspace.models_dir}/timeframe=<tf>/model_id=<id>/")
+        say(f"   registry:  {workspace.registry_root} (all registered as candidates)")
     return rows
 
 
-def _live(ctx, trained: list[dict], say, progress) -> dict:
+def _live(workspace: Workspace, trained: list[dict], say: Notify, progress: Progress) -> dict:
     """The last synthetic day through a live engine per timeframe (cold-started from the
     database), switch counts with and without anti-chatter, composite records."""
     import time as clock
@@ -281,35 +327,39 @@ def _live(ctx, trained: list[dict], say, progress) -> dict:
     from regimes.timeframes import TIMEFRAME_DURATION
 
     paths = {row["timeframe"]: row["path"] for row in trained}
-    summary = db.bars_summary(ctx.engine)
+    summary = db.bars_summary(workspace.engine)
     synthetic = summary[summary["symbol"].str.startswith("SYN")]
     symbols = sorted(synthetic["symbol"].unique())
     if not symbols or not paths:
         say("   no synthetic bars or no trained model to run")
         return {}
-    zone = ctx.config.timeframes.session.timezone
+    config = workspace.config
+    zone = config.timeframes.session.timezone
     last_1m = pd.Timestamp(synthetic.loc[synthetic["timeframe"] == "1m", "last_ts"].max())
     day_start = last_1m.tz_convert(zone).normalize().tz_convert("UTC")
-    sync = TimeframeSynchronizer.from_config(ctx.config)
+    sync = TimeframeSynchronizer.from_config(config)
     rows, emitted = [], []
     for timeframe in TIMEFRAMES:
         if timeframe not in paths:
             say(f"   {timeframe}: no trained model to run")
             continue
         engine = InferenceEngine(
-            paths[timeframe], ctx.config, history=DatabaseHistory(ctx.engine, timeframe)
+            paths[timeframe], config, history=DatabaseHistory(workspace.engine, timeframe)
         )
+        # The demo's models are all candidates: the one just trained stands in for the
+        # champion whose answers the composite records show.
+        sync.set_champion(timeframe, engine.model_id)
         # 1d: the day before as well, the last daily state final during the last day.
         start = day_start - pd.Timedelta(days=4) if timeframe == "1d" else day_start
-        bars = db.read_bars(ctx.engine, timeframe, symbols, start)
+        bars = db.read_bars(workspace.engine, timeframe, symbols, start)
         steps = [group for _, group in bars.groupby("ts", sort=True)]
         if timeframe == "1d":
             steps = steps[-2:]
         started = clock.perf_counter()
-        answers = pd.concat(
-            [engine.step(group) for group in progress(f"live {timeframe}")(steps)],
-            ignore_index=True,
-        )
+        with progress(f"live {timeframe}", len(steps)) as tick:
+            answers = pd.concat(
+                [engine.step(group) for group in ticking(steps, tick)], ignore_index=True
+            )
         seconds = clock.perf_counter() - started
         emitted.append(answers)
         counters = engine.counters()
@@ -349,7 +399,7 @@ def _live(ctx, trained: list[dict], say, progress) -> dict:
     answers["final_at"] = answers["ts"] + answers["timeframe"].map(TIMEFRAME_DURATION)
     answers = answers.sort_values(["final_at", "timeframe"], kind="stable")
     composites, fed = {}, 0
-    session_open = day_start.tz_convert(zone) + ctx.config.timeframes.session.open_offset
+    session_open = day_start.tz_convert(zone) + config.timeframes.session.open_offset
     for label, at in (
         ("midday", session_open.tz_convert("UTC") + pd.Timedelta(hours=3)),
         ("close", last_1m + pd.Timedelta(minutes=1)),
@@ -380,7 +430,13 @@ def _live(ctx, trained: list[dict], say, progress) -> dict:
     }
 
 
-def _backfill_all(ctx, args, trained: list[dict], say) -> dict:
+def _backfill_all(
+    workspace: Workspace,
+    executor: Executor,
+    orchestrator: Orchestrator,
+    trained: list[dict],
+    say: Notify,
+) -> dict:
     """Every trained model's states over the stored history through the backfill flow,
     then a per-timeframe summary read back from Delta and the current_states table."""
     import math
@@ -388,36 +444,41 @@ def _backfill_all(ctx, args, trained: list[dict], say) -> dict:
 
     import pandas as pd
 
-    from regimes.app.cli import engine_layer
     from regimes.data import sql as db
-    from regimes.storage.state_store import StateStore
 
-    flow = engine_layer("regimes.flows.backfill").backfill
-    store = StateStore.from_env(ctx.settings.home)
+    store = workspace.state_store
     rows = []
     for model in trained:
-        symbols = db.list_symbols(ctx.engine, model["timeframe"])
-        results = flow(
+        # current_states holds champion answers only: each timeframe's one model is
+        # promoted first, as an operator would after the drift gate.
+        promoted = rollout.promote(
+            workspace,
+            rollout.PromoteRequest(
+                model["timeframe"],
+                model["model_id"],
+                actor="demo",
+                reason="the only model of its timeframe",
+            ),
+        )
+        _say_all(say, ["   " + line for line in promoted.summary()])
+        symbols = db.list_symbols(workspace.engine, model["timeframe"])
+        request = backfill_cases.BackfillRequest(
             timeframe=model["timeframe"],
             model_id=model["model_id"],
-            home=str(ctx.settings.home),
-            db_url=ctx.settings.db_url,
-            config_dir=str(ctx.settings.config_dir),
             # One unit per core: anti-chatter and OOD advance all of a unit's symbols
             # together, so a few wide units beat many narrow ones.
             symbols_per_unit=max(1, math.ceil(len(symbols) / (os.cpu_count() or 1))),
-            executor=args.executor,
         )
-        failed = [r for r in results if r["error"]]
-        for result in failed:
-            say(f"   {model['timeframe']}: FAILED {result['symbols']}: {result['error']}")
+        run = backfill_cases.backfill(workspace, request, executor, orchestrator)
+        for result in run.failed:
+            say(f"   {model['timeframe']}: FAILED {list(result.symbols)}: {result.error}")
         rows.append(
             {
                 "timeframe": model["timeframe"],
-                "written": sum(r["rows_written"] for r in results),
-                "commits": sum(r["commits"] for r in results),
-                "units": len(results),
-                "seconds": round(max((r["seconds"] for r in results), default=0.0), 1),
+                "written": run.rows_written,
+                "commits": sum(r.commits for r in run.results),
+                "units": len(run.results),
+                "seconds": round(max((r.seconds for r in run.results), default=0.0), 1),
             }
         )
     if not rows or not store.exists():
@@ -432,9 +493,10 @@ def _backfill_all(ctx, args, trained: list[dict], say) -> dict:
     say("")
     say(f"state history read back from {store.root} (partitions timeframe/model_id/symbol/date):")
     say(summary.to_string(index=False))
-    current = db.read_current_states(ctx.engine)
+    current = db.read_current_states(workspace.engine)
     say("")
-    say(f"current_states ({db.describe(ctx.engine)}), the newest state per symbol and timeframe:")
+    where = db.describe(workspace.engine)
+    say(f"current_states ({where}), the newest state per symbol and timeframe:")
     pivot = current.assign(
         state=[
             "UNKNOWN" if unknown else f"{state} ({prob:.2f})"

@@ -1,41 +1,95 @@
-"""Settings precedence: CLI option > environment variable > config file > built-in default."""
+"""Settings: where the platform keeps things.
+
+The precedence CLI option > environment variable > config file > built-in default is
+written here once; :func:`resolve_settings` is the only place the core reads the
+environment for locations. The application layer (``regimes.app.workspace``) turns a
+:class:`Settings` into open resources.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from regimes.config.loading import default_config_dir
 from regimes.config.metadata import metadata_json_schema
 
-# --------------------------------------------------------------------------- settings
-
 PROJECT_CONFIG_DIR = default_config_dir()
 """The default config shipped as package data (``config/`` of the checkout when editable)."""
+
+OBJECT_STORE_SCHEMES = ("s3://", "s3a://")
+
+STORAGE_ENVIRONMENT = {
+    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
+    "AWS_REGION": "AWS_REGION",
+    "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
+    "AWS_S3_ALLOW_UNSAFE_RENAME": "AWS_S3_ALLOW_UNSAFE_RENAME",
+    "AWS_S3_LOCKING_PROVIDER": "AWS_S3_LOCKING_PROVIDER",
+    "DELTA_DYNAMO_TABLE_NAME": "DELTA_DYNAMO_TABLE_NAME",
+    "AWS_CONDITIONAL_PUT": "aws_conditional_put",
+}
+"""Environment variable -> deltalake storage option, passed for ``s3://`` roots."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the platform keeps things; resolved by :func:`resolve_settings`."""
+    """Where the platform keeps things; resolved by :func:`resolve_settings`.
+
+    Parameters
+    ----------
+    home : Path
+        The root of every local output (database, models, registry, states, reports).
+    db_url : str
+        SQLAlchemy URL of the database.
+    config_dir : Path
+        Directory with ``features.yaml`` and ``timeframes.yaml``.
+    states_uri : str
+        Root of the Delta state store: a local path or ``s3://bucket/prefix``.
+    storage_options : dict
+        deltalake storage options (credentials, endpoint) for an object-store root;
+        empty for a local one. Excluded from ``repr`` so credentials never get printed.
+    """
 
     home: Path
     db_url: str
     config_dir: Path
+    states_uri: str
+    storage_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
 
     @property
+    def registry_root(self) -> str:
+        return str(self.home / "registry")
+
+    @property
     def states_dir(self) -> Path:
+        """The local default of :attr:`states_uri`."""
         return self.home / "states"
+
+    @property
+    def states_are_local(self) -> bool:
+        return not self.states_uri.startswith(OBJECT_STORE_SCHEMES)
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
 
     @property
     def synth_dir(self) -> Path:
         return self.home / "synth"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
 
 
 def resolve_settings(
@@ -48,6 +102,17 @@ def resolve_settings(
 
     Arguments are the CLI values (``None`` when not given); ``environ`` defaults to
     ``os.environ``. Nothing is created on disk.
+
+    ``REGIMES_HOME``, ``REGIMES_DB_URL`` and ``REGIMES_CONFIG_DIR`` stand in for the
+    arguments; ``REGIMES_STATES_URI`` moves the state store (e.g. to ``s3://...``), and
+    for an object-store root the AWS variables of :data:`STORAGE_ENVIRONMENT` become its
+    storage options. The "file" level is a ``config/`` folder inside the home.
+
+    Examples
+    --------
+    >>> s = resolve_settings("/srv/regimes", environ={})
+    >>> s.db_url, s.states_uri, s.registry_root
+    ('sqlite:////srv/regimes/regimes.db', '/srv/regimes/states', '/srv/regimes/registry')
     """
     env = os.environ if environ is None else environ
     resolved_home = Path(home or env.get("REGIMES_HOME") or Path.cwd()).expanduser().resolve()
@@ -59,7 +124,17 @@ def resolve_settings(
         resolved_config = resolved_home / "config"
     else:
         resolved_config = PROJECT_CONFIG_DIR
-    return Settings(home=resolved_home, db_url=resolved_db, config_dir=resolved_config)
+    states_uri = env.get("REGIMES_STATES_URI") or str(resolved_home / "states")
+    options: dict[str, str] = {}
+    if states_uri.startswith(OBJECT_STORE_SCHEMES):
+        options = {key: env[name] for name, key in STORAGE_ENVIRONMENT.items() if env.get(name)}
+    return Settings(
+        home=resolved_home,
+        db_url=resolved_db,
+        config_dir=resolved_config,
+        states_uri=states_uri,
+        storage_options=options,
+    )
 
 
 if __name__ == "__main__":  # python -m regimes.config > config/metadata.schema.json

@@ -1,0 +1,225 @@
+"""Use cases that put bars into the database: ``synth``, ``ingest``, ``resample``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from regimes.app.progress import Progress, items_progress, no_progress
+from regimes.app.workspace import Workspace
+from regimes.timeframes import TIMEFRAMES
+
+
+@dataclass(frozen=True)
+class SynthRequest:
+    """A synthetic market: ``symbols`` x ``days`` trading days of 1m bars."""
+
+    symbols: int = 20
+    days: int = 60
+    seed: int = 0
+    start: date = date(2024, 1, 2)
+    missing_rate: float = 0.002
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    symbols: list[str]
+    days: int
+    seed: int
+    bars_written: int
+    missing_bars: int
+    bars_sha256: str
+    truth: Path
+    params: Path
+    database: str
+    seconds: float
+
+    def summary(self) -> list[str]:
+        return [
+            f"synth: {len(self.symbols)} symbols x {self.days} trading days, seed {self.seed}: "
+            f"{self.bars_written} one-minute bars ({self.missing_bars} dropped as missing) in "
+            f"{self.seconds:.1f}s",
+            f"  bars  -> {self.database} (table bars, timeframe 1m; earlier bars of these",
+            "           symbols were replaced: run `regimes resample` for 5m..1d)",
+            f"  truth -> {self.truth}",
+            f"  params-> {self.params}",
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": "synth",
+            "symbols": self.symbols,
+            "days": self.days,
+            "seed": self.seed,
+            "bars_written": self.bars_written,
+            "missing_bars": self.missing_bars,
+            "bars_sha256": self.bars_sha256,
+            "truth": str(self.truth),
+            "params": str(self.params),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def synth(
+    workspace: Workspace, request: SynthRequest, progress: Progress = no_progress
+) -> SynthResult:
+    """Generate a synthetic market, write its truth to the synth folder and its 1m bars
+    to the database (replacing every earlier bar of those symbols)."""
+    from regimes.data import sql as db
+    from regimes.data.synth import SynthConfig, generate, write_truth
+
+    synth_config = SynthConfig(
+        symbols=request.symbols,
+        days=request.days,
+        seed=request.seed,
+        start=request.start,
+        missing_rate=request.missing_rate,
+    ).validate()
+    started = time.perf_counter()
+    market = generate(synth_config, workspace.config.timeframes.session)
+    engine = workspace.engine
+    # The truth first: a file-system problem then stops us before the database changes.
+    truth_path, params_path = write_truth(market, workspace.synth_dir)
+    frames = [group for _, group in market.bars.groupby("symbol", sort=True)]
+    written = 0
+    for frame in items_progress(progress, "writing 1m bars")(frames):
+        # A synthetic symbol is owned by synth: its earlier bars (any seed, any
+        # timeframe) are replaced in the same transaction, so nothing stale survives.
+        symbol = frame["symbol"].iloc[0]
+        written += db.rewrite_bars(engine, frame, [symbol], timeframes=TIMEFRAMES)
+    return SynthResult(
+        symbols=sorted(market.bars["symbol"].unique().tolist()),
+        days=synth_config.days,
+        seed=synth_config.seed,
+        bars_written=written,
+        missing_bars=int(market.truth["missing"].sum()),
+        bars_sha256=market.bars_sha256(),
+        truth=truth_path,
+        params=params_path,
+        database=db.describe(engine),
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """One CSV or Parquet file of bars for one symbol and timeframe."""
+
+    file: str | Path
+    symbol: str
+    timeframe: str
+    drop_bad: bool = False
+    tz: str = "UTC"
+    ts_format: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    report: Any  # regimes.data.ingest.IngestReport
+
+    def summary(self) -> list[str]:
+        from regimes.data.ingest import describe_problems
+
+        report = self.report
+        lines = [
+            f"ingest: {report.rows_written} of {report.rows_read} rows of {report.file} written "
+            f"as {report.symbol} {report.timeframe} ({report.first_ts} .. {report.last_ts})"
+        ]
+        if report.reordered_rows:
+            lines.append(f"  {report.reordered_rows} row(s) were out of time order and were sorted")
+        if report.moved_to_session_open:
+            lines.append(
+                f"  {report.moved_to_session_open} daily row(s) stamped at midnight were placed "
+                "at the session open (a bar's ts is its open time)"
+            )
+        if report.dropped:
+            lines.append(
+                f"  dropped {len(report.dropped)} bad row(s): {describe_problems(report.dropped)}"
+            )
+        return lines
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"command": "ingest", **self.report.as_dict()}
+
+
+def ingest(workspace: Workspace, request: IngestRequest) -> IngestResult:
+    """Load one file of bars; a bad row refuses the file unless ``drop_bad``."""
+    from regimes.data.ingest import ingest_file
+
+    report = ingest_file(
+        workspace.engine,
+        request.file,
+        request.symbol,
+        request.timeframe,
+        session=workspace.config.timeframes.session,
+        drop_bad=request.drop_bad,
+        tz=request.tz,
+        ts_format=request.ts_format,
+    )
+    return IngestResult(report)
+
+
+@dataclass(frozen=True)
+class ResampleRequest:
+    symbols: tuple[str, ...] | None = None
+    timeframes: tuple[str, ...] = tuple(TIMEFRAMES[1:])
+
+
+@dataclass(frozen=True)
+class ResampleResult:
+    symbols: int
+    rows_written: dict[str, int]
+    gap_rows_added: int
+    outside_session: int
+    seconds: float
+
+    def summary(self) -> list[str]:
+        lines = [
+            f"resample: {self.symbols} symbols in {self.seconds:.1f}s; 1m gap rows marked: "
+            f"{self.gap_rows_added}; 1m bars outside the session (not aggregated): "
+            f"{self.outside_session}"
+        ]
+        lines += [
+            f"  {timeframe:>4}: {rows} bars written"
+            for timeframe, rows in self.rows_written.items()
+            if timeframe != "1m"
+        ]
+        return lines
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": "resample",
+            "symbols": self.symbols,
+            "rows_written": self.rows_written,
+            "gap_rows_added": self.gap_rows_added,
+            "outside_session": self.outside_session,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def resample(
+    workspace: Workspace, request: ResampleRequest, progress: Progress = no_progress
+) -> ResampleResult:
+    """Align stored 1m bars to the session (gaps marked) and build higher timeframes."""
+    from regimes.data.bars import resample_symbols
+
+    started = time.perf_counter()
+    timeframes = workspace.config.timeframes
+    report = resample_symbols(
+        workspace.engine,
+        timeframes.session,
+        timeframes.gaps.max_missing_fraction,
+        symbols=list(request.symbols) if request.symbols else None,
+        timeframes=list(request.timeframes),
+        progress=items_progress(progress, "resampling"),
+    )
+    return ResampleResult(
+        symbols=report.symbols,
+        rows_written=report.rows_written,
+        gap_rows_added=report.gap_rows_added,
+        outside_session=report.outside_session,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,336 @@
+"""The ``regimes`` argument parser: every command's flags and help texts.
+
+Only parsing lives here; :mod:`regimes.app.cli` calls the use cases and formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+
+from regimes import __version__
+from regimes.timeframes import TIMEFRAMES
+
+EXIT_USER_ERROR = 2
+EXIT_STORE_ERROR = 3
+EXIT_PARTIAL = 4
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _timeframe(text: str) -> str:
+    if text not in TIMEFRAMES:
+        raise argparse.ArgumentTypeError(
+            f"unknown timeframe {text!r}; expected one of {', '.join(TIMEFRAMES)}"
+        )
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump: the user asked for --help
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="regimes",
+        description=(
+            "Multi-timeframe market regimes: latent state vectors z_t and a Gaussian HMM per "
+            "timeframe. Human summaries go to stderr; where a command produces something, "
+            "the last line of stdout is one JSON object."
+        ),
+        epilog=(
+            "Precedence of settings: CLI option > environment variable > config file > "
+            "default. Environment: REGIMES_HOME, REGIMES_DB_URL, REGIMES_CONFIG_DIR."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"regimes {__version__}")
+    parser.add_argument(
+        "--home",
+        help="where outputs go (database, models/, states/, synth/); "
+        "env REGIMES_HOME; default: the current directory",
+    )
+    parser.add_argument(
+        "--db-url",
+        help="SQLAlchemy database URL; env REGIMES_DB_URL; default sqlite:///<home>/regimes.db",
+    )
+    parser.add_argument(
+        "--config-dir",
+        help="directory with features.yaml and timeframes.yaml; env REGIMES_CONFIG_DIR; "
+        "default <home>/config if present, else the project's config/",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_synth(sub)
+    _add_ingest(sub)
+    _add_resample(sub)
+    _add_features(sub)
+    _add_encode(sub)
+    _add_train(sub)
+    _add_models(sub)
+    _add_replay(sub)
+    _add_backfill(sub)
+    _add_states(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _add_synth(sub) -> None:
+    synth = sub.add_parser(
+        "synth",
+        help="generate a synthetic 1m market with known regimes",
+        description="Generate multi-symbol 1-minute OHLCV with known slow and fast regimes; "
+        "write the bars to the database and the truth to <home>/synth/.",
+    )
+    synth.add_argument("--symbols", type=int, default=20, help="number of symbols (default 20)")
+    synth.add_argument("--days", type=int, default=60, help="trading days (default 60)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--start",
+        type=_date,
+        default=date(2024, 1, 2),
+        help="first calendar day, YYYY-MM-DD (default 2024-01-02)",
+    )
+    synth.add_argument(
+        "--missing-rate",
+        type=float,
+        default=0.002,
+        help="fraction of 1m bars dropped as missing (default 0.002)",
+    )
+
+
+def _add_ingest(sub) -> None:
+    ingest = sub.add_parser(
+        "ingest",
+        help="load OHLCV bars from a CSV or Parquet file",
+        description="Load bars (columns ts, open, high, low, close, volume) for one symbol and "
+        "timeframe. Any bad row refuses the whole file unless --drop-bad is given.",
+    )
+    ingest.add_argument("file", help="a .csv or .parquet file")
+    ingest.add_argument("--symbol", required=True, help="symbol name, e.g. SPX")
+    ingest.add_argument(
+        "--timeframe", required=True, help=f"timeframe of the bars: {', '.join(TIMEFRAMES)}"
+    )
+    ingest.add_argument(
+        "--drop-bad",
+        action="store_true",
+        help="write the good rows and report the bad ones instead of refusing",
+    )
+    ingest.add_argument(
+        "--tz", default="UTC", help="time zone of timestamps without an offset (default UTC)"
+    )
+    ingest.add_argument(
+        "--ts-format",
+        help="strftime format of the ts column, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601, "
+        "or one format inferred from the first row and applied to all)",
+    )
+
+
+def _add_resample(sub) -> None:
+    resample = sub.add_parser(
+        "resample",
+        help="align 1m bars to the session, mark gaps, build higher timeframes",
+        description="Align stored 1m bars to the session grid (missing minutes become gap "
+        "rows) and resample them into higher timeframes anchored at the session open.",
+    )
+    resample.add_argument("--symbols", nargs="+", help="symbols (default: all with 1m bars)")
+    resample.add_argument(
+        "--timeframes",
+        nargs="+",
+        type=_timeframe,
+        default=list(TIMEFRAMES[1:]),
+        help="target timeframes (default: 5m 15m 1h 1d)",
+    )
+
+
+def _add_features(sub) -> None:
+    features = sub.add_parser(
+        "features",
+        help="compute the 21 features from stored bars into computed_features",
+        description="Compute each timeframe's selected features for every stored (symbol, "
+        "timeframe) and replace their rows in computed_features (idempotent). Units run as "
+        "Ray tasks (local Ray, or the cluster at RAY_ADDRESS) or in this process. A failed "
+        f"unit is reported by name, the others are kept, and the exit code is {EXIT_PARTIAL}.",
+    )
+    features.add_argument(
+        "--timeframe",
+        "--timeframes",
+        nargs="+",
+        type=_timeframe,
+        help="timeframes (default: all five)",
+    )
+    features.add_argument("--symbols", nargs="+", help="symbols (default: all with bars)")
+    features.add_argument(
+        "--executor", choices=("ray", "local"), default="ray", help="where units run (default ray)"
+    )
+
+
+def _add_encode(sub) -> None:
+    encode = sub.add_parser(
+        "encode",
+        help="fit selection + scaling + encoder per timeframe and report the state vectors",
+        description="Per timeframe: load stored features, take the first walk-forward fold, "
+        "fit feature selection, stationarity, robust+Yeo-Johnson scaling and the encoder on "
+        "its training window only (leakage guard checked), choose d from the explained-"
+        "variance curve, and report d, explained variance and the selected features. "
+        "Curves go to <home>/reports/state_vectors/.",
+    )
+    encode.add_argument(
+        "--timeframe",
+        "--timeframes",
+        nargs="+",
+        type=_timeframe,
+        help="timeframes (default: all five)",
+    )
+    encode.add_argument(
+        "--encoder", choices=("pca", "window", "vae"), default="pca", help="encoder (default pca)"
+    )
+
+
+def _add_train(sub) -> None:
+    train = sub.add_parser(
+        "train",
+        help="train each timeframe's regime model: walk-forward grid, winner, artifact",
+        description="Per timeframe: a grid of encoder x d x K x covariance over walk-forward "
+        "folds (cells fan out on Ray), the winner by the documented selection rule refitted "
+        "and packaged into models/timeframe=TF/model_id=ID/ and registered as a candidate. "
+        "Runs as the Prefect flow 'train' (a local Prefect server is started when "
+        "PREFECT_API_URL is unset).",
+    )
+    train.add_argument(
+        "--timeframe",
+        "--timeframes",
+        nargs="+",
+        type=_timeframe,
+        help="timeframes (default: all five)",
+    )
+    train.add_argument("--symbols", nargs="+", help="the universe (default: all with features)")
+    train.add_argument(
+        "--grid",
+        help='JSON, e.g. \'{"K": [4, 6], "d": [6, 8], '
+        '"covariance": ["diag"], "encoder": ["pca"]}\' (default: pca, the lowest '
+        "d, K at the bottom, middle and top of the range)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="the one seed of the run (default 0)")
+    train.add_argument(
+        "--scope",
+        choices=("pooled", "symbol"),
+        default="pooled",
+        help="one model per timeframe over all symbols (default) or one per (timeframe, symbol)",
+    )
+    train.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="where grid cells run (default ray)",
+    )
+    train.add_argument(
+        "--orchestrator",
+        choices=("prefect", "direct"),
+        default="prefect",
+        help="run through the Prefect flow (default) or directly",
+    )
+
+
+def _add_models(sub) -> None:
+    models = sub.add_parser("models", help="list the model registry (lifecycle per timeframe)")
+    models.add_argument("--timeframe", type=_timeframe, help="one timeframe only")
+
+
+def _add_replay(sub) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="push stored bars through the live engine bar by bar; write its answers",
+        description="Replays stored bars through the inference engine of a model (the "
+        "champion model by default) exactly as a live feed would, from the first stored "
+        "bar so warm-up is real, and writes the answers from --start on to Parquet.",
+    )
+    replay.add_argument("--timeframe", required=True, type=_timeframe)
+    replay.add_argument("--model-id", help="default: the timeframe's champion model")
+    replay.add_argument("--symbols", nargs="+")
+    replay.add_argument("--start", help="first bar to write (UTC, e.g. 2024-03-01T00:00Z)")
+    replay.add_argument("--end", help="bars before this time only")
+    replay.add_argument("--out", required=True, help="the Parquet file to write")
+
+
+def _add_backfill(sub) -> None:
+    backfill = sub.add_parser(
+        "backfill",
+        help="a registered model's states over the stored history, into the Delta store",
+        description="Computes the states of --model-id for every stored bar of its "
+        "timeframe (the engine's offline path, equal to a live replay), units of symbols "
+        "fanned out on Ray, merged into the Delta state table (<home>/states or "
+        "REGIMES_STATES_URI) with the newest state per symbol mirrored to current_states. "
+        "Resumable: running it again writes only what is missing.",
+    )
+    backfill.add_argument("--timeframe", required=True, type=_timeframe)
+    backfill.add_argument("--model-id", required=True)
+    backfill.add_argument("--symbols", nargs="+", help="default: every symbol with bars")
+    backfill.add_argument(
+        "--symbols-per-unit", type=int, default=1, help="symbols per Ray task (default 1)"
+    )
+    backfill.add_argument(
+        "--rows-per-commit",
+        type=int,
+        default=50_000,
+        help="most rows per Delta commit, whole UTC days (default 50000)",
+    )
+    backfill.add_argument(
+        "--executor", choices=("ray", "local"), default="ray", help="where units run"
+    )
+    backfill.add_argument(
+        "--orchestrator",
+        choices=("prefect", "direct"),
+        default="prefect",
+        help="run through the Prefect flow 'backfill' (default; PREFECT_API_URL or a "
+        "local server under <home>/prefect) or call the units directly",
+    )
+
+
+def _add_states(sub) -> None:
+    states = sub.add_parser(
+        "states",
+        help="export state history from the Delta store (or --compact it)",
+        description="Reads the states of one model (partition pruning on timeframe, "
+        "model_id, symbol and date) and writes them with the state-store columns as "
+        "csv, parquet or json lines. With --compact, rewrites small files "
+        "(optionally of one --timeframe / --model-id) and, with --vacuum-hours, deletes "
+        "files older versions no longer need.",
+    )
+    states.add_argument("--timeframe", type=_timeframe)
+    states.add_argument("--model-id")
+    states.add_argument("--symbols", nargs="+")
+    states.add_argument("--start", help="first ts (inclusive, timezone-aware)")
+    states.add_argument("--end", help="last ts (exclusive, timezone-aware)")
+    states.add_argument("--format", choices=("csv", "parquet", "json"), default="parquet")
+    states.add_argument("--out", help="the file to write")
+    states.add_argument("--compact", action="store_true", help="compact instead of export")
+    states.add_argument(
+        "--vacuum-hours", type=int, help="with --compact: vacuum files older than this"
+    )
+
+
+def _add_demo(sub) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run everything that exists end to end on the home directory",
+        description="synth -> resample -> features -> state vectors -> training (Prefect "
+        "flow, Ray grid; 1d on S&P 500) -> the last day through the live engine of every "
+        "timeframe -> backfill of every model into the Delta state store; prints tables "
+        "read back from the database and Delta and where every output went.",
+    )
+    demo.add_argument("--symbols", type=int, default=6, help="synthetic symbols (default 6)")
+    demo.add_argument("--days", type=int, default=100, help="trading days (default 100)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="where fan-out work runs (default ray)",
+    )

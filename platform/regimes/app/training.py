@@ -1,0 +1,196 @@
+"""Use cases of the model lifecycle: ``train`` (grid -> winner -> artifact -> registered
+candidate) and ``models`` (the registry).
+
+``train_unit`` is the one training unit every orchestrator runs: called directly, or
+inside the Prefect flow ``train``. Promote and rollback join here as use cases of the
+same shape (a request dataclass in, a result with ``as_dict()`` out).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from regimes.app.executors import Executor
+from regimes.app.output import format_table
+from regimes.app.progress import Notify, silent
+from regimes.app.workspace import Workspace
+from regimes.timeframes import TIMEFRAMES
+
+if TYPE_CHECKING:
+    from regimes.app.orchestrators import Orchestrator
+
+SUMMARY_COLUMNS = [
+    "timeframe",
+    "model_id",
+    "K",
+    "d",
+    "covariance",
+    "val_loglik_per_bar",
+    "val_bic",
+    "status",
+]
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What to train: timeframes (None: all five), the universe, the grid, the seed, and
+    the scope (``pooled``: one model per timeframe; ``symbol``: one per symbol)."""
+
+    timeframes: tuple[str, ...] | None = None
+    symbols: tuple[str, ...] | None = None
+    grid: dict | None = None
+    seed: int = 0
+    scope: str = "pooled"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    models: list[dict]
+    registry: str
+    seconds: float
+
+    def summary(self) -> list[str]:
+        import pandas as pd
+
+        table = pd.DataFrame(self.models)
+        lines = [
+            f"train: {len(self.models)} model(s) in {self.seconds:.1f}s",
+            format_table(table[[c for c in SUMMARY_COLUMNS if c in table.columns]]),
+        ]
+        lines += [f"  {row['timeframe']}: {row['path']}" for row in self.models]
+        return lines
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": "train",
+            "models": self.models,
+            "registry": self.registry,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def train(
+    workspace: Workspace,
+    request: TrainRequest,
+    executor: Executor,
+    orchestrator: Orchestrator,
+    notify: Notify = silent,
+) -> TrainResult:
+    """Train every unit of ``request`` through ``orchestrator``, grids on ``executor``.
+
+    Every input is checked before the first unit starts: the grid, the scope's symbols,
+    and whether each unit's history holds the walk-forward split. So a mistake is one
+    line, never a failure inside a flow halfway through.
+    """
+    from regimes.training.grid import expand_grid
+    from regimes.training.units import scope_units
+
+    timeframes = list(request.timeframes or TIMEFRAMES)
+    request = TrainRequest(
+        tuple(timeframes), request.symbols, request.grid, request.seed, request.scope
+    )
+    for timeframe in timeframes:
+        expand_grid(workspace.config, timeframe, request.grid)
+    symbols = list(request.symbols) if request.symbols else None
+    units = scope_units(workspace.engine, timeframes, symbols, request.scope)
+    for timeframe, unit_symbols in units:
+        check_trainable(workspace, timeframe, unit_symbols)
+    started = time.perf_counter()
+    models = orchestrator.train(workspace, request, units, executor, notify)
+    return TrainResult(
+        models=models,
+        registry=workspace.registry_root,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def check_trainable(workspace: Workspace, timeframe: str, symbols: Sequence[str] | None) -> None:
+    """Refuse (``BadInputError``) a unit whose stored features cannot hold the
+    walk-forward split, with the same message training itself would give."""
+    from regimes.model.pipeline import load_training_frame
+    from regimes.model.splits import walk_forward_splits
+    from regimes.training.train import drop_short_symbols
+
+    frame = load_training_frame(workspace.engine, workspace.config, timeframe, symbols)
+    # Training warns about each short symbol itself; saying it twice helps nobody.
+    with _quiet("regimes.training.train"):
+        frame, _ = drop_short_symbols(frame)
+    walk_forward_splits(frame["ts"], workspace.config.timeframes.preprocessing.splits)
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    before = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = before
+
+
+def train_unit(
+    workspace: Workspace,
+    timeframe: str,
+    *,
+    symbols: Sequence[str] | None,
+    grid: dict | None,
+    seed: int,
+    executor: Executor,
+    actor: str,
+    scope: str = "pooled",
+) -> dict:
+    """Train one unit (a timeframe, pooled or one symbol), register the winner as a
+    candidate of its scope, return its summary row."""
+    from regimes.training.units import train_and_register
+
+    return train_and_register(
+        workspace.engine,
+        workspace.config,
+        workspace.registry,
+        workspace.models_dir,
+        timeframe,
+        symbols=symbols,
+        grid=grid,
+        seed=seed,
+        runner=executor.training_runner(),
+        actor=actor,
+        scope=scope,
+    )
+
+
+@dataclass(frozen=True)
+class ModelsRequest:
+    timeframe: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelsResult:
+    registry: str
+    current: Any  # pandas.DataFrame, one row per model
+
+    def summary(self) -> list[str]:
+        if self.current.empty:
+            return [f"models: the registry at {self.registry} is empty; run `regimes train`"]
+        columns = ("timeframe", "symbol", "model_id", "role", "since", "reason")
+        return [format_table(self.current[[c for c in columns if c in self.current.columns]])]
+
+    def as_dict(self) -> dict[str, Any]:
+        import json
+
+        current = self.current
+        rows = (
+            json.loads(current.to_json(orient="records", date_format="iso")) if len(current) else []
+        )
+        return {"command": "models", "registry": self.registry, "models": rows}
+
+
+def models(workspace: Workspace, request: ModelsRequest) -> ModelsResult:
+    """The registry's current view: one row per model with its role in its scope."""
+    registry = workspace.registry
+    return ModelsResult(registry=registry.root, current=registry.current(request.timeframe))

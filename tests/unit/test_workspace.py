@@ -1,0 +1,140 @@
+"""The Workspace owns every location: resolved once from settings, checked up front."""
+
+from __future__ import annotations
+
+import pytest
+
+from regimes.app.workspace import Workspace
+from regimes.config.settings import resolve_settings
+from regimes.errors import RegimesError, StoreError
+
+pytestmark = pytest.mark.unit
+
+
+def test_every_location_derives_from_the_home(tmp_path):
+    workspace = Workspace.open(home=tmp_path / "h", environ={})
+    home = (tmp_path / "h").resolve()
+    assert workspace.db_url == f"sqlite:///{home / 'regimes.db'}"
+    assert workspace.models_dir == home / "models"
+    assert workspace.registry_root == str(home / "registry")
+    assert workspace.states_uri == str(home / "states")
+    assert workspace.reports_dir == home / "reports"
+    assert workspace.synth_dir == home / "synth"
+    assert workspace.prefect_home == home / "prefect"
+    assert workspace.storage_options is None
+    assert workspace.state_store.root == str(home / "states")
+    assert workspace.registry.root == str(home / "registry")
+    assert not home.exists(), "opening a workspace creates nothing"
+
+
+def test_an_object_store_root_takes_its_credentials_from_the_environment(tmp_path):
+    environ = {
+        "REGIMES_STATES_URI": "s3://bucket/states",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_ACCESS_KEY_ID": "key",
+        "AWS_CONDITIONAL_PUT": "etag",
+        "UNRELATED": "x",
+    }
+    workspace = Workspace.open(home=tmp_path, environ=environ)
+    store = workspace.state_store
+    assert store.root == "s3://bucket/states"
+    assert store.storage_options == {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_ACCESS_KEY_ID": "key",
+        "aws_conditional_put": "etag",
+    }
+    assert "key" not in repr(workspace.settings), "credentials must never be printed"
+    assert "state store" not in workspace.local_locations()
+    # A local root ignores the AWS variables: they belong to object stores only.
+    local = Workspace.open(
+        home=tmp_path, environ={"REGIMES_STATES_URI": str(tmp_path / "s"), "AWS_REGION": "x"}
+    )
+    assert local.state_store.storage_options is None
+    assert local.local_locations()["state store"] == tmp_path / "s"
+
+
+def test_params_rebuild_the_same_workspace(tmp_path):
+    config_dir = resolve_settings(environ={}).config_dir
+    workspace = Workspace.open(
+        home=tmp_path, db_url="sqlite:///" + str(tmp_path / "x.db"), environ={}
+    )
+    again = Workspace.open(**workspace.params(), environ={})
+    assert again.settings == workspace.settings
+    assert again.config_dir == config_dir
+
+
+@pytest.mark.parametrize(
+    "in_the_way, what",
+    [
+        ("", "home"),
+        ("models", "models folder"),
+        ("registry", "registry"),
+        ("states", "state store"),
+        ("reports", "reports folder"),
+        ("prefect", "Prefect home"),
+    ],
+)
+def test_a_file_in_the_way_of_a_location_is_one_line_naming_it(tmp_path, in_the_way, what):
+    home = tmp_path / "home"
+    if in_the_way:
+        home.mkdir()
+        (home / in_the_way).write_text("not a folder")
+    else:
+        home.write_text("not a folder")
+    with pytest.raises(StoreError) as info:
+        Workspace.open(home=home, environ={})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"cannot create the {what} ")
+    assert str(home / in_the_way if in_the_way else home) in message
+
+
+def test_a_location_under_a_file_names_the_file(tmp_path):
+    (tmp_path / "blocker").write_text("x")
+    expected = r"cannot create the home .*blocker/h: .*blocker is a file"
+    with pytest.raises(StoreError, match=expected):
+        Workspace.open(home=tmp_path / "blocker" / "h", environ={})
+
+
+def test_a_database_folder_in_the_way_is_refused_before_any_work(tmp_path):
+    (tmp_path / "dbdir").write_text("x")
+    url = f"sqlite:///{tmp_path / 'dbdir' / 'regimes.db'}"
+    with pytest.raises(StoreError, match="cannot create the database folder"):
+        Workspace.open(home=tmp_path / "h", db_url=url, environ={})
+
+
+def test_a_read_only_location_is_refused(tmp_path):
+    """A real read-only file system (a read-only bind mount needs privileges), else a
+    folder without write permission for a non-root user."""
+    import os
+    import subprocess
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        done = subprocess.run(
+            ["mount", "--bind", "-o", "ro", str(locked), str(locked)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.fail(f"cannot make a read-only mount for the test: {done.stderr!r}")
+        mounted = True
+    else:
+        locked.chmod(0o555)
+    try:
+        with pytest.raises(RegimesError, match=r"cannot (create|write) the home .*locked"):
+            Workspace.open(home=locked / "home", environ={})
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(locked)], check=True)
+        locked.chmod(0o755)
+
+
+def test_close_disposes_the_engine_and_can_be_called_twice(tmp_path):
+    with Workspace.open(home=tmp_path, environ={}) as workspace:
+        engine = workspace.engine
+        assert workspace.engine is engine
+        with engine.connect():
+            pass
+        assert engine.pool.checkedin() == 1
+    assert engine.pool.checkedin() == 0
+    workspace.close()
