@@ -94,7 +94,7 @@ def test_backfill_stores_the_engines_answers_and_mirrors_current_states(trained,
     home, url, result, expected = _fresh_home(trained, tmp_path)
     engine = db.make_engine(url)
     registry = home_registry(home)
-    store = StateStore.at_home(home)
+    store = StateStore(str(home / "states"))
     units = plan_backfill(engine, registry, home / "models", "15m", result.model_id)
     assert [u.symbols for u in units] == [("SYN000",), ("SYN001",), ("SYN002",)]
     # 26 bars a day per symbol: 7 whole days per commit.
@@ -124,7 +124,7 @@ def test_only_champion_answers_reach_current_states(trained, tmp_path):
     home, url, result, expected = _fresh_home(trained, tmp_path)
     engine = db.make_engine(url)
     registry = home_registry(home)
-    store = StateStore.at_home(home)
+    store = StateStore(str(home / "states"))
     rows = expected[expected["symbol"] == "SYN000"].tail(5)
     # The trained model is the champion: its answers are stored and mirrored.
     assert record_states(store, engine, registry, rows.iloc[:3], d=6, K=6) == 3
@@ -155,7 +155,7 @@ def test_no_model_writes_current_states_while_its_scope_has_no_champion(trained,
     registry = Registry(str(tmp_path / "other-registry"))  # the trained model is unknown here
     registry.register("15m", "15m-alone", artifact_path="elsewhere", actor="t", reason="test")
     rows = expected[expected["symbol"] == "SYN000"].tail(5).assign(model_id="15m-alone")
-    assert record_states(StateStore.at_home(home), engine, registry, rows, d=6, K=6) == 5
+    assert record_states(StateStore(str(home / "states")), engine, registry, rows, d=6, K=6) == 5
     assert db.read_current_states(engine, "15m").empty
     # A champion of SYN001's own scope publishes SYN001 only, not the pooled scope.
     registry.register(
@@ -163,7 +163,7 @@ def test_no_model_writes_current_states_while_its_scope_has_no_champion(trained,
     )
     registry.promote("15m", "15m-syn1", actor="t", reason="test")
     both = expected[expected["symbol"].isin(["SYN000", "SYN001"])].groupby("symbol").tail(5)
-    store = StateStore.at_home(home)
+    store = StateStore(str(home / "states"))
     assert record_states(store, engine, registry, both.assign(model_id="15m-syn1"), 6, 6) == 10
     assert db.read_current_states(engine, "15m")["symbol"].tolist() == ["SYN001"]
     # The pooled champion publishes every symbol without a champion of its own.
@@ -202,7 +202,7 @@ def test_backfill_mistakes_are_refused_before_anything_is_written(trained, tmp_p
         plan_backfill(engine, registry, home / "models", "1h", result.model_id)
     with pytest.raises(Exception, match="path separator"):
         plan_backfill(engine, registry, home / "models", "15m", "../x")
-    assert not StateStore.at_home(home).exists()
+    assert not StateStore(str(home / "states")).exists()
     engine.dispose()
 
 
@@ -236,7 +236,7 @@ def test_a_killed_backfill_resumes_with_no_duplicates_and_no_gaps(trained, tmp_p
     assert process.poll() is None, "the backfill finished before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    store = StateStore.at_home(home)
+    store = StateStore(str(home / "states"))
     partial = store.read("15m", result.model_id)
     assert 0 < len(partial) < len(expected)
     assert not partial.duplicated(KEY).any()
@@ -271,7 +271,7 @@ def test_backfill_through_the_prefect_flow_on_ray_and_the_exports(trained, tmp_p
     )
     assert out["rows_written"] == len(expected) and out["failed"] == []
     assert (home / "prefect" / "server.log").exists()
-    store = StateStore.at_home(home)
+    store = StateStore(str(home / "states"))
     _compare(store.read("15m", result.model_id), expected)
     start, end = "2024-01-10T00:00:00Z", "2024-01-12T00:00:00Z"
     for fmt in ("csv", "parquet", "json"):
@@ -338,7 +338,7 @@ def test_rows_recorded_live_never_hide_older_missing_rows(trained, tmp_path):
     home, url, result, expected = _fresh_home(trained, tmp_path)
     engine = db.make_engine(url)
     registry = home_registry(home)
-    store = StateStore.at_home(home)
+    store = StateStore(str(home / "states"))
     # The live path recorded SYN000's last day before any backfill ran.
     last_day = expected[
         (expected["symbol"] == "SYN000") & (expected["ts"] >= expected["ts"].max().floor("D"))

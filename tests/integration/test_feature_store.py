@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from regimes.config.loading import load_config
+from regimes.config.settings import resolve_settings
 from regimes.data import sql as db
 from regimes.data.synth import SynthConfig, generate
 from regimes.features.store import load_features, plan_units, run_features
@@ -100,7 +101,9 @@ def test_ray_fan_out_reports_a_failed_symbol_and_keeps_the_others(home, ray_loca
     db.upsert_bars(engine, broken)
     units = plan_units(engine, ["1m"])
     ticks = []
-    results = run_features_on_ray(url, CONFIG, units, progress=ticks.append)
+    results = run_features_on_ray(
+        resolve_settings(home, url, environ={}), CONFIG, units, progress=ticks.append
+    )
     assert len(ticks) == 3
     failed = {r.symbol: r.error for r in results if r.error}
     assert list(failed) == ["SYN001"] and "not gaps have missing" in failed["SYN001"]

@@ -115,7 +115,7 @@ def test_replay_command_writes_the_engines_answers(model, tmp_path):
         home=home,
         check=False,
     )
-    assert missing.returncode == 2 and "no production model for 15m" in missing.stderr
+    assert missing.returncode == 2 and "no champion model for 15m" in missing.stderr
     out = last_json(
         run(
             "--db-url",
@@ -272,7 +272,7 @@ def test_snapshots_are_npz_and_refused_when_they_do_not_fit(model, tmp_path):
         InferenceEngine(LoadedModel.load(result.path)).load(tmp_path / "missing.npz")
 
 
-def test_open_engine_runs_the_production_model_by_default(model, tmp_path):
+def test_open_engine_runs_the_champion_by_default(model, tmp_path):
     import shutil
 
     from regimes.errors import ArtifactIntegrityError
@@ -282,7 +282,7 @@ def test_open_engine_runs_the_production_model_by_default(model, tmp_path):
     _, result = model
     registry = Registry(str(tmp_path / "registry"))
     models = tmp_path / "models"
-    with pytest.raises(BadInputError, match="no production model for 15m"):
+    with pytest.raises(BadInputError, match="no champion model for 15m"):
         open_engine(models, registry, "15m")
     copy = models / "timeframe=15m" / f"model_id={result.model_id}"
     shutil.copytree(result.path, copy)

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from regimes.config.settings import storage_options_from_env
 from regimes.errors import BadInputError, RegistryConflictError, StoreError, UnsafeNameError
 from regimes.storage.registry import (
     ALLOWED_TRANSITIONS,
@@ -22,7 +23,6 @@ from regimes.storage.registry import (
     SET_ROLE_TRANSITIONS,
     Registry,
     Transition,
-    storage_options_from_env,
 )
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from regimes.config.settings import resolve_settings
 from regimes.data import sql as db
 from regimes.errors import BadInputError, StoreError, UnsafeNameError
 from regimes.paths import state_partition_dir
@@ -104,7 +105,7 @@ def commit_file(store: StateStore, version: int) -> Path:
 
 @pytest.fixture
 def store(home) -> StateStore:
-    return StateStore.at_home(home)
+    return StateStore(str(home / "states"))
 
 
 @pytest.fixture
@@ -550,24 +551,8 @@ def test_compact_and_vacuum_keep_the_rows(store, seed):
 @pytest.fixture
 def s3_store(s3_environ, home) -> StateStore:
     environ = {**s3_environ, "REGIMES_STATES_URI": f"{s3_environ['REGIMES_TEST_BUCKET']}/states"}
-    return StateStore.from_env(home, environ)
-
-
-def test_from_env_reads_the_root_and_object_store_options(home):
-    assert StateStore.from_env(home, {}) == StateStore(str(home / "states"))
-    store = StateStore.from_env(
-        home,
-        {
-            "REGIMES_STATES_URI": "s3://bucket/states",
-            "AWS_REGION": "eu-west-1",
-            "AWS_CONDITIONAL_PUT": "etag",
-            "AWS_PROFILE": "ignored",
-        },
-    )
-    assert store.root == "s3://bucket/states"
-    assert store.storage_options == {"AWS_REGION": "eu-west-1", "aws_conditional_put": "etag"}
-    local = StateStore.from_env(home, {"REGIMES_STATES_URI": "/data/states", "AWS_REGION": "x"})
-    assert local == StateStore("/data/states")
+    settings = resolve_settings(home, environ=environ)
+    return StateStore(settings.states_uri, settings.storage_options)
 
 
 def test_s3_write_read_and_idempotency(s3_store, seed):

@@ -21,6 +21,9 @@ MODULES = [
     "regimes.model.hmm.evaluation",
     "regimes.model.artifact",
     "regimes.storage.state_store",
+    "regimes.storage.registry",
+    "regimes.config.settings",
+    "regimes.live.sync",
 ]
 
 

@@ -32,13 +32,20 @@ class ReplayResult:
     known: int
     unknown: dict[str, int]
     out: Path
+    config_differences: list[str]
 
     def summary(self) -> list[str]:
-        return [
+        lines = [
             f"replay: {self.rows} answers for {self.symbols} symbol(s) from model "
             f"{self.model_id} -> {self.out}",
             f"  known states: {self.known}; UNKNOWN by reason: {self.unknown}",
         ]
+        if self.config_differences:
+            lines.append(
+                "  the model answered with its own settings; today's config differs in: "
+                + "; ".join(self.config_differences)
+            )
+        return lines
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +54,7 @@ class ReplayResult:
             "rows": self.rows,
             "out": str(self.out),
             "unknown": self.unknown,
+            "config_differences": self.config_differences,
         }
 
 
@@ -62,16 +70,11 @@ def replay(
 
     timeframe = check_timeframe_name(request.timeframe)
     start = aware_timestamp(request.start, "--start")
-    registry = workspace.registry
-    model_id = request.model_id or registry.champion(timeframe)
-    if model_id is None:
-        raise BadInputError(
-            f"no champion model for {timeframe}; promote one or pass --model-id "
-            "(see `regimes models`)"
-        )
     engine = open_engine(
-        workspace.config, workspace.models_dir, registry, timeframe, model_id=model_id
+        workspace.models_dir, workspace.registry, timeframe, model_id=request.model_id
     )
+    # The model answers with its own settings; say where today's config would differ.
+    differences = engine.model.differences_from(workspace.config)
     symbols = list(request.symbols) if request.symbols else None
     bars = db.read_bars(workspace.engine, timeframe, symbols, None, request.end)
     if bars.empty:
@@ -98,4 +101,5 @@ def replay(
         known=int((~frame["is_unknown"]).sum()),
         unknown={str(k): int(v) for k, v in unknown.items()},
         out=out_path,
+        config_differences=differences,
     )

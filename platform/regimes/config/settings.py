@@ -8,16 +8,13 @@ environment for locations. The application layer (``regimes.app.workspace``) tur
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from regimes.config.loading import default_config_dir
-from regimes.config.metadata import metadata_json_schema
 
-PROJECT_CONFIG_DIR = default_config_dir()
 """The default config shipped as package data (``config/`` of the checkout when editable)."""
 
 OBJECT_STORE_SCHEMES = ("s3://", "s3a://")
@@ -35,6 +32,25 @@ STORAGE_ENVIRONMENT = {
     "AWS_CONDITIONAL_PUT": "aws_conditional_put",
 }
 """Environment variable -> deltalake storage option, passed for ``s3://`` roots."""
+
+
+def storage_options_from_env(root: str, environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The deltalake storage options of a table at ``root``, from an environment mapping.
+
+    For an ``s3://`` (or ``s3a://``) root the variables of :data:`STORAGE_ENVIRONMENT`
+    that are set become options; a local root needs none (``None``).
+
+    Examples
+    --------
+    >>> storage_options_from_env("s3://b/registry", {"AWS_REGION": "eu-west-1", "HOME": "/"})
+    {'AWS_REGION': 'eu-west-1'}
+    >>> storage_options_from_env("/data/registry", {"AWS_REGION": "eu-west-1"}) is None
+    True
+    """
+    if not root.startswith(OBJECT_STORE_SCHEMES):
+        return None
+    options = {key: environ[name] for name, key in STORAGE_ENVIRONMENT.items() if environ.get(name)}
+    return options or None
 
 
 @dataclass(frozen=True)
@@ -123,11 +139,9 @@ def resolve_settings(
     elif (resolved_home / "config" / "timeframes.yaml").is_file():
         resolved_config = resolved_home / "config"
     else:
-        resolved_config = PROJECT_CONFIG_DIR
+        resolved_config = default_config_dir()
     states_uri = env.get("REGIMES_STATES_URI") or str(resolved_home / "states")
-    options: dict[str, str] = {}
-    if states_uri.startswith(OBJECT_STORE_SCHEMES):
-        options = {key: env[name] for name, key in STORAGE_ENVIRONMENT.items() if env.get(name)}
+    options = storage_options_from_env(states_uri, env) or {}
     return Settings(
         home=resolved_home,
         db_url=resolved_db,
@@ -135,7 +149,3 @@ def resolve_settings(
         states_uri=states_uri,
         storage_options=options,
     )
-
-
-if __name__ == "__main__":  # python -m regimes.config > config/metadata.schema.json
-    print(json.dumps(metadata_json_schema(), indent=2, sort_keys=True))

@@ -258,8 +258,8 @@ def compute_batch(
     Examples
     --------
     >>> from regimes.config.loading import load_config
-    >>> from regimes.config.settings import PROJECT_CONFIG_DIR
-    >>> config = load_config(PROJECT_CONFIG_DIR)
+    >>> from regimes.config.loading import default_config_dir
+    >>> config = load_config(default_config_dir())
     >>> bars = pd.DataFrame({"symbol": "X", "timeframe": "1d",
     ...     "ts": pd.date_range("2024-01-02 14:30", periods=3, freq="D", tz="UTC"),
     ...     "open": 10.0, "high": 11.0, "low": 9.0, "close": [10.0, 10.5, 10.2],

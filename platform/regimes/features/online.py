@@ -240,8 +240,8 @@ class OnlineFeatureBuffer:
     Examples
     --------
     >>> from regimes.config.loading import load_config
-    >>> from regimes.config.settings import PROJECT_CONFIG_DIR
-    >>> config = load_config(PROJECT_CONFIG_DIR)
+    >>> from regimes.config.loading import default_config_dir
+    >>> config = load_config(default_config_dir())
     >>> buffer = OnlineFeatureBuffer(config.features, config.timeframes.session)
     >>> step = buffer.update(["A", "B"], pd.to_datetime(["2024-01-02 14:30"] * 2, utc=True),
     ...                      open=[10, 20], high=[11, 21], low=[9, 19], close=[10.5, 19.5],

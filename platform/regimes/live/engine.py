@@ -88,8 +88,8 @@ def open_engine(
     model_id: str | None = None,
     history: History | None = None,
 ) -> InferenceEngine:
-    """The engine of ``timeframe``: ``model_id``, else the registry's champion (the
-    production model) of the timeframe.
+    """The engine of ``timeframe``: ``model_id``, else the registry's champion of the
+    timeframe.
 
     Refuses (``BadInputError``) a timeframe without a champion, a model_id
     without an artifact, and an artifact of another timeframe; an artifact that fails
@@ -101,8 +101,8 @@ def open_engine(
         model_id = registry.champion(timeframe)
         if model_id is None:
             raise BadInputError(
-                f"no production model for {timeframe} (no champion in the registry); promote "
-                "one or pass a model_id (see `regimes models`)"
+                f"no champion model for {timeframe}; promote one (`regimes promote`) or pass "
+                "a model_id (see `regimes models`)"
             )
     model_id = check_model_id(model_id)
     registered = registry.artifact_path(timeframe, model_id)

@@ -92,42 +92,10 @@ CURRENT_COLUMNS = (
     "artifact_path",
     "version",
 )
-STORAGE_ENVIRONMENT = {
-    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
-    "AWS_REGION": "AWS_REGION",
-    "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
-    "AWS_S3_ALLOW_UNSAFE_RENAME": "AWS_S3_ALLOW_UNSAFE_RENAME",
-    "AWS_S3_LOCKING_PROVIDER": "AWS_S3_LOCKING_PROVIDER",
-    "DELTA_DYNAMO_TABLE_NAME": "DELTA_DYNAMO_TABLE_NAME",
-    "AWS_CONDITIONAL_PUT": "aws_conditional_put",
-}
-"""Environment variable -> deltalake storage option, passed for ``s3://`` roots."""
 COMMIT_ATTEMPTS = 25
 """Attempts of a write whose commits keep losing to writes elsewhere in the registry."""
 BACKOFF_SECONDS = (0.01, 0.5)
 _TABLE_CONFIGURATION = {"delta.appendOnly": "true"}  # the audit trail is never rewritten
-
-
-def storage_options_from_env(root: str, environ: Mapping[str, str]) -> dict[str, str] | None:
-    """The deltalake storage options of a table at ``root``, from an environment mapping.
-
-    For an ``s3://`` (or ``s3a://``) root the variables of :data:`STORAGE_ENVIRONMENT`
-    that are set become options; a local root needs none (``None``).
-
-    Examples
-    --------
-    >>> storage_options_from_env("s3://b/registry", {"AWS_REGION": "eu-west-1", "HOME": "/"})
-    {'AWS_REGION': 'eu-west-1'}
-    >>> storage_options_from_env("/data/registry", {"AWS_REGION": "eu-west-1"}) is None
-    True
-    """
-    if not root.startswith(("s3://", "s3a://")):
-        return None
-    options = {key: environ[name] for name, key in STORAGE_ENVIRONMENT.items() if environ.get(name)}
-    return options or None
 
 
 @dataclass(frozen=True)
@@ -224,7 +192,8 @@ class Registry:
     root : str
         Where the table lives, e.g. ``<home>/registry`` or ``s3://bucket/registry``.
     storage_options : dict or None
-        deltalake storage options for an object store (see :func:`storage_options_from_env`).
+        deltalake storage options for an object store (see
+        :func:`regimes.config.settings.storage_options_from_env`).
 
     Examples
     --------

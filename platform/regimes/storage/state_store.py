@@ -47,12 +47,10 @@ Maintenance policy (run by the scheduled flows, never on the write path):
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -82,19 +80,6 @@ COMMIT_ATTEMPTS = 10
 """How often a commit that lost a race to another writer is re-run before giving up."""
 BACKOFF_SECONDS = (0.05, 2.0)
 """First and longest wait between two attempts (doubling, with jitter)."""
-STORAGE_ENVIRONMENT = {
-    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
-    "AWS_REGION": "AWS_REGION",
-    "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
-    "AWS_S3_ALLOW_UNSAFE_RENAME": "AWS_S3_ALLOW_UNSAFE_RENAME",
-    "AWS_S3_LOCKING_PROVIDER": "AWS_S3_LOCKING_PROVIDER",
-    "DELTA_DYNAMO_TABLE_NAME": "DELTA_DYNAMO_TABLE_NAME",
-    "AWS_CONDITIONAL_PUT": "aws_conditional_put",
-}
-"""Environment variable -> deltalake storage option, passed for ``s3://`` roots."""
 
 _T = TypeVar("_T")
 
@@ -112,33 +97,13 @@ class StateStore:
 
     Examples
     --------
-    >>> store = StateStore.at_home("no-home-yet")
+    >>> store = StateStore("no-home-yet/states")
     >>> store.root, store.exists(), store.version()
     ('no-home-yet/states', False, None)
     """
 
     root: str
     storage_options: dict[str, str] | None = None
-
-    @classmethod
-    def at_home(cls, home: str | Path) -> StateStore:
-        """The local table ``<home>/states``."""
-        return cls(str(Path(home) / "states"))
-
-    @classmethod
-    def from_env(cls, home: str | Path, environ: Mapping[str, str] | None = None) -> StateStore:
-        """The table named by ``REGIMES_STATES_URI``, else ``<home>/states``.
-
-        For an ``s3://`` root the standard AWS variables of :data:`STORAGE_ENVIRONMENT`
-        (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-        ``AWS_REGION``, ``AWS_ALLOW_HTTP``, ...) become its storage options.
-        """
-        env = os.environ if environ is None else environ
-        root = env.get("REGIMES_STATES_URI") or str(Path(home) / "states")
-        options = None
-        if root.startswith(("s3://", "s3a://")):
-            options = {key: env[name] for name, key in STORAGE_ENVIRONMENT.items() if env.get(name)}
-        return cls(root, options or None)
 
     # -- table state
 
