@@ -215,3 +215,57 @@ def test_promote_names_the_champion_it_replaces(workspace):
         rollout.promote(
             workspace, rollout.PromoteRequest("15m", "15m-first", actor="ops", reason="again")
         )
+
+
+def test_promote_shadow_and_rollback_through_the_cli(tmp_path):
+    """The commands a person runs: roles change in one commit each, `models` shows them,
+    mistakes are one line with exit code 2 and change nothing."""
+    from regimes.storage.registry import Registry
+
+    home = tmp_path / "home"
+    with Workspace.open(home=home, environ={}) as workspace:
+        registry_root = workspace.registry_root
+    registry = Registry(registry_root)
+    for model_id in ("1h-a", "1h-b", "1h-c"):
+        registry.register("1h", model_id, artifact_path="elsewhere", actor="t", reason="trained")
+
+    def roles() -> dict[str, str]:
+        return Registry(registry_root).current("1h").set_index("model_id")["role"].to_dict()
+
+    first = last_json(
+        run("promote", "--timeframe", "1h", "--model-id", "1h-a", "--reason", "first", home=home)
+    )
+    assert first["to_role"] == "champion" and first["previous_champion"] is None
+    assert first["actor"].startswith("cli")
+    shadow = run(
+        "promote", "--timeframe", "1h", "--model-id", "1h-c", "--to", "shadow",
+        "--reason", "watch it", "--actor", "ops", home=home,
+    )  # fmt: skip
+    assert "1h-c is a shadow of 1h" in shadow.stderr
+    second = last_json(
+        run("promote", "--timeframe", "1h", "--model-id", "1h-b", "--reason", "better", home=home)
+    )
+    assert second["previous_champion"] == "1h-a"
+    assert roles() == {"1h-a": "retired", "1h-b": "champion", "1h-c": "shadow"}
+    listed = last_json(run("models", "--timeframe", "1h", home=home))
+    assert {m["model_id"]: m["role"] for m in listed["models"]} == roles()
+
+    back = last_json(run("rollback", "--timeframe", "1h", "--reason", "drifted", home=home))
+    assert back["champion"] == "1h-a" and back["retired"] == "1h-b"
+    assert roles() == {"1h-a": "champion", "1h-b": "retired", "1h-c": "shadow"}
+    version = Registry(registry_root).version()
+
+    for args, message in [
+        (("rollback", "--timeframe", "1h", "--reason", "x"), "no earlier champion"),
+        (("promote", "--timeframe", "1h", "--model-id", "1h-b", "--reason", "x"), "1h-b"),
+        (("promote", "--timeframe", "1h", "--model-id", "nope", "--reason", "x"), "nope"),
+        (("promote", "--timeframe", "1h", "--model-id", "1h-c"), "--reason"),
+        (("rollback", "--timeframe", "4h", "--reason", "x"), "unknown timeframe"),
+    ]:
+        result = run(*args, home=home, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+            args,
+            result.stderr,
+        )
+    assert Registry(registry_root).version() == version  # nothing was written

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from regimes.app import backfill as backfill_cases
-from regimes.app import data, features, replay, states, training
+from regimes.app import data, features, replay, rollout, states, training
 from regimes.app.executors import executor_named
 from regimes.app.orchestrators import orchestrator_named
 from regimes.app.output import one_line, progress_bar, say
@@ -95,6 +95,29 @@ def run_models(workspace: Workspace, args: argparse.Namespace):
     return training.models(workspace, training.ModelsRequest(args.timeframe))
 
 
+def _actor(args: argparse.Namespace) -> str:
+    import getpass
+
+    if args.actor:
+        return args.actor
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name for this uid (e.g. a bare container)
+        return "cli"
+
+
+def run_promote(workspace: Workspace, args: argparse.Namespace):
+    request = rollout.PromoteRequest(
+        args.timeframe, args.model_id, _actor(args), args.reason, to=args.to
+    )
+    return rollout.promote(workspace, request)
+
+
+def run_rollback(workspace: Workspace, args: argparse.Namespace):
+    request = rollout.RollbackRequest(args.timeframe, _actor(args), args.reason, args.symbol)
+    return rollout.rollback(workspace, request)
+
+
 def run_replay(workspace: Workspace, args: argparse.Namespace):
     request = replay.ReplayRequest(
         args.timeframe, args.out, args.model_id, _tuple(args.symbols), args.start, args.end
@@ -151,6 +174,8 @@ COMMANDS: dict[str, Callable[[Workspace, argparse.Namespace], Any]] = {
     "encode": run_encode,
     "train": run_train,
     "models": run_models,
+    "promote": run_promote,
+    "rollback": run_rollback,
     "replay": run_replay,
     "backfill": run_backfill,
     "states": run_states,

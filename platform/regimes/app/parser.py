@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode(sub)
     _add_train(sub)
     _add_models(sub)
+    _add_promote(sub)
+    _add_rollback(sub)
     _add_replay(sub)
     _add_backfill(sub)
     _add_states(sub)
@@ -241,6 +243,47 @@ def _add_train(sub) -> None:
 def _add_models(sub) -> None:
     models = sub.add_parser("models", help="list the model registry (lifecycle per timeframe)")
     models.add_argument("--timeframe", type=_timeframe, help="one timeframe only")
+
+
+def _actor_and_reason(parser) -> None:
+    parser.add_argument(
+        "--reason", required=True, help="why (recorded with the transition in the registry)"
+    )
+    parser.add_argument(
+        "--actor",
+        default=None,
+        help="who (recorded with the transition; default: cli:<user name>)",
+    )
+
+
+def _add_promote(sub) -> None:
+    promote = sub.add_parser(
+        "promote",
+        help="make a registered model the champion (or a shadow) of its scope",
+        description="One atomic registry commit: --to champion (default) makes a candidate "
+        "or shadow the champion of its timeframe (and symbol, for per-symbol models), "
+        "retiring the previous champion and keeping it for `regimes rollback`; --to shadow "
+        "lets a candidate run beside the champion. A promotion that races another is "
+        "refused with a one-line conflict naming what changed; the registry is unchanged.",
+    )
+    promote.add_argument("--timeframe", required=True, type=_timeframe)
+    promote.add_argument("--model-id", required=True)
+    promote.add_argument(
+        "--to", choices=("champion", "shadow"), default="champion", help="the new role"
+    )
+    _actor_and_reason(promote)
+
+
+def _add_rollback(sub) -> None:
+    rollback = sub.add_parser(
+        "rollback",
+        help="retire the champion and bring back the last good one",
+        description="One atomic registry commit: the champion of the scope becomes retired "
+        "and the champion before it is champion again (refused when there is none).",
+    )
+    rollback.add_argument("--timeframe", required=True, type=_timeframe)
+    rollback.add_argument("--symbol", help="the scope's symbol, for per-symbol models")
+    _actor_and_reason(rollback)
 
 
 def _add_replay(sub) -> None:

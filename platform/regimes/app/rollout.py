@@ -1,5 +1,6 @@
-"""Use cases that change a model's role: ``promote`` (rollback and the drift-gated
-rollout join here, as request dataclasses in and results with ``as_dict()`` out).
+"""Use cases that change a model's role: ``promote`` (to shadow or champion) and
+``rollback`` (the drift-gated rollout joins here: request dataclasses in, results with
+``as_dict()`` out).
 
 Every change is one atomic registry commit carrying actor, reason and evidence; a
 promotion that lost a race is a ``RegistryConflictError`` naming what changed.
@@ -12,16 +13,20 @@ from typing import Any
 
 from regimes.app.workspace import Workspace
 
+PROMOTION_TARGETS = frozenset({"shadow", "champion"})
+
 
 @dataclass(frozen=True)
 class PromoteRequest:
-    """Make ``model_id`` (a candidate or shadow) the champion of its scope."""
+    """Make ``model_id`` the champion of its scope (from candidate or shadow), or a shadow
+    that runs beside the champion (from candidate)."""
 
     timeframe: str
     model_id: str
     actor: str
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    to: str = "champion"
 
 
 @dataclass(frozen=True)
@@ -32,10 +37,14 @@ class PromoteResult:
     def summary(self) -> list[str]:
         t = self.transition
         scope = t.timeframe if t.symbol is None else f"{t.timeframe} {t.symbol}"
-        replaced = f", replacing {self.previous_champion}" if self.previous_champion else ""
+        replaced = (
+            f", replacing {self.previous_champion}"
+            if self.previous_champion and t.to_role == "champion"
+            else ""
+        )
         return [
-            f"promote: {t.model_id} is the champion of {scope} (was {t.from_role}{replaced}); "
-            f"registry version {t.version}"
+            f"promote: {t.model_id} is {'the champion' if t.to_role == 'champion' else 'a shadow'}"
+            f" of {scope} (was {t.from_role}{replaced}); registry version {t.version}"
         ]
 
     def as_dict(self) -> dict[str, Any]:
@@ -46,6 +55,7 @@ class PromoteResult:
             "symbol": t.symbol,
             "model_id": t.model_id,
             "from_role": t.from_role,
+            "to_role": t.to_role,
             "previous_champion": self.previous_champion,
             "actor": t.actor,
             "reason": t.reason,
@@ -54,8 +64,15 @@ class PromoteResult:
 
 
 def promote(workspace: Workspace, request: PromoteRequest) -> PromoteResult:
-    """Promote in one commit; the previous champion of the scope is retired and kept as
-    the last good champion for a rollback."""
+    """Promote in one commit. To champion: the previous champion of the scope is retired
+    and kept as the last good champion for a rollback. To shadow: the model runs beside
+    the champion (the live service's shadows) until it is promoted or retired."""
+    from regimes.errors import BadInputError
+
+    if request.to not in PROMOTION_TARGETS:
+        raise BadInputError(
+            f"--to: expected one of {sorted(PROMOTION_TARGETS)}, got {request.to!r}"
+        )
     registry = workspace.registry
     current = registry.current(request.timeframe)
     row = current[current["model_id"] == request.model_id]
@@ -63,11 +80,74 @@ def promote(workspace: Workspace, request: PromoteRequest) -> PromoteResult:
     # Read with the same registry object: if the champion changes before the commit, the
     # promotion is refused as a conflict rather than replacing a model we did not name.
     previous = registry.champion(request.timeframe, symbol)
-    transition = registry.promote(
+    if request.to == "shadow":
+        transition = registry.set_role(
+            request.timeframe,
+            request.model_id,
+            "shadow",
+            actor=request.actor,
+            reason=request.reason,
+            evidence=request.evidence or None,
+        )
+    else:
+        transition = registry.promote(
+            request.timeframe,
+            request.model_id,
+            actor=request.actor,
+            reason=request.reason,
+            evidence=request.evidence or None,
+        )
+    return PromoteResult(transition=transition, previous_champion=previous)
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    """Retire the champion of a scope and bring back the last good champion."""
+
+    timeframe: str
+    actor: str
+    reason: str
+    symbol: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    transition: Any  # the restored champion's transition
+    retired: str
+
+    def summary(self) -> list[str]:
+        t = self.transition
+        scope = t.timeframe if t.symbol is None else f"{t.timeframe} {t.symbol}"
+        return [
+            f"rollback: {t.model_id} is the champion of {scope} again; {self.retired} retired "
+            f"(registry version {t.version})"
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        t = self.transition
+        return {
+            "command": "rollback",
+            "timeframe": t.timeframe,
+            "symbol": t.symbol,
+            "champion": t.model_id,
+            "retired": self.retired,
+            "actor": t.actor,
+            "reason": t.reason,
+            "version": t.version,
+        }
+
+
+def rollback(workspace: Workspace, request: RollbackRequest) -> RollbackResult:
+    """One commit: the champion becomes retired, the last good champion champion again;
+    a scope without an earlier champion is refused with one line."""
+    registry = workspace.registry
+    retired = registry.champion(request.timeframe, request.symbol)
+    transition = registry.rollback(
         request.timeframe,
-        request.model_id,
         actor=request.actor,
         reason=request.reason,
+        symbol=request.symbol,
         evidence=request.evidence or None,
     )
-    return PromoteResult(transition=transition, previous_champion=previous)
+    return RollbackResult(transition=transition, retired=str(retired))
