@@ -107,21 +107,22 @@ def run(
     say("")
     say(
         f"== 5/{steps} training: every timeframe through the Prefect flow, its grid on "
-        f"{executor.name}; 1d on real S&P 500 daily bars (arch's copy, no download)"
+        f"{executor.name}; 1d on real S&P 500 daily bars (arch's copy, no download); "
+        "each winner promoted to champion"
     )
     with orchestrator.session(workspace) as api_url:
         say(f"   Prefect server: {api_url}")
         trained = _train_all(workspace, request, executor, orchestrator, say, progress)
         say("")
         say(
-            f"== 6/{steps} live: the last day bar by bar through the inference engine of every "
+            f"== 6/{steps} live: the last day bar by bar through the champion's engine of every "
             "timeframe, then composite multi-timeframe records"
         )
         live = _live(workspace, trained, say, progress)
         say("")
         say(
-            f"== 7/{steps} state store: every model promoted to champion, its states over the "
-            f"whole history backfilled through the Prefect flow on {executor.name} into Delta Lake"
+            f"== 7/{steps} state store: every champion's states over the whole history, "
+            f"backfilled through the Prefect flow on {executor.name} into Delta Lake"
         )
         stored = _backfill_all(workspace, executor, orchestrator, trained, say)
     elapsed = time.perf_counter() - started
@@ -310,7 +311,22 @@ def _train_all(
         say("trained models (validation = the last walk-forward fold):")
         say(table.drop(columns=["path"]).to_string(index=False))
         say(f"   artifacts: {workspace.models_dir}/timeframe=<tf>/model_id=<id>/")
-        say(f"   registry:  {workspace.registry_root} (all registered as candidates)")
+        say(f"   registry:  {workspace.registry_root} (registered as candidates)")
+        say("")
+        say("each timeframe's model promoted to champion (`regimes promote`; `regimes rollback`")
+        say("undoes it), as an operator would after the drift gate:")
+        for row in rows:
+            promoted = rollout.promote(
+                workspace,
+                rollout.PromoteRequest(
+                    row["timeframe"],
+                    row["model_id"],
+                    actor="demo",
+                    reason="the only model of its timeframe",
+                ),
+            )
+            _say_all(say, ["   " + line for line in promoted.summary()])
+            row["status"] = promoted.transition.to_role
     return rows
 
 
@@ -322,7 +338,7 @@ def _live(workspace: Workspace, trained: list[dict], say: Notify, progress: Prog
     import pandas as pd
 
     from regimes.data import sql as db
-    from regimes.live.engine import DatabaseHistory, InferenceEngine
+    from regimes.live.engine import DatabaseHistory, open_engine
     from regimes.live.sync import TimeframeSynchronizer
     from regimes.timeframes import TIMEFRAME_DURATION
 
@@ -343,11 +359,14 @@ def _live(workspace: Workspace, trained: list[dict], say: Notify, progress: Prog
         if timeframe not in paths:
             say(f"   {timeframe}: no trained model to run")
             continue
-        engine = InferenceEngine(
-            paths[timeframe], config, history=DatabaseHistory(workspace.engine, timeframe)
+        # The champion of the timeframe, from its artifact alone; each new symbol is
+        # cold-started from its stored bars.
+        engine = open_engine(
+            workspace.models_dir,
+            workspace.registry,
+            timeframe,
+            history=DatabaseHistory(workspace.engine, timeframe),
         )
-        # The demo's models are all candidates: the one just trained stands in for the
-        # champion whose answers the composite records show.
         sync.set_champion(timeframe, engine.model_id)
         # 1d: the day before as well, the last daily state final during the last day.
         start = day_start - pd.Timedelta(days=4) if timeframe == "1d" else day_start
@@ -449,18 +468,6 @@ def _backfill_all(
     store = workspace.state_store
     rows = []
     for model in trained:
-        # current_states holds champion answers only: each timeframe's one model is
-        # promoted first, as an operator would after the drift gate.
-        promoted = rollout.promote(
-            workspace,
-            rollout.PromoteRequest(
-                model["timeframe"],
-                model["model_id"],
-                actor="demo",
-                reason="the only model of its timeframe",
-            ),
-        )
-        _say_all(say, ["   " + line for line in promoted.summary()])
         symbols = db.list_symbols(workspace.engine, model["timeframe"])
         request = backfill_cases.BackfillRequest(
             timeframe=model["timeframe"],
