@@ -246,7 +246,7 @@ def test_a_retrain_is_aligned_to_the_champion(trained_home, tmp_path):
     second = train_timeframe(
         engine, CONFIG, "15m", tmp_path / "models", grid=GRID, seed=2, previous=previous
     )
-    alignment = second.metadata["metrics"]["alignment_to_production"]
+    alignment = second.metadata["metrics"]["alignment_to_champion"]
     assert alignment["model_id"] == first.model_id and alignment["method"] == "co_occupancy"
     assert sorted(int(v) for v in alignment["mapping"].values()) == list(range(6))
     assert "alignment_cost" in second.grid.columns

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config-dir",
         help="directory with features.yaml and timeframes.yaml; env REGIMES_CONFIG_DIR; "
-        "default <home>/config if present, else the project's config/",
+        "default <home>/config if present, else the default config shipped with the package",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -34,7 +34,7 @@ def z_sequences(z: pd.DataFrame, d: int) -> tuple[pd.DataFrame, np.ndarray, list
 SELECTION_RULE = (
     "Among grid cells that fitted on every fold, keep those whose decoded regimes are "
     "stable on every fold (mean dwell >= {min_dwell} bars, occupancy balance >= "
-    "{min_balance} and, when a production model exists, a Hungarian co-occupancy "
+    "{min_balance} and, when a champion exists, a Hungarian co-occupancy "
     "alignment cost to it <= {alignment}); choose the highest mean validation "
     "log-likelihood per bar; cells within {tie} nats/bar of the best are tied and the "
     "lowest mean BIC per bar among them wins, then the smallest K x d. If no cell is "
@@ -150,7 +150,7 @@ def fit_cell(
 
 @dataclass(frozen=True)
 class PreviousModel:
-    """The timeframe's production model: its selection is preferred, and new states are
+    """The champion of the scope: its selection is preferred, and new states are
     matched to its states (Hungarian, on posterior co-occupancy)."""
 
     model_id: str

@@ -167,14 +167,14 @@ class _FinalFit:
             "selected_features": self.pipeline.features_,
             "dropped_features": self.pipeline.selection_.dropped,
             "fit_ranges": self.pipeline.summary().fit_ranges,
-            "alignment_to_production": None
+            "alignment_to_champion": None
             if self.alignment is None
             else {"model_id": self.aligned_to, **self.alignment.as_dict()},
         }
 
 
 def _fit_final(frame, last, cell, config, timeframe, seed, previous) -> _FinalFit:
-    """Refit ``cell`` on the last fold, align its states to the production model's (when
+    """Refit ``cell`` on the last fold, align its states to the champion's (when
     there is one) and name them, all on the last fold's validation window."""
     selection = previous.pipeline.features_ if previous is not None else None
     pipeline, hmm = fit_cell(frame, last, cell, config, timeframe, seed, selection)
@@ -183,7 +183,7 @@ def _fit_final(frame, last, cell, config, timeframe, seed, previous) -> _FinalFi
     log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
     alignment = None
     if previous is not None:
-        # State k of the new model means what state k of the production model meant.
+        # State k of the new model means what state k of the champion meant.
         from regimes.model.hmm.alignment import relabel
 
         alignment = align_to_previous(previous, z_val, log_alpha, validation)
