@@ -15,15 +15,8 @@ import pytest
 
 from regimes.config.settings import storage_options_from_env
 from regimes.errors import BadInputError, RegistryConflictError, StoreError, UnsafeNameError
-from regimes.storage.registry import (
-    ALLOWED_TRANSITIONS,
-    CURRENT_COLUMNS,
-    REGISTRY_SCHEMA,
-    ROLES,
-    SET_ROLE_TRANSITIONS,
-    Registry,
-    Transition,
-)
+from regimes.storage.registry import CURRENT_COLUMNS, REGISTRY_SCHEMA, Registry
+from regimes.storage.roles import ALLOWED_TRANSITIONS, ROLES, SET_ROLE_TRANSITIONS, Transition
 
 pytestmark = pytest.mark.integration
 

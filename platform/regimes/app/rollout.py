@@ -31,7 +31,7 @@ class PromoteRequest:
 
 @dataclass(frozen=True)
 class PromoteResult:
-    transition: Any  # regimes.storage.registry.Transition
+    transition: Any  # regimes.storage.roles.Transition
     previous_champion: str | None
 
     def summary(self) -> list[str]:
