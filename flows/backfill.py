@@ -12,9 +12,8 @@ from prefect import flow, get_run_logger, task
 
 from regimes.app.backfill import BackfillRequest, plan_units, run_backfill_units
 from regimes.app.executors import executor_named
-from regimes.app.failures import as_failure
+from regimes.app.failures import USER_MISTAKES, as_failure
 from regimes.app.workspace import Workspace
-from regimes.errors import RegimesError
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="backfill-{timeframe}-{model_id}")
@@ -43,7 +42,7 @@ def backfill_model(
             results = run_backfill_units(
                 workspace, units, rows_per_commit, executor_named(executor)
             )
-    except RegimesError as exc:
+    except USER_MISTAKES as exc:
         logger.info("%s %s: not backfilled: %s", timeframe, model_id, exc)
         return [as_failure(exc)]
     written = sum(r.rows_written for r in results)

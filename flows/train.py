@@ -12,10 +12,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from regimes.app.executors import executor_named
-from regimes.app.failures import FAILURE_KEY, as_failure
+from regimes.app.failures import FAILURE_KEY, USER_MISTAKES, as_failure
 from regimes.app.training import train_unit
 from regimes.app.workspace import Workspace
-from regimes.errors import RegimesError
 from regimes.training.units import scope_units
 
 
@@ -44,7 +43,7 @@ def train_one(
                 actor="flow:train",
                 scope=scope,
             )
-    except RegimesError as exc:
+    except USER_MISTAKES as exc:
         logger.info("%s: not trained: %s", timeframe, exc)
         return as_failure(exc)
     logger.info("%s: %s (%s) -> %s", timeframe, row["model_id"], row["cell"], row["path"])
@@ -69,7 +68,7 @@ def train(
     try:
         with Workspace.open(home, db_url, config_dir) as workspace:
             units = scope_units(workspace.engine, timeframes, symbols, scope)
-    except RegimesError as exc:
+    except USER_MISTAKES as exc:
         return [as_failure(exc)]
     rows = []
     for timeframe, unit_symbols in units:

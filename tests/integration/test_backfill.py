@@ -149,6 +149,39 @@ def test_only_champion_answers_reach_current_states(trained, tmp_path):
     engine.dispose()
 
 
+def test_promote_and_rollback_republish_current_states(trained, tmp_path):
+    """current_states follows the registry at once: after a promotion or a rollback it
+    holds the new champion's newest stored state per symbol, never the retired model's
+    (even when the retired model's answer is newer)."""
+    from regimes.app import rollout
+    from regimes.app.workspace import Workspace
+
+    home, url, result, expected = _fresh_home(trained, tmp_path)
+    with Workspace.open(home=home, db_url=url, environ={}) as workspace:
+        engine, store, registry = workspace.engine, workspace.state_store, workspace.registry
+        older = expected.groupby("symbol").nth(slice(-6, -3))  # three older bars per symbol
+        record_states(store, engine, registry, expected.groupby("symbol").tail(2), d=6, K=6)
+        registry.register("15m", "15m-next", artifact_path="elsewhere", actor="t", reason="t")
+        assert record_states(store, engine, registry, older.assign(model_id="15m-next"), 6, 6)
+        before = db.read_current_states(engine, "15m")
+        assert set(before["model_id"]) == {result.model_id}
+        promoted = rollout.promote(
+            workspace, rollout.PromoteRequest("15m", "15m-next", actor="t", reason="better")
+        )
+        assert promoted.previous_champion == result.model_id
+        after = db.read_current_states(engine, "15m").set_index("symbol")
+        newest = older.sort_values("ts").groupby("symbol").tail(1).set_index("symbol")
+        assert set(after["model_id"]) == {"15m-next"}
+        assert after["ts"].sort_index().tolist() == newest["ts"].sort_index().tolist()
+        rollout.rollback(workspace, rollout.RollbackRequest("15m", actor="t", reason="drift"))
+        back = db.read_current_states(engine, "15m").set_index("symbol").sort_index()
+        assert set(back["model_id"]) == {result.model_id}
+        pd.testing.assert_frame_equal(
+            back.drop(columns="updated_at"),
+            before.set_index("symbol").sort_index().drop(columns="updated_at"),
+        )
+
+
 def test_no_model_writes_current_states_while_its_scope_has_no_champion(trained, tmp_path):
     home, url, _, expected = _fresh_home(trained, tmp_path)
     engine = db.make_engine(url)

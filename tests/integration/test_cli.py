@@ -80,7 +80,7 @@ def test_demo_runs_end_to_end_and_says_where_things_went(home):
     # Three days are too short to train the synthetic timeframes (reported, not fatal); the
     # 1d model trains on the S&P 500 history through the Prefect flow.
     trained = {row["timeframe"]: row for row in out["trained"]}
-    assert "1d" in trained and trained["1d"]["status"] == "candidate"
+    assert "1d" in trained and trained["1d"]["role"] == "champion"
     assert "not trained" in result.stderr and "trained models" in result.stderr
     for text in ("bars per timeframe", "computed_features read back", "synthetic truth", str(home)):
         assert text in result.stderr

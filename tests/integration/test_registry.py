@@ -390,3 +390,10 @@ def test_racing_promotions_on_s3_have_one_winner_each_round(s3_environ):
     _run_race(root, options, rounds=5)
     registry = Registry(root, options)
     assert registry.rollback("1h", actor="ops", reason="s3 rollback").version == 16
+
+
+def test_a_registry_without_atomic_commits_refuses_to_write(tmp_path):
+    registry = Registry(str(tmp_path / "registry"), {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"})
+    with pytest.raises(StoreError, match="AWS_S3_ALLOW_UNSAFE_RENAME is set"):
+        registry.register("1h", "m1", artifact_path="x", actor="t", reason="t")
+    assert registry.version() is None  # nothing written, not even the table

@@ -148,7 +148,7 @@ def test_train_command_runs_the_prefect_flow_and_registers_a_candidate(trained_h
         )
     )
     model = out["models"][0]
-    assert model["status"] == "candidate" and model["model_id"].startswith("15m-")
+    assert model["role"] == "candidate" and model["model_id"].startswith("15m-")
     listed = last_json(run("models", home=home, env=env))
     assert [m["model_id"] for m in listed["models"]] == [model["model_id"]]
     assert (home / "prefect" / "server.log").exists()  # the CLI started its own server

@@ -107,8 +107,9 @@ CORE = REPO_ROOT / "platform" / "regimes"
 APP = CORE / "app"
 
 
-def _imported_names(tree) -> list[tuple[int, str]]:
-    """Every module an AST imports, at any depth (functions, classes, branches), plus
+def _imported_names(tree, package: str = "regimes") -> list[tuple[int, str]]:
+    """Every module an AST imports, at any depth (functions, classes, branches), relative
+    imports resolved against ``package`` (the module's own package), plus
     ``importlib.import_module`` / ``__import__`` calls, by line."""
     import ast
 
@@ -116,10 +117,14 @@ def _imported_names(tree) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[: max(len(package.split(".")) - node.level + 1, 0)]
+                module = ".".join([*base, module] if module else base)
+            found.append((node.lineno, module))
             # ``from regimes import jobs`` names the engine layer through its alias.
-            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
         elif isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
@@ -132,6 +137,9 @@ def _offending(name: str) -> bool:
     return (
         name.split(".")[0] in ENGINES
         or name.startswith(ENGINE_LAYERS)
+        or name == "regimes.app"
+        or name.startswith("regimes.app.")  # the layer above: it reaches the engines
+        or name in ("importlib", "importlib.import_module")  # resources/metadata are fine
         or name.startswith("<dynamic import")
     )
 
@@ -141,12 +149,14 @@ def _core_offenders(root) -> list[str]:
 
     offenders = []
     for path in root.rglob("*.py"):
-        if APP in path.parents:
-            continue  # the application layer is the one bridge to the engines
+        if APP in path.parents or path == root / "__main__.py":
+            continue  # the application layer (and `python -m regimes`, its entry point)
         tree = ast.parse(path.read_text())
+        parts = path.relative_to(root).with_suffix("").parts
+        package = ".".join(("regimes", *parts[:-1]))
         offenders += [
             f"{path.relative_to(root)}:{line}: {name}"
-            for line, name in _imported_names(tree)
+            for line, name in _imported_names(tree, package)
             if _offending(name)
         ]
     return offenders
@@ -171,8 +181,25 @@ def test_the_layering_check_sees_imports_inside_functions(tmp_path):
     )
     (package / "aliased.py").write_text("class A:\n    def m(self):\n        import ray.serve\n")
     (package / "member.py").write_text("def f():\n    from regimes import jobs\n")
+    (package / "up.py").write_text("def f():\n    from .jobs import runtime\n")
+    (package / "sub").mkdir()
+    (package / "sub" / "deep.py").write_text("def f():\n    from ..flows import train\n")
+    (package / "above.py").write_text("def f():\n    from regimes.app import workspace\n")
+    (package / "getattr.py").write_text(
+        "import importlib\n\ndef f():\n    return getattr(importlib, 'import_' + 'module')\n"
+    )
+    (package / "fine.py").write_text("import importlib.resources\nfrom . import paths\n")
     offenders = sorted({o.split(":")[0] for o in _core_offenders(package)})
-    assert offenders == ["aliased.py", "detour.py", "hidden.py", "member.py"]
+    assert offenders == [
+        "above.py",
+        "aliased.py",
+        "detour.py",
+        "getattr.py",
+        "hidden.py",
+        "member.py",
+        "sub/deep.py",
+        "up.py",
+    ]
 
 
 def test_the_app_layer_reaches_the_engines_with_plain_imports():

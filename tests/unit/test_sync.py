@@ -121,3 +121,14 @@ def test_answers_of_a_timeframe_without_a_champion_are_refused():
         sync.set_champion("5m", "m")
     with pytest.raises(BadInputError, match="answers need a model_id column"):
         sync.update(batch.drop(columns="model_id"))
+
+
+def test_the_champions_own_ttl_replaces_the_configured_one():
+    """A model carries its TTL: a config edit never makes its states stale sooner."""
+    sync = TimeframeSynchronizer({"1h": timedelta(hours=1)})
+    sync.set_champion("1h", "champ", ttl=timedelta(hours=4))
+    sync.update(_answer("A", "1h", "2024-01-02 14:30Z", 3))
+    kept = sync.composite(["A"], "2024-01-02 18:00Z").iloc[0]
+    assert kept["state_1h"] == 3  # 2.5 h after the close: stale under 1 h, fresh under 4 h
+    with pytest.raises(BadInputError, match="positive timedelta"):
+        sync.set_champion("1h", "champ", ttl=timedelta(0))

@@ -138,3 +138,35 @@ def test_close_disposes_the_engine_and_can_be_called_twice(tmp_path):
         assert engine.pool.checkedin() == 1
     assert engine.pool.checkedin() == 0
     workspace.close()
+
+
+def test_one_registry_and_one_state_store_per_workspace(tmp_path):
+    """The registry's cache and its read-then-write concurrency check live in the object:
+    the Workspace hands out the same one every time."""
+    workspace = Workspace.open(home=tmp_path, environ={})
+    assert workspace.registry is workspace.registry
+    assert workspace.state_store is workspace.state_store
+
+
+def test_the_registry_can_live_elsewhere_with_its_own_credentials(tmp_path):
+    environ = {
+        "REGIMES_REGISTRY_URI": "s3://bucket/registry",
+        "AWS_ACCESS_KEY_ID": "key",
+    }
+    workspace = Workspace.open(home=tmp_path, environ=environ)
+    assert workspace.registry.root == "s3://bucket/registry"
+    assert workspace.registry.storage_options == {"AWS_ACCESS_KEY_ID": "key"}
+    assert "registry" not in workspace.local_locations()
+    assert workspace.state_store.storage_options is None  # the state store stayed local
+    elsewhere = Workspace.open(
+        home=tmp_path, environ={"REGIMES_REGISTRY_URI": str(tmp_path / "reg")}
+    )
+    assert elsewhere.local_locations()["registry"] == tmp_path / "reg"
+
+
+def test_a_command_that_only_reads_is_not_stopped_by_a_location_it_never_uses(tmp_path):
+    (tmp_path / "prefect").write_text("in the way")
+    with pytest.raises(StoreError, match="Prefect home"):
+        Workspace.open(home=tmp_path, environ={})
+    reader = Workspace.open(home=tmp_path, environ={}, check_locations=False)
+    assert reader.registry.current().empty

@@ -203,10 +203,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
 
 
+def _writes(args: argparse.Namespace) -> bool:
+    """Whether the command writes into the Workspace's locations (they are then checked
+    before any work starts); listing models, replaying to a file and exporting states
+    only read."""
+    if args.command in ("models", "replay"):
+        return False
+    return not (args.command == "states" and not args.compact)
+
+
 def _run(args: argparse.Namespace) -> int:
     command = COMMANDS[args.command]
     try:
-        with Workspace.open(args.home, args.db_url, args.config_dir) as workspace:
+        with Workspace.open(
+            args.home, args.db_url, args.config_dir, check_locations=_writes(args)
+        ) as workspace:
             result = command(workspace, args)
     except (BadInputError, ConfigError) as exc:
         say(f"regimes {args.command}: error: {one_line(exc)}")

@@ -302,7 +302,7 @@ def _train_all(
                     if accuracy
                     else "n/a (real data)"
                 ),
-                "status": result["status"],
+                "role": result["role"],
                 "path": result["path"],
             }
         )
@@ -326,7 +326,7 @@ def _train_all(
                 ),
             )
             _say_all(say, ["   " + line for line in promoted.summary()])
-            row["status"] = promoted.transition.to_role
+            row["role"] = promoted.transition.to_role
     return rows
 
 
@@ -367,7 +367,7 @@ def _live(workspace: Workspace, trained: list[dict], say: Notify, progress: Prog
             timeframe,
             history=DatabaseHistory(workspace.engine, timeframe),
         )
-        sync.set_champion(timeframe, engine.model_id)
+        sync.set_champion(timeframe, engine.model_id, ttl=engine.model.state_ttl)
         # 1d: the day before as well, the last daily state final during the last day.
         start = day_start - pd.Timedelta(days=4) if timeframe == "1d" else day_start
         bars = db.read_bars(workspace.engine, timeframe, symbols, start)

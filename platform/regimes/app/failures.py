@@ -1,8 +1,9 @@
 """Expected errors across an orchestrator's boundary.
 
-A user mistake inside a Prefect task is returned as data (:func:`as_failure`) instead of
-raised: Prefect then neither prints a task traceback nor retries it, and the caller
-raises the same error type again with the same one-line message (:func:`raise_failure`).
+A user mistake (:data:`USER_MISTAKES`) inside a Prefect task is returned as data
+(:func:`as_failure`) instead of raised: Prefect then neither prints a task traceback nor
+retries it, and the caller raises the same error type again with the same one-line
+message (:func:`raise_failure`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from regimes import errors
 from regimes.errors import RegimesError
 
 FAILURE_KEY = "expected_error"
+USER_MISTAKES = (errors.BadInputError, errors.ConfigError)
+"""What crosses the boundary as data. Anything else (a store down, an artifact that does
+not verify, a registry conflict, a fit that diverged) is raised inside the task, so the
+orchestrator retries it and marks the run failed."""
 
 
 def as_failure(exc: RegimesError) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from regimes.app.inputs import aware_timestamp
+from regimes.app.output import one_line
 from regimes.app.progress import Progress, items_progress, no_progress
 from regimes.app.workspace import Workspace
-from regimes.errors import BadInputError
+from regimes.errors import BadInputError, ConfigError
 from regimes.paths import check_timeframe_name
 
 
@@ -73,8 +74,12 @@ def replay(
     engine = open_engine(
         workspace.models_dir, workspace.registry, timeframe, model_id=request.model_id
     )
-    # The model answers with its own settings; say where today's config would differ.
-    differences = engine.model.differences_from(workspace.config)
+    # The model answers with its own settings; say where today's config would differ
+    # (best effort: an unreadable config never blocks replaying a self-contained model).
+    try:
+        differences = engine.model.differences_from(workspace.config)
+    except ConfigError as exc:
+        differences = [f"today's config cannot be read ({one_line(exc)})"]
     symbols = list(request.symbols) if request.symbols else None
     bars = db.read_bars(workspace.engine, timeframe, symbols, None, request.end)
     if bars.empty:

@@ -97,7 +97,22 @@ def promote(workspace: Workspace, request: PromoteRequest) -> PromoteResult:
             reason=request.reason,
             evidence=request.evidence or None,
         )
+        _publish(workspace, transition)
     return PromoteResult(transition=transition, previous_champion=previous)
+
+
+def _publish(workspace: Workspace, transition) -> None:
+    """current_states follows the registry: the new champion's newest stored states
+    replace the retired one's (which would otherwise stay until the next bar)."""
+    from regimes.storage.recording import publish_champion
+
+    publish_champion(
+        workspace.state_store,
+        workspace.engine,
+        workspace.registry,
+        transition.timeframe,
+        transition.symbol,
+    )
 
 
 @dataclass(frozen=True)
@@ -150,4 +165,5 @@ def rollback(workspace: Workspace, request: RollbackRequest) -> RollbackResult:
         symbol=request.symbol,
         evidence=request.evidence or None,
     )
+    _publish(workspace, transition)
     return RollbackResult(transition=transition, retired=str(retired))

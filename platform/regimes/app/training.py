@@ -32,7 +32,7 @@ SUMMARY_COLUMNS = [
     "covariance",
     "val_loglik_per_bar",
     "val_bic",
-    "status",
+    "role",
 ]
 
 

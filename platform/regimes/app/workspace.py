@@ -47,14 +47,20 @@ class Workspace:
         self.settings = settings
         self._engine: Any = None  # a SQLAlchemy Engine (only regimes.data.sql imports it)
         self._config = config
+        # One of each per Workspace: the registry's read cache and its optimistic
+        # concurrency both live in the object (a read, then a write, on the same one).
+        self._registry: Registry | None = None
+        self._state_store: StateStore | None = None
 
     # -- construction
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Workspace:
-        """A Workspace over ``settings``, its locations checked."""
+    def from_settings(cls, settings: Settings, check_locations: bool = True) -> Workspace:
+        """A Workspace over ``settings``, its locations checked (unless the caller only
+        reads: a command that writes nothing must not fail on a folder it never uses)."""
         workspace = cls(settings)
-        workspace.check_locations()
+        if check_locations:
+            workspace.check_locations()
         return workspace
 
     @classmethod
@@ -64,9 +70,11 @@ class Workspace:
         db_url: str | None = None,
         config_dir: str | Path | None = None,
         environ: Mapping[str, str] | None = None,
+        check_locations: bool = True,
     ) -> Workspace:
         """Resolve settings (CLI values > environment > file > default) and open them."""
-        return cls.from_settings(resolve_settings(home, db_url, config_dir, environ))
+        settings = resolve_settings(home, db_url, config_dir, environ)
+        return cls.from_settings(settings, check_locations)
 
     def params(self) -> dict[str, str]:
         """The plain parameters a flow or a remote worker rebuilds this Workspace from
@@ -136,13 +144,14 @@ class Workspace:
         locations = {
             "home": self.home,
             "models folder": self.models_dir,
-            "registry": Path(self.registry_root),
             "reports folder": self.reports_dir,
             "synth folder": self.synth_dir,
             "Prefect home": self.prefect_home,
         }
         if self.settings.states_are_local:
             locations["state store"] = Path(self.states_uri)
+        if not self.registry_root.startswith(("s3://", "s3a://")):
+            locations["registry"] = Path(self.registry_root)
         database = _sqlite_file(self.db_url)
         if database is not None:
             locations["database folder"] = database.parent
@@ -183,17 +192,23 @@ class Workspace:
 
     @property
     def registry(self) -> Registry:
-        """The model registry at :attr:`registry_root`."""
+        """The model registry at :attr:`registry_root`, made once per Workspace."""
         from regimes.storage.registry import Registry
 
-        return Registry(self.registry_root)
+        if self._registry is None:
+            options = dict(self.settings.registry_options) or None
+            self._registry = Registry(self.registry_root, options)
+        return self._registry
 
     @property
     def state_store(self) -> StateStore:
-        """The Delta state store at :attr:`states_uri` with its storage options."""
+        """The Delta state store at :attr:`states_uri` with its storage options, made once
+        per Workspace."""
         from regimes.storage.state_store import StateStore
 
-        return StateStore(self.states_uri, self.storage_options)
+        if self._state_store is None:
+            self._state_store = StateStore(self.states_uri, self.storage_options)
+        return self._state_store
 
 
 def _sqlite_file(url: str) -> Path | None:

@@ -70,6 +70,11 @@ class Settings:
     storage_options : dict
         deltalake storage options (credentials, endpoint) for an object-store root;
         empty for a local one. Excluded from ``repr`` so credentials never get printed.
+    registry_uri : str
+        Root of the model registry's Delta table (``REGIMES_REGISTRY_URI``): a local
+        path or ``s3://...``; empty means ``<home>/registry``.
+    registry_options : dict
+        Its storage options, as ``storage_options``.
     """
 
     home: Path
@@ -77,6 +82,8 @@ class Settings:
     config_dir: Path
     states_uri: str
     storage_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    registry_uri: str = ""
+    registry_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def models_dir(self) -> Path:
@@ -84,7 +91,7 @@ class Settings:
 
     @property
     def registry_root(self) -> str:
-        return str(self.home / "registry")
+        return self.registry_uri or str(self.home / "registry")
 
     @property
     def states_dir(self) -> Path:
@@ -120,9 +127,10 @@ def resolve_settings(
     ``os.environ``. Nothing is created on disk.
 
     ``REGIMES_HOME``, ``REGIMES_DB_URL`` and ``REGIMES_CONFIG_DIR`` stand in for the
-    arguments; ``REGIMES_STATES_URI`` moves the state store (e.g. to ``s3://...``), and
-    for an object-store root the AWS variables of :data:`STORAGE_ENVIRONMENT` become its
-    storage options. The "file" level is a ``config/`` folder inside the home.
+    arguments; ``REGIMES_STATES_URI`` moves the state store and ``REGIMES_REGISTRY_URI``
+    the registry (e.g. to ``s3://...``); for an object-store root the AWS variables of
+    :data:`STORAGE_ENVIRONMENT` become its storage options. The "file" level is a
+    ``config/`` folder inside the home.
 
     Examples
     --------
@@ -142,10 +150,13 @@ def resolve_settings(
         resolved_config = default_config_dir()
     states_uri = env.get("REGIMES_STATES_URI") or str(resolved_home / "states")
     options = storage_options_from_env(states_uri, env) or {}
+    registry_uri = env.get("REGIMES_REGISTRY_URI") or str(resolved_home / "registry")
     return Settings(
         home=resolved_home,
         db_url=resolved_db,
         config_dir=resolved_config,
         states_uri=states_uri,
         storage_options=options,
+        registry_uri=registry_uri,
+        registry_options=storage_options_from_env(registry_uri, env) or {},
     )

@@ -444,6 +444,43 @@ def upsert_current_states(engine: Engine, frame: pd.DataFrame) -> int:
     return _write(engine, current_states, records, ("symbol", "timeframe"), newer_only=True)
 
 
+def publish_current_states(
+    engine: Engine,
+    timeframe: str,
+    model_id: str,
+    frame: pd.DataFrame,
+    symbols: Sequence[str] | None = None,
+) -> int:
+    """Make ``current_states`` of ``timeframe`` (``symbols`` only, when given) hold
+    ``model_id``'s states: rows of every other model are deleted and the newest row per
+    symbol of ``frame`` (that model's answers) written, in one transaction. Used when the
+    champion of a scope changes, so a retired model's answer never stays published."""
+    timeframe = check_timeframe(timeframe)
+    condition = [current_states.c.timeframe == timeframe, current_states.c.model_id != model_id]
+    if symbols is not None:
+        condition.append(current_states.c.symbol.in_([check_symbol(s) for s in symbols]))
+    columns = CURRENT_STATE_COLUMNS
+    rows: list[dict[str, Any]] = []
+    if len(frame):
+        _require_columns(frame, columns, "current_states")
+        if set(frame["model_id"]) != {model_id} or set(frame["timeframe"]) != {timeframe}:
+            raise BadInputError(
+                f"current_states: only {model_id}'s {timeframe} states can be published here"
+            )
+        data = frame.loc[:, list(columns)].sort_values("ts").groupby("symbol").tail(1)
+        rows = _records(
+            data.assign(updated_at=pd.Timestamp.now(tz="UTC")), (*columns, "updated_at")
+        )
+    _write(
+        engine,
+        current_states,
+        rows,
+        ("symbol", "timeframe"),
+        deletes=[current_states.delete().where(*condition)],
+    )
+    return len(rows)
+
+
 # --------------------------------------------------------------------------- reads
 
 

@@ -53,11 +53,25 @@ class TimeframeSynchronizer:
     def from_config(cls, config) -> TimeframeSynchronizer:
         return cls({tf: config.timeframe(tf).state_ttl for tf in TIMEFRAMES})
 
-    def set_champion(self, timeframe: str, model_id: str, symbol: str | None = None) -> None:
+    def set_champion(
+        self,
+        timeframe: str,
+        model_id: str,
+        symbol: str | None = None,
+        ttl: timedelta | None = None,
+    ) -> None:
         """Keep only ``model_id``'s answers for ``timeframe`` (for ``symbol`` only when
         given: a per-symbol champion wins over the timeframe's pooled one). A different
-        model than before drops the states kept for the scope: it starts afresh."""
+        model than before drops the states kept for the scope: it starts afresh.
+
+        ``ttl`` is the champion's own state TTL (``LoadedModel.state_ttl``, from its
+        artifact); given, it replaces the timeframe's TTL, so a config edit never makes
+        an existing model's states stale sooner or later."""
         timeframe = check_timeframe(timeframe)
+        if ttl is not None:
+            if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+                raise BadInputError(f"sync: ttl: expected a positive timedelta, got {ttl!r}")
+            self.ttl[timeframe] = ttl
         if timeframe not in self.ttl:
             raise BadInputError(f"sync: no state TTL configured for {timeframe}")
         if not isinstance(model_id, str) or not model_id:

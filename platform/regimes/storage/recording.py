@@ -6,7 +6,9 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from regimes.answers import CURRENT_STATE_COLUMNS
 from regimes.data import sql as db
+from regimes.errors import BadInputError
 from regimes.storage.registry import Registry
 from regimes.storage.state_store import StateStore
 from regimes.storage.state_table import latest_per_symbol
@@ -61,3 +63,58 @@ def _mirror(engine, registry: Registry, answers: pd.DataFrame) -> None:
         published = answered["model_id"] == answered["symbol"].map(publishers)
         for _, rows in answered[published].groupby("model_id"):
             db.upsert_current_states(engine, latest_per_symbol(rows))
+
+
+def publish_champion(
+    store: StateStore, engine, registry: Registry, timeframe: str, symbol: str | None = None
+) -> int:
+    """After the champion of a scope changed (promote, rollback): ``current_states`` of
+    the scope holds the new champion's newest stored state per symbol, and no other
+    model's; returns the rows published.
+
+    Only each symbol's newest stored day is read (partition pruning on the date), so the
+    cost does not grow with the history. A champion with no stored states yet leaves the
+    scope empty until it answers; a symbol with a champion of its own keeps it when the
+    pooled champion changes.
+    """
+    champion = registry.champion(timeframe, symbol)
+    if champion is None:
+        raise BadInputError(f"{timeframe} {symbol or ''}: no champion to publish".strip())
+    latest = _newest_stored(store, timeframe, champion, None if symbol is None else [symbol])
+    scope = [symbol] if symbol is not None else None
+    if symbol is None:
+        own = publishing_models(registry, timeframe, latest["symbol"].unique())
+        latest = latest[latest["symbol"].map(own) == champion]
+        others = registry.current(timeframe)
+        # The pooled champion's scope: every symbol without a champion of its own.
+        per_symbol = others[(others["role"] == "champion") & others["symbol"].notna()]
+        if len(per_symbol):
+            stored = db.read_current_states(engine, timeframe)
+            scope = sorted(set(stored["symbol"]) - set(per_symbol["symbol"]))
+    return db.publish_current_states(engine, timeframe, champion, latest, scope)
+
+
+def _newest_stored(
+    store: StateStore, timeframe: str, model_id: str, symbols: list[str] | None
+) -> pd.DataFrame:
+    """The newest stored state per symbol of ``model_id``: one pruned read per distinct
+    newest day (usually one)."""
+    from urllib.parse import unquote
+
+    empty = pd.DataFrame(columns=list(CURRENT_STATE_COLUMNS))
+    if not store.exists():
+        return empty
+    newest: dict[str, str] = {}
+    for part in store.files(timeframe, model_id, symbols):
+        name = unquote(part.split("symbol=", 1)[1].split("/", 1)[0])
+        day = part.split("date=", 1)[1].split("/", 1)[0]
+        newest[name] = max(newest.get(name, day), day)
+    by_day: dict[str, list[str]] = {}
+    for name, day in newest.items():
+        by_day.setdefault(day, []).append(name)
+    frames = [
+        store.read(timeframe, model_id, sorted(names), start=f"{day}T00:00Z")
+        for day, names in sorted(by_day.items())
+    ]
+    frames = [frame for frame in frames if len(frame)]
+    return latest_per_symbol(pd.concat(frames, ignore_index=True)) if frames else empty

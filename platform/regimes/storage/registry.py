@@ -432,6 +432,7 @@ class Registry:
         version, provided what the write depends on is as this object last saw it:
         ``watched(view, latest)`` reads it from ``view`` (``latest`` only locates the model,
         e.g. its scope, when the object has not seen it yet)."""
+        self._check_atomic_commits()
         with self._cache.lock:
             base = self._cache.snapshot or self._snapshot()
             wait = BACKOFF_SECONDS[0]
@@ -454,6 +455,16 @@ class Registry:
             raise StoreError(
                 f"registry at {self.root}: {note.operation} still losing to concurrent writers "
                 f"after {COMMIT_ATTEMPTS} attempts; nothing was written"
+            )
+
+    def _check_atomic_commits(self) -> None:
+        """Refuse to write where a commit is not put-if-absent: with an unsafe rename two
+        writers can both create version N+1 and both promotions would seem to win."""
+        unsafe = (self.storage_options or {}).get("AWS_S3_ALLOW_UNSAFE_RENAME", "")
+        if str(unsafe).strip().lower() in ("1", "true", "yes"):
+            raise StoreError(
+                f"registry at {self.root}: AWS_S3_ALLOW_UNSAFE_RENAME is set, so commits are "
+                "not atomic and two promotions could both win; unset it for the registry"
             )
 
     def _append(self, rows: list[dict[str, Any]], note: _Note, read_version: int) -> bool:

@@ -63,7 +63,9 @@ def train_and_register(
     if scope == "symbol" and (symbols is None or len(symbols) != 1):
         raise BadInputError(f"scope symbol: expected exactly one symbol, got {symbols}")
     symbol = symbols[0] if scope == "symbol" else None
-    champion = registry.champion(timeframe, symbol)
+    # A retrain of the same scope is aligned to its champion; a pooled model over a
+    # chosen subset of symbols is not that champion's successor (as before).
+    champion = registry.champion(timeframe, symbol) if scope == "symbol" or not symbols else None
     previous = PreviousModel.load(registry.artifact_path(timeframe, champion)) if champion else None
     result = train_timeframe(
         engine,
@@ -97,5 +99,5 @@ def train_and_register(
         "val_loglik_per_bar": validation["loglik_per_bar"],
         "val_bic": validation["bic"],
         "symbol": symbol,
-        "status": registry.role(timeframe, result.model_id),
+        "role": registry.role(timeframe, result.model_id),
     }
