@@ -18,15 +18,23 @@ from regimes.training.grid import CellResult, evaluate_cell
 
 
 @ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)
-def grid_task(frame, fold, cell, config, timeframe: str, seed: int, previous) -> CellResult:
-    return evaluate_cell(frame, fold, cell, config, timeframe, seed, previous)
+def grid_task(
+    frame, fold, cell, config, timeframe: str, seed: int, previous, keep_fit: bool
+) -> CellResult:
+    return evaluate_cell(frame, fold, cell, config, timeframe, seed, previous, keep_fit)
 
 
 def ray_runner(progress: Callable[[int], Any] | None = None):
     """A runner for ``regimes.training.train.train_timeframe`` that evaluates the grid on Ray."""
 
     def run(
-        frame, tasks: Sequence[tuple], config, timeframe: str, seed: int, previous=None
+        frame,
+        tasks: Sequence[tuple],
+        config,
+        timeframe: str,
+        seed: int,
+        previous=None,
+        keep_fit_fold: int | None = None,
     ) -> list[CellResult]:
         ensure_ray()
         bar = None
@@ -52,10 +60,16 @@ def ray_runner(progress: Callable[[int], Any] | None = None):
         # then ends on small tasks instead of waiting for one big straggler.
         by_size = sorted(tasks, key=lambda task: -_cost(task[1]))
         pending = {
-            grid_task.remote(frame_ref, fold, cell, config_ref, timeframe, seed, previous_ref): (
+            grid_task.remote(
+                frame_ref,
                 fold,
                 cell,
-            )
+                config_ref,
+                timeframe,
+                seed,
+                previous_ref,
+                fold.index == keep_fit_fold,
+            ): (fold, cell)
             for fold, cell in by_size
         }
         results = [

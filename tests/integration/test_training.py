@@ -73,6 +73,32 @@ def test_same_inputs_give_the_same_model_id_and_bit_identical_parameters(trained
     assert metadata["versions"]["packages"]["hmmlearn"]
 
 
+def test_the_final_model_is_the_grids_own_fit_of_the_last_fold(trained_home, tmp_path, monkeypatch):
+    """The winner is not fitted twice: no fit after the grid, and the artifact's HMM
+    equals a fresh fit of the winning cell on the last fold's training window, bit for bit."""
+    import regimes.training.train as train_module
+    from regimes.model.splits import walk_forward_splits
+    from regimes.training.grid import expand_grid, fit_cell
+    from regimes.training.train import drop_short_symbols, load_training_frame
+
+    _, engine = trained_home
+    refits = []
+    monkeypatch.setattr(
+        train_module, "fit_cell", lambda *args, **kw: refits.append(args) or fit_cell(*args, **kw)
+    )
+    result = train_timeframe(engine, CONFIG, "15m", tmp_path / "m", grid=GRID, seed=3)
+    assert refits == []
+    frame, _ = drop_short_symbols(load_training_frame(engine, CONFIG, "15m"))
+    last = walk_forward_splits(frame["ts"], CONFIG.timeframes.preprocessing.splits)[-1]
+    [cell] = expand_grid(CONFIG, "15m", GRID)
+    pipeline, hmm = fit_cell(frame, last, cell, CONFIG, "15m", 3)
+    stored = load_pickle(result.path, "hmm.pkl")
+    # The artifact's states are named and relabelled only against a champion: none here.
+    for name in ("startprob", "transmat", "means", "covars"):
+        np.testing.assert_array_equal(getattr(stored.params_, name), getattr(hmm.params_, name))
+    assert result.metadata["metrics"]["selected_features"] == pipeline.features_
+
+
 def test_ray_grid_matches_serial_and_survives_a_killed_worker(trained_home, tmp_path, ray_local):
     from regimes.jobs.training import ray_runner
 

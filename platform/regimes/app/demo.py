@@ -67,11 +67,18 @@ def run(
     executor = executor_named(request.executor)
     orchestrator = PrefectOrchestrator()
     steps = 7
+    marks: list[tuple[str, float]] = []
+
+    def step(header: str) -> None:
+        """A step's header; its start time measures the step before it."""
+        marks.append((header.split(" ", 2)[1], time.perf_counter()))
+        say(header)
+
     say(f"== regimes demo in {workspace.home}")
     say(f"   database: {db.mask_url(workspace.db_url)}")
     say(f"   config:   {workspace.config_dir}")
     say("")
-    say(f"== 1/{steps} synthetic market with known regimes")
+    step(f"== 1/{steps} synthetic market with known regimes")
     synth = data.synth(
         workspace,
         data.SynthRequest(request.symbols, request.days, request.seed, DEMO_START, 0.002),
@@ -79,14 +86,14 @@ def run(
     )
     _say_all(say, synth.summary())
     say("")
-    say(f"== 2/{steps} align 1m bars to the session, mark gaps, resample to 5m 15m 1h 1d")
+    step(f"== 2/{steps} align 1m bars to the session, mark gaps, resample to 5m 15m 1h 1d")
     _say_all(say, data.resample(workspace, data.ResampleRequest(), progress).summary())
     bars_table = _bars_table(workspace)
     say("")
     say("bars per timeframe (all symbols, gap rows included):")
     say(bars_table.to_string(index=False))
     say("")
-    say(f"== 3/{steps} the 21 features per (symbol, timeframe), fanned out on {executor.name}")
+    step(f"== 3/{steps} the 21 features per (symbol, timeframe), fanned out on {executor.name}")
     computed = features.features(workspace, features.FeaturesRequest(), executor, say, progress)
     _say_all(say, computed.summary())
     feature_table = _feature_table(workspace)
@@ -99,13 +106,13 @@ def run(
         say("median of a few usable features per timeframe (all symbols):")
         say(sample.to_string())
     say("")
-    say(
+    step(
         f"== 4/{steps} state vectors: selection, stationarity, scaling and a PCA encoder per "
         "timeframe"
     )
     encode = _encode(workspace, say)
     say("")
-    say(
+    step(
         f"== 5/{steps} training: every timeframe through the Prefect flow, its grid on "
         f"{executor.name}; 1d on real S&P 500 daily bars (arch's copy, no download); "
         "each winner promoted to champion"
@@ -114,20 +121,26 @@ def run(
         say(f"   Prefect server: {api_url}")
         trained = _train_all(workspace, request, executor, orchestrator, say, progress)
         say("")
-        say(
+        step(
             f"== 6/{steps} live: the last day bar by bar through the champion's engine of every "
             "timeframe, then composite multi-timeframe records"
         )
         live = _live(workspace, trained, say, progress)
         say("")
-        say(
+        step(
             f"== 7/{steps} state store: every champion's states over the whole history, "
             f"backfilled through the Prefect flow on {executor.name} into Delta Lake"
         )
         stored = _backfill_all(workspace, executor, orchestrator, trained, say)
     elapsed = time.perf_counter() - started
+    ends = [at for _, at in marks[1:]] + [time.perf_counter()]
+    step_seconds = {name: round(end - at, 1) for (name, at), end in zip(marks, ends, strict=True)}
     say("")
-    say(f"== done in {elapsed:.1f}s. Outputs:")
+    say(
+        f"== done in {elapsed:.1f}s (seconds per step: "
+        + ", ".join(f"{name} {seconds}" for name, seconds in step_seconds.items())
+        + "). Outputs:"
+    )
     say(f"   bars, features:   {db.describe(workspace.engine)} (tables bars, computed_features)")
     say(f"   synthetic truth:  {synth.truth}")
     say(f"   generating params: {synth.params}")
@@ -162,6 +175,7 @@ def run(
             "truth": str(synth.truth),
             "bars_sha256": synth.bars_sha256,
             "seconds": round(elapsed, 3),
+            "step_seconds": step_seconds,
         }
     )
 

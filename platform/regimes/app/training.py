@@ -19,6 +19,7 @@ from regimes.app.executors import Executor
 from regimes.app.output import format_table
 from regimes.app.progress import Notify, silent
 from regimes.app.workspace import Workspace
+from regimes.errors import BadInputError
 from regimes.timeframes import TIMEFRAMES
 
 if TYPE_CHECKING:
@@ -112,11 +113,17 @@ def train(
 def check_trainable(workspace: Workspace, timeframe: str, symbols: Sequence[str] | None) -> None:
     """Refuse (``BadInputError``) a unit whose stored features cannot hold the
     walk-forward split, with the same message training itself would give."""
-    from regimes.model.pipeline import load_training_frame
+    from regimes.data import sql as db
     from regimes.model.splits import walk_forward_splits
     from regimes.training.train import drop_short_symbols
 
-    frame = load_training_frame(workspace.engine, workspace.config, timeframe, symbols)
+    # Keys and flags only: what the split and the short-symbol rule look at, without the
+    # feature columns training loads anyway (on 1m bars that load takes seconds).
+    frame = db.read_features(workspace.engine, timeframe, symbols, features=[])
+    if frame.empty:
+        raise BadInputError(
+            f"no {timeframe} features stored; run `regimes features --timeframe {timeframe}`"
+        )
     # Training warns about each short symbol itself; saying it twice helps nobody.
     with _quiet("regimes.training.train"):
         frame, _ = drop_short_symbols(frame)

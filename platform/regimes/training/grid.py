@@ -107,6 +107,9 @@ class CellResult:
     fold: int
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    # The fitted (pipeline, hmm) when asked for (the last fold's: the winner's final
+    # model is exactly that fit, so it is not fitted a second time).
+    fitted: tuple | None = field(default=None, repr=False, compare=False)
 
 
 def occupancy_balance(states: np.ndarray, K: int) -> float:
@@ -201,8 +204,10 @@ def evaluate_cell(
     timeframe: str,
     seed: int,
     previous: PreviousModel | None = None,
+    keep_fit: bool = False,
 ) -> CellResult:
-    """Score one (cell, fold): the unit of work the Ray grid fans out."""
+    """Score one (cell, fold): the unit of work the Ray grid fans out. With ``keep_fit``
+    the result carries the fitted pipeline and HMM too."""
     import time as _time
 
     started = _time.perf_counter()
@@ -230,7 +235,7 @@ def evaluate_cell(
             report = align_to_previous(previous, z_val, log_alpha, validation)
             metrics["alignment_cost"] = report.cost
         metrics["seconds"] = round(_time.perf_counter() - started, 3)
-        return CellResult(cell, fold.index, metrics)
+        return CellResult(cell, fold.index, metrics, fitted=(pipeline, hmm) if keep_fit else None)
     except (BadInputError, TrainingError, np.linalg.LinAlgError) as exc:
         return CellResult(cell, fold.index, error=f"{type(exc).__name__}: {exc}")
 

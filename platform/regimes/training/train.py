@@ -68,7 +68,8 @@ def train_timeframe(
 ) -> TrainingResult:
     """Train one timeframe's pooled model: grid x folds -> winner -> final fit -> artifact.
 
-    ``runner(tasks)`` evaluates a list of ``(frame, fold, cell)`` tasks and returns their
+    ``runner(frame, tasks, config, timeframe, seed, previous, keep_fit_fold)`` evaluates
+    ``(fold, cell)`` tasks (keeping the fits of fold ``keep_fit_fold``) and returns their
     :class:`CellResult`; the default runs them here, one after the other (the engines
     layer passes a Ray runner). ``truth_accuracy(pipeline, hmm, frame)`` optionally scores
     the final model against known regimes (synthetic data) into its metrics.
@@ -81,21 +82,27 @@ def train_timeframe(
     folds = walk_forward_splits(frame["ts"], config.timeframes.preprocessing.splits)
     cells = expand_grid(config, timeframe, grid)
     tasks = [(fold, cell) for cell in cells for fold in folds]
+    last = folds[-1]
     if runner is None:
         results = [
-            evaluate_cell(frame, fold, cell, config, timeframe, seed, previous)
+            evaluate_cell(
+                frame, fold, cell, config, timeframe, seed, previous, fold.index == last.index
+            )
             for fold, cell in tasks
         ]
     else:
-        results = runner(frame, tasks, config, timeframe, seed, previous)
+        results = runner(frame, tasks, config, timeframe, seed, previous, last.index)
     summary = summarize_grid(results, len(folds))
     winner, rule = select_winner(summary)
     cell = next(c for c in cells if c.key == winner["cell"])
 
     # Final model: the last fold's training window; its validation window calibrates the
     # OOD threshold and is where the reported metrics come from; its test window stays out.
-    last = folds[-1]
-    final = _fit_final(frame, last, cell, config, timeframe, seed, previous)
+    # The grid fitted exactly that (same cell, window, selection and seed): reuse the fit.
+    fitted = next(
+        (r.fitted for r in results if r.cell.key == cell.key and r.fold == last.index), None
+    )
+    final = _fit_final(frame, last, cell, config, timeframe, seed, previous, fitted)
     metrics = {
         **_grid_metrics(summary, winner, rule, folds),
         **final.metrics(),
@@ -173,11 +180,15 @@ class _FinalFit:
         }
 
 
-def _fit_final(frame, last, cell, config, timeframe, seed, previous) -> _FinalFit:
-    """Refit ``cell`` on the last fold, align its states to the champion's (when
-    there is one) and name them, all on the last fold's validation window."""
-    selection = previous.pipeline.features_ if previous is not None else None
-    pipeline, hmm = fit_cell(frame, last, cell, config, timeframe, seed, selection)
+def _fit_final(frame, last, cell, config, timeframe, seed, previous, fitted=None) -> _FinalFit:
+    """``cell`` fitted on the last fold (``fitted`` when the grid kept that fit, else
+    fitted here), its states aligned to the champion's (when there is one) and named, all
+    on the last fold's validation window."""
+    if fitted is not None:
+        pipeline, hmm = fitted
+    else:
+        selection = previous.pipeline.features_ if previous is not None else None
+        pipeline, hmm = fit_cell(frame, last, cell, config, timeframe, seed, selection)
     validation = frame.loc[last.mask(frame["ts"], "validation")]
     z_val, Z_val, lengths_val = z_sequences(pipeline.transform(validation), pipeline.d)
     log_alpha, loglik = filter_sequences(Z_val, lengths_val, hmm.params_)
