@@ -69,6 +69,15 @@ def ensure_ray(num_cpus: int | None = None) -> str:
     return _where(ray)
 
 
+def shutdown_ray() -> None:
+    """Disconnect from Ray (stopping the local cluster this process started), if it is
+    connected; a process that ends with ``os._exit`` must do this itself."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def _where(ray) -> str:
     resources = ray.cluster_resources()
     address = os.environ.get("RAY_ADDRESS") or "local"

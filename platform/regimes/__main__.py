@@ -1,7 +1,5 @@
 """``python -m regimes`` is the ``regimes`` command."""
 
-import sys
+from regimes.app.cli import entry_point
 
-from regimes.app.cli import main
-
-sys.exit(main())
+entry_point()

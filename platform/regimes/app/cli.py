@@ -203,6 +203,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
 
 
+def entry_point() -> None:
+    """The ``regimes`` command: :func:`main`, then end the process without interpreter
+    teardown.
+
+    Arrow's and delta-rs's native thread pools can abort a process while C++ static
+    objects are destroyed at exit ("terminate called without an active exception",
+    apache/arrow#34314), turning a finished command's exit code into -6 after its answer
+    was printed. Everything is written and closed by then, so the process ends with
+    ``os._exit``; the one thing teardown would still do, stopping a local Ray this
+    process started, is done first.
+    """
+    import os
+    import traceback
+
+    code = 1
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # a bug keeps its traceback
+        traceback.print_exc()
+    finally:
+        if "ray" in sys.modules:
+            from regimes.jobs.runtime import shutdown_ray
+
+            shutdown_ray()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+
+
 def _writes(args: argparse.Namespace) -> bool:
     """Whether the command writes into the Workspace's locations (they are then checked
     before any work starts); listing models, replaying to a file and exporting states
