@@ -452,7 +452,7 @@ def _live(workspace: Workspace, trained: list[dict], say: Notify, progress: Prog
         say("")
         say(
             f"composite records at {label} {at.tz_convert(zone):%Y-%m-%d %H:%M %Z} "
-            "(state (probability) per timeframe; TTLs from config/timeframes.yaml):"
+            "(state (probability) per timeframe; TTLs from each champion's artifact):"
         )
         say(shown.to_string(index=False))
         composites[label] = json.loads(composite.to_json(orient="records", date_format="iso"))
