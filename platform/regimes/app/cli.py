@@ -212,7 +212,8 @@ def entry_point() -> None:
     apache/arrow#34314), turning a finished command's exit code into -6 after its answer
     was printed. Everything is written and closed by then, so the process ends with
     ``os._exit``; the one thing teardown would still do, stopping a local Ray this
-    process started, is done first.
+    process started, is done first. A run that loaded Prefect exits normally: Prefect's
+    exit handlers stop what it started in the process.
     """
     import os
     import traceback
@@ -227,15 +228,17 @@ def entry_point() -> None:
             print(exc.code, file=sys.stderr)
     except BaseException:  # a bug keeps its traceback
         traceback.print_exc()
-    finally:
-        if "ray" in sys.modules:
-            from regimes.jobs.runtime import shutdown_ray
+    if "prefect" in sys.modules:
+        # Prefect's exit handlers stop what it started in this process (e.g. a server it
+        # started on its own): a normal exit, as before.
+        sys.exit(code)
+    if "ray" in sys.modules:
+        from regimes.jobs.runtime import shutdown_ray
 
-            shutdown_ray()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        logging.shutdown()
-        os._exit(code)
+        shutdown_ray()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _writes(args: argparse.Namespace) -> bool:
