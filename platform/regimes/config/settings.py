@@ -114,6 +114,11 @@ class Settings:
     def prefect_home(self) -> Path:
         return self.home / "prefect"
 
+    @property
+    def serve_dir(self) -> Path:
+        """The live service's shard folders (bar journals, engine snapshots)."""
+        return self.home / "serve"
+
 
 def resolve_settings(
     home: str | Path | None = None,

@@ -91,6 +91,13 @@ class TimeframeSynchronizer:
         """The model whose answers are kept for (symbol, timeframe), or None."""
         return self._champions.get((timeframe, symbol)) or self._champions.get((timeframe, None))
 
+    def knows(self, symbol: str) -> bool:
+        """Whether any timeframe holds an answer of ``symbol`` (from its champion)."""
+        return any(
+            key_symbol == symbol and model_id == self.champion(timeframe, symbol)
+            for (key_symbol, timeframe), (model_id, _) in self._latest.items()
+        )
+
     def update(self, answers: pd.DataFrame) -> None:
         """Record the champion's engine answers (columns symbol, ts, timeframe, model_id,
         state_id, state_prob, is_unknown, ood_reason) as their bars close; answers of

@@ -118,3 +118,32 @@ def _newest_stored(
     ]
     frames = [frame for frame in frames if len(frame)]
     return latest_per_symbol(pd.concat(frames, ignore_index=True)) if frames else empty
+
+
+class LiveSink:
+    """Where a live engine shard writes (:class:`regimes.live.shard.EngineShard`): bars to
+    the database, answers to the state store (and, for champions, ``current_states``),
+    and where it reads recent bars for cold starts.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+    store : StateStore
+    registry : Registry
+    timeframe : str
+    """
+
+    def __init__(self, engine, store: StateStore, registry: Registry, timeframe: str):
+        self.engine = engine
+        self.store = store
+        self.registry = registry
+        self.timeframe = timeframe
+
+    def write_bars(self, bars: pd.DataFrame) -> int:
+        return db.upsert_bars(self.engine, bars)
+
+    def write_answers(self, answers: pd.DataFrame, d: int, K: int) -> int:
+        return record_states(self.store, self.engine, self.registry, answers, d, K)
+
+    def recent_bars(self, symbols, before, bars_per_symbol: int) -> pd.DataFrame:
+        return db.read_recent_bars(self.engine, self.timeframe, symbols, before, bars_per_symbol)

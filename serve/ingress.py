@@ -1,0 +1,476 @@
+"""The HTTP ingress of the live service: FastAPI under ``/v1`` in front of the engine
+shards (:mod:`regimes.serve.shard`).
+
+Routing and HTTP only: a request is checked (key, size, body), split by the stable
+symbol hash (:func:`regimes.live.sharding.shards_of`), sent to the timeframe's shards and
+their replies joined; what an answer is, how shadows compare and how a composite record
+is made all come from the core. Errors are JSON ``{"error": ..., "status": ...}``, never
+a traceback.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from datetime import UTC, datetime
+
+import orjson
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
+from ray import serve
+
+from regimes.app.workspace import Workspace
+from regimes.config.loading import load_metadata
+from regimes.config.serving import ServeConfig
+from regimes.errors import BadInputError, RegimesError
+from regimes.live.api import (
+    BarsRequest,
+    answer_records,
+    bars_frame,
+    refused_records,
+    validation_message,
+)
+from regimes.live.api_keys import check_authorization, load_api_keys
+from regimes.live.shadow import compare_answers
+from regimes.live.sharding import shards_of
+from regimes.live.sync import TimeframeSynchronizer
+from regimes.paths import artifact_dir, check_symbol
+from regimes.serve.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+app = FastAPI(
+    title="regimes live service",
+    version="1",
+    openapi_url="/v1/openapi.json",
+    docs_url="/v1/docs",
+    redoc_url=None,
+)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+@app.exception_handler(ApiError)
+async def _api_error(_request: Request, exc: ApiError):
+    return _error(exc.status, exc.message)
+
+
+@app.exception_handler(Exception)
+async def _unexpected(_request: Request, exc: Exception):
+    log.exception("unexpected error")
+    return _error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0:1]}")
+
+
+def _json(data, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _check_symbols(names: list[str]) -> None:
+    if not names:
+        raise ApiError(422, "symbols: expected at least one symbol (symbols=A,B)")
+    for name in names:
+        try:
+            check_symbol(name)
+        except BadInputError as exc:
+            raise ApiError(422, f"symbol: {exc}") from None
+
+
+def _none_if_nan(value):
+    if value is None:
+        return None
+    value = float(value)
+    return None if value != value else value
+
+
+def _regimes_cause(exc: BaseException) -> RegimesError | None:
+    """The domain error inside a Ray task error, if that is what it is."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RegimesError) else None
+
+
+@serve.deployment(max_ongoing_requests=64)
+@serve.ingress(app)
+class Ingress:
+    """The ``/v1`` API over the shards of every served timeframe.
+
+    Parameters
+    ----------
+    shards : dict
+        Per timeframe, the handles of its shard deployments in shard order.
+    params : dict
+        :meth:`regimes.app.workspace.Workspace.params` of the installation.
+    config : dict
+        The :class:`regimes.config.serving.ServeConfig` as a dict.
+    """
+
+    async def __init__(self, shards: dict, params: dict, config: dict):
+        self.shards = shards
+        self.config = ServeConfig.model_validate(config)
+        self.workspace = Workspace.open(**params)
+        self.keys = load_api_keys(os.environ)
+        self.metrics = ServiceMetrics()
+        self.sync = TimeframeSynchronizer({})
+        self.roles: dict[str, dict] = {}
+        self.labels: dict[str, dict[str, dict[int, str]]] = {}
+        self._unsynced: dict[str, list[pd.DataFrame]] = {tf: [] for tf in shards}
+        await self._reload()
+        self._poll = asyncio.create_task(self._poll_registry())
+
+    # -- auth and limits
+
+    def _authorize(self, request: Request, write: bool) -> None:
+        if not write and not self.config.read_auth:
+            return
+        if not self.keys:
+            raise ApiError(403, "no API key is configured (set REGIMES_API_KEYS); refused")
+        verdict = check_authorization(request.headers.get("authorization"), self.keys)
+        if verdict == "missing":
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
+        if verdict == "wrong":
+            raise ApiError(403, "the API key is not valid")
+
+    def _served(self, timeframe: str) -> list:
+        if timeframe not in self.shards:
+            raise ApiError(
+                404, f"timeframe {timeframe!r} is not served here; served: {list(self.shards)}"
+            )
+        return self.shards[timeframe]
+
+    async def _body(self, request: Request) -> BarsRequest:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.config.max_body_bytes:
+                raise ApiError(
+                    413, f"body of {declared} bytes is over {self.config.max_body_bytes}"
+                )
+        raw = await request.body()
+        if len(raw) > self.config.max_body_bytes:
+            raise ApiError(413, f"body of {len(raw)} bytes is over {self.config.max_body_bytes}")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"body is not JSON: {exc}") from None
+        try:
+            body = BarsRequest.model_validate(data)
+        except ValidationError as exc:
+            raise ApiError(422, validation_message(exc)) from None
+        if len(body.bars) > self.config.max_symbols_per_request:
+            raise ApiError(
+                413,
+                f"bars: {len(body.bars)} rows, at most {self.config.max_symbols_per_request} "
+                "per request",
+            )
+        return body
+
+    # -- routes
+
+    @app.post(
+        "/v1/bars/{timeframe}",
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": BarsRequest.model_json_schema()}},
+                "required": True,
+            }
+        },
+    )
+    async def post_bars(self, timeframe: str, request: Request):
+        """Closed bars of many symbols for one bar time -> the champion's answers per
+        symbol and the rows refused with their reasons (needs an API key)."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            self._authorize(request, write=True)
+            handles = self._served(timeframe)
+            body = await self._body(request)
+            try:
+                bars = bars_frame(body)
+            except ValueError as exc:
+                raise ApiError(422, str(exc)) from None
+            answers, refused = await self._step(timeframe, handles, bars)
+            if len(answers):
+                self._unsynced[timeframe].append(answers)
+            self.metrics.bars(timeframe, len(answers), len(refused))
+            champion = self.roles.get(timeframe, {}).get("champion")
+            labels = self.labels.get(timeframe, {}).get(champion, {})
+            status = 200
+            return _json(
+                {
+                    "timeframe": timeframe,
+                    "ts": pd.Timestamp(bars["ts"].iloc[0]).isoformat(),
+                    "model_id": champion,
+                    "answers": answer_records(answers, labels),
+                    "refused": refused,
+                }
+            )
+        except ApiError as exc:
+            status = exc.status
+            raise
+        finally:
+            self.metrics.request("/v1/bars/{timeframe}", status, time.perf_counter() - started)
+
+    async def _step(self, timeframe: str, handles: list, bars: pd.DataFrame):
+        shard_of_row = shards_of(bars["symbol"].tolist(), len(handles))
+        calls, positions = [], []
+        for index, handle in enumerate(handles):
+            rows = (shard_of_row == index).nonzero()[0]
+            if len(rows):
+                calls.append(handle.step.remote(bars.iloc[rows].reset_index(drop=True)))
+                positions.append(rows)
+        try:
+            replies = await asyncio.gather(*calls)
+        except RegimesError as exc:
+            raise ApiError(409 if "no champion" in str(exc) else 422, str(exc)) from None
+        except Exception as exc:
+            cause = _regimes_cause(exc)
+            if cause is not None:
+                raise ApiError(409 if "no champion" in str(cause) else 422, str(cause)) from None
+            raise ApiError(
+                503, f"{timeframe} engine shard unavailable: {type(exc).__name__}"
+            ) from None
+        answers, refused = [], []
+        for (shard_answers, rejected), rows in zip(replies, positions, strict=True):
+            answers.append(shard_answers)
+            if len(rejected):
+                rejected = rejected.assign(row=rows[rejected["row"].astype(int).to_numpy()])
+                refused.extend(refused_records(rejected))
+        answers = [a for a in answers if len(a)]
+        frame = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame()
+        return frame, sorted(refused, key=lambda r: r["row"])
+
+    @app.get("/v1/states")
+    async def get_states(self, request: Request, timeframe: str, symbols: str):
+        """The newest answers of many symbols of one timeframe (``symbols=A,B``)."""
+        return await self._timed("/v1/states", request, self._states(timeframe, symbols))
+
+    async def _states(self, timeframe: str, symbols: str):
+        handles = self._served(timeframe)
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
+        _check_symbols(names)
+        shard_of_row = shards_of(names, len(handles))
+        calls = [
+            handles[index].latest.remote(
+                [n for n, s in zip(names, shard_of_row, strict=True) if s == index]
+            )
+            for index in sorted(set(shard_of_row.tolist()))
+        ]
+        frames = [f for f in await asyncio.gather(*calls) if len(f)]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        champion = self.roles.get(timeframe, {}).get("champion")
+        records = answer_records(frame, self.labels.get(timeframe, {}).get(champion, {}))
+        found = {r["symbol"] for r in records}
+        return {
+            "timeframe": timeframe,
+            "answers": records,
+            "unknown_symbols": [n for n in names if n not in found],
+        }
+
+    @app.get("/v1/states/{symbol}")
+    async def get_composite(self, request: Request, symbol: str, at: str | None = None):
+        """The composite multi-timeframe record of ``symbol`` at ``at`` (default now):
+        per timeframe the state, its probability and age; stale -> UNKNOWN with its age."""
+        return await self._timed("/v1/states/{symbol}", request, self._composite(symbol, at))
+
+    async def _composite(self, symbol: str, at: str | None):
+        _check_symbols([symbol])
+        self._feed_sync()
+        if not self.sync.knows(symbol):
+            raise ApiError(404, f"symbol {symbol!r} has no answer in any served timeframe")
+        try:
+            when = pd.Timestamp(at) if at else pd.Timestamp(datetime.now(UTC))
+        except ValueError:
+            raise ApiError(422, f"at: not a time: {at!r}") from None
+        if when.tzinfo is None:
+            raise ApiError(422, f"at: expected a time zone, got {at!r}")
+        record = self.sync.composite([symbol], when).iloc[0].to_dict()
+        timeframes = {}
+        for timeframe in self.sync.ttl:
+            state = record[f"state_{timeframe}"]
+            champion = self.roles.get(timeframe, {}).get("champion")
+            timeframes[timeframe] = {
+                "state_id": int(state),
+                "label": self.labels.get(timeframe, {}).get(champion, {}).get(int(state)),
+                "state_prob": _none_if_nan(record[f"prob_{timeframe}"]),
+                "age_s": _none_if_nan(record[f"age_s_{timeframe}"]),
+                "reason": record[f"reason_{timeframe}"],
+                "model_id": champion,
+            }
+        return {"symbol": symbol, "at": when.isoformat(), "timeframes": timeframes}
+
+    @app.get("/v1/models")
+    async def get_models(self, request: Request):
+        """Champion and shadows per served timeframe, with since / actor / reason."""
+        return await self._timed("/v1/models", request, self._models())
+
+    async def _models(self):
+        registry = self.workspace.registry
+        out = {}
+        for timeframe in self.shards:
+            current = registry.current(timeframe)
+            current = current[
+                current["role"].isin(["champion", "shadow"]) & current["symbol"].isna()
+            ]
+            out[timeframe] = [
+                {
+                    "model_id": row.model_id,
+                    "role": row.role,
+                    "since": pd.Timestamp(row.since).isoformat(),
+                    "actor": row.actor,
+                    "reason": row.reason,
+                    "served": row.model_id in self._served_models(timeframe),
+                }
+                for row in current.itertuples(index=False)
+            ]
+        return {"timeframes": out}
+
+    @app.get("/v1/shadow/{timeframe}")
+    async def get_shadow(self, request: Request, timeframe: str):
+        """Champion vs each shadow over the bars both answered."""
+        return await self._timed("/v1/shadow/{timeframe}", request, self._shadow(timeframe))
+
+    async def _shadow(self, timeframe: str):
+        comparisons = await self._compare(timeframe)
+        champion = self.roles.get(timeframe, {}).get("champion")
+        return {"timeframe": timeframe, "champion": champion, "shadows": comparisons}
+
+    async def _compare(self, timeframe: str) -> dict:
+        handles = self._served(timeframe)
+        replies = await asyncio.gather(*[h.comparison.remote() for h in handles])
+        roles = self.roles.get(timeframe, {})
+        champion = roles.get("champion")
+        pooled: dict[str, list] = {}
+        for reply in replies:
+            for model_id, frame in reply.items():
+                pooled.setdefault(model_id, []).append(frame)
+        frames = {m: pd.concat(f, ignore_index=True) for m, f in pooled.items()}
+        if champion not in frames:
+            return {}
+        out = {}
+        for shadow in roles.get("shadows", []):
+            if shadow in frames:
+                out[shadow] = compare_answers(frames[champion], frames[shadow])
+                self.metrics.shadow(timeframe, shadow, out[shadow])
+        return out
+
+    @app.post("/v1/admin/reload")
+    async def post_reload(self, request: Request):
+        """Re-read the registry's roles now (needs an API key)."""
+        self._authorize(request, write=True)
+        return await self._reload()
+
+    @app.get("/healthz")
+    async def healthz(self):
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(self):
+        calls = [h.ready.remote() for handles in self.shards.values() for h in handles]
+        try:
+            ready = await asyncio.gather(*calls)
+        except Exception as exc:
+            return _error(503, f"a shard is not reachable: {type(exc).__name__}")
+        if not all(ready):
+            waiting = [
+                tf
+                for tf, handles in self.shards.items()
+                if tf not in self.roles or not self.roles[tf].get("champion")
+            ]
+            return _error(503, f"not ready: no champion loaded for {waiting or 'some shard'}")
+        return {"status": "ready", "timeframes": {tf: len(h) for tf, h in self.shards.items()}}
+
+    @app.get("/metrics")
+    async def metrics(self, request: Request):
+        """Prometheus text exposition (prefix ``regimes_``, no per-symbol labels)."""
+        self._authorize(request, write=False)
+        counters = await asyncio.gather(
+            *[h.counters.remote() for handles in self.shards.values() for h in handles]
+        )
+        return PlainTextResponse(
+            self.metrics.exposition(counters), media_type="text/plain; version=0.0.4"
+        )
+
+    # -- helpers
+
+    async def _timed(self, endpoint: str, request: Request, work):
+        started = time.perf_counter()
+        status = 500
+        try:
+            self._authorize(request, write=False)
+            result = _json(await work)
+            status = 200
+            return result
+        except ApiError as exc:
+            status = exc.status
+            work.close()
+            raise
+        finally:
+            self.metrics.request(endpoint, status, time.perf_counter() - started)
+
+    def _feed_sync(self) -> None:
+        for timeframe, frames in self._unsynced.items():
+            if not frames:
+                continue
+            frame = pd.concat(frames, ignore_index=True)
+            frames.clear()
+            # Only the newest two per symbol matter to the synchroniser.
+            frame = frame.groupby("symbol", sort=False).tail(2)
+            frame = frame[frame["model_id"] == self.roles.get(timeframe, {}).get("champion")]
+            if len(frame):
+                self.sync.update(frame)
+
+    def _served_models(self, timeframe: str) -> set[str]:
+        roles = self.roles.get(timeframe, {})
+        return {m for m in (roles.get("champion"), *roles.get("shadows", [])) if m}
+
+    async def _reload(self) -> dict:
+        """Roles from the registry -> every shard; the synchroniser follows the champion."""
+        registry = self.workspace.registry
+        changed = {}
+        for timeframe, handles in self.shards.items():
+            champion = registry.champion(timeframe)
+            shadows = registry.shadows(timeframe)
+            roles = {"champion": champion, "shadows": shadows}
+            if roles == self.roles.get(timeframe):
+                continue
+            self._feed_sync()
+            await asyncio.gather(*[h.set_models.remote(champion, shadows) for h in handles])
+            labels = self.labels.setdefault(timeframe, {})
+            for model_id in (champion, *shadows):
+                if model_id and model_id not in labels:
+                    labels[model_id], ttl = self._metadata(timeframe, model_id)
+            if champion:
+                self.sync.set_champion(
+                    timeframe, champion, ttl=self._metadata(timeframe, champion)[1]
+                )
+            self.roles[timeframe] = roles
+            changed[timeframe] = roles
+            log.info("%s: champion %s, shadows %s", timeframe, champion, shadows)
+        return {"changed": changed, "roles": self.roles}
+
+    def _metadata(self, timeframe: str, model_id: str):
+        path = self.workspace.registry.artifact_path(timeframe, model_id)
+        folder = path or artifact_dir(self.workspace.models_dir, timeframe, model_id)
+        metadata = load_metadata(os.path.join(folder, "metadata.json"))
+        labels = {int(k): str(v) for k, v in metadata.state_labels.items()}
+        return labels, metadata.state_ttl
+
+    async def _poll_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.registry_poll_s)
+            try:
+                await self._reload()
+            except Exception:  # the next poll tries again; requests go on
+                log.exception("registry poll failed")

@@ -1,0 +1,172 @@
+"""The engine shard deployment: one Ray Serve replica per (timeframe, shard) around the
+core's :class:`regimes.live.shard.EngineShard`.
+
+Only scheduling lives here: the request methods run the shard inline on the replica's
+event loop (one at a time, in arrival order); background tasks work the shadow queue
+after each reply, write pending bars and answers every ``flush_interval_s`` and
+checkpoint every ``checkpoint_interval_s`` (writes run in a thread, never on the
+request path); ``__del__`` (graceful shutdown) writes and checkpoints what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+import pandas as pd
+from ray import serve
+
+from regimes.app.workspace import Workspace
+from regimes.config.serving import ServeConfig
+from regimes.live.shard import EngineShard, ShardOptions
+from regimes.model.loaded import LoadedModel
+from regimes.paths import artifact_dir
+from regimes.storage.recording import LiveSink
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(max_ongoing_requests=64, graceful_shutdown_timeout_s=30)
+class EngineShardDeployment:
+    """Serve replica of one engine shard (see the module docstring)."""
+
+    async def __init__(self, timeframe: str, index: int, shards: int, params: dict, config: dict):
+        self.config = ServeConfig.model_validate(config)
+        self.workspace = Workspace.open(**params)
+        registry = self.workspace.registry
+        models_dir = self.workspace.models_dir
+
+        def open_model(model_id: str) -> LoadedModel:
+            path = registry.artifact_path(timeframe, model_id)
+            return LoadedModel.load(path or artifact_dir(models_dir, timeframe, model_id))
+
+        sink = LiveSink(self.workspace.engine, self.workspace.state_store, registry, timeframe)
+        folder = self.workspace.settings.serve_dir / timeframe / f"shard-{index}"
+        self.shard = EngineShard(
+            timeframe,
+            index,
+            shards,
+            folder,
+            open_model,
+            sink,
+            ShardOptions(compare_rows=self.config.compare_rows),
+        )
+        self.shard.restore()
+        self._write_lock = asyncio.Lock()
+        self._shadow_work = asyncio.Event()
+        await self.set_models(registry.champion(timeframe), registry.shadows(timeframe))
+        self._tasks = [
+            asyncio.create_task(self._shadow_loop()),
+            asyncio.create_task(self._write_loop()),
+        ]
+        log.info(
+            "%s shard %d/%d ready (champion %s, shadows %s, %d bars replayed)",
+            timeframe,
+            index,
+            shards,
+            self.shard.champion,
+            self.shard.shadows,
+            self.shard.restored_bars,
+        )
+
+    # -- requests
+
+    async def step(self, bars: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        answers, rejected = self.shard.step(bars)
+        if self.shard.queued:
+            self._shadow_work.set()
+        return answers, rejected
+
+    async def set_models(self, champion: str | None, shadows: list[str]) -> dict:
+        if self.shard.set_models(champion, shadows):
+            await self._checkpoint()
+        return {"champion": self.shard.champion, "shadows": self.shard.shadows}
+
+    async def latest(self, symbols: list[str] | None = None) -> pd.DataFrame:
+        return self.shard.latest(symbols)
+
+    async def comparison(self) -> dict[str, pd.DataFrame]:
+        self.shard.drain_shadows()
+        return self.shard.comparison_frames()
+
+    async def counters(self) -> dict:
+        return self.shard.counters()
+
+    async def pid(self) -> int:
+        """This replica's process id (operators and the fault tests)."""
+        return os.getpid()
+
+    async def ready(self) -> bool:
+        return self.shard.ready()
+
+    async def flush(self) -> int:
+        """Write everything pending now (operators and tests)."""
+        self.shard.drain_shadows()
+        async with self._write_lock:
+            return await self._write(self.shard.take_pending())
+
+    async def checkpoint(self) -> None:
+        await self._checkpoint()
+
+    # -- background work
+
+    async def _shadow_loop(self) -> None:
+        while True:
+            await self._shadow_work.wait()
+            self._shadow_work.clear()
+            while self.shard.step_shadows(batches=1):
+                await asyncio.sleep(0)  # a waiting champion request goes first
+
+    async def _write_loop(self) -> None:
+        last_checkpoint = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.flush_interval_s)
+            try:
+                if time.monotonic() - last_checkpoint >= self.config.checkpoint_interval_s:
+                    await self._checkpoint()
+                    last_checkpoint = time.monotonic()
+                else:
+                    async with self._write_lock:
+                        await self._write(self.shard.take_pending())
+            except Exception:  # logged and retried at the next tick; the shard keeps serving
+                log.exception("%s shard %d: background write failed", *self._name())
+
+    async def _write(self, pending) -> int:
+        if not pending:
+            self.shard.settle(pending, ok=True)
+            return 0
+        try:
+            rows = await asyncio.to_thread(self.shard.write_pending, pending)
+        except Exception:
+            self.shard.settle(pending, ok=False)
+            raise
+        self.shard.settle(pending, ok=True)
+        return rows
+
+    async def _checkpoint(self) -> None:
+        async with self._write_lock:
+            checkpoint = self.shard.prepare_checkpoint()
+            try:
+                await asyncio.to_thread(self.shard.commit, checkpoint)
+            except Exception:
+                self.shard.settle(checkpoint.pending, ok=False)
+                raise
+            self.shard.settle(checkpoint.pending, ok=True)
+
+    def _name(self) -> tuple[str, int]:
+        return self.shard.timeframe, self.shard.index
+
+    async def __del__(self):
+        """Graceful shutdown: write and checkpoint what is left."""
+        for task in getattr(self, "_tasks", []):
+            task.cancel()
+        if hasattr(self, "shard"):
+            try:
+                await self._checkpoint()
+            except Exception:
+                log.exception("%s shard %d: final checkpoint failed", *self._name())
+            self.shard.journal.close()
+        if hasattr(self, "workspace"):
+            self.workspace.close()

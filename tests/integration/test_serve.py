@@ -1,0 +1,339 @@
+"""The live service on a real Ray Serve app over HTTP on 127.0.0.1: answers equal the
+engine's, shadows land in Delta under their own model_id only, promotion mid-stream
+without warm-up, a killed shard replica restored with identical answers and no lost
+rows, every bad input and auth refusal.
+
+The tests of this module run in order against one service (the stream goes on from
+test to test, as a live feed would).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from regimes.config.loading import load_config
+from regimes.config.serving import ServeConfig
+from regimes.data import sql as db
+from regimes.data.bars import resample_symbols
+from regimes.data.synth import SynthConfig, generate
+from regimes.features.store import plan_units, run_features
+from regimes.live.engine import DatabaseHistory, InferenceEngine
+from regimes.model.loaded import LoadedModel
+from regimes.storage.registry import Registry
+from regimes.storage.state_store import StateStore
+from regimes.training.train import train_timeframe
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+TF = "15m"
+KEY = "serve-test-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CONFIG = load_config(REPO_ROOT / "config")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, ray_local):
+    """A home with 15m bars of four symbols, a champion and a second model, and the
+    service running over it (two 15m shards)."""
+    from regimes.serve.app import run_service, stop_service
+
+    home = tmp_path_factory.mktemp("serve")
+    url = f"sqlite:///{home / 'regimes.db'}"
+    engine = db.make_engine(url)
+    db.create_schema(engine)
+    market = generate(SynthConfig(symbols=4, days=25, seed=8), CONFIG.timeframes.session)
+    db.upsert_bars(engine, market.bars)
+    resample_symbols(engine, CONFIG.timeframes.session, 0.2, timeframes=[TF])
+    run_features(engine, CONFIG, plan_units(engine, [TF]))
+    registry = Registry(str(home / "registry"))
+    models = []
+    for K, seed in ((6, 1), (7, 2)):
+        result = train_timeframe(
+            engine, CONFIG, TF, home / "models", grid={"K": [K], "covariance": ["diag"]}, seed=seed
+        )
+        registry.register(TF, result.model_id, artifact_path=result.path, actor="t", reason="t")
+        models.append(result)
+    registry.promote(TF, models[0].model_id, actor="t", reason="the first champion")
+    config = ServeConfig(
+        port=_free_port(),
+        shards={TF: 2},
+        flush_interval_s=0.3,
+        checkpoint_interval_s=2.0,
+        registry_poll_s=3600,
+        max_symbols_per_request=50,
+        max_body_bytes=20_000,
+    )
+    params = {"home": str(home), "db_url": url, "config_dir": str(REPO_ROOT / "config")}
+    os.environ["REGIMES_API_KEYS"] = KEY
+    try:
+        base = run_service(params, config, [TF])
+    finally:
+        del os.environ["REGIMES_API_KEYS"]
+    bars = db.read_bars(engine, TF)
+    stream = [group for _, group in bars.groupby("ts", sort=True)][-40:]
+    state = {
+        "home": home,
+        "engine": engine,
+        "registry": registry,
+        "models": models,
+        "stream": stream,
+        "position": 0,
+        "client": httpx.Client(base_url=base, timeout=60),
+        "answers": [],  # every champion answer the service returned
+        "reference": {},  # model_id -> engine stepping the same bars in this process
+    }
+    yield state
+    state["client"].close()
+    stop_service()
+    engine.dispose()
+
+
+def _body(group: pd.DataFrame) -> dict:
+    rows = group[["symbol", "open", "high", "low", "close", "volume"]].to_dict("records")
+    return {"ts": pd.Timestamp(group["ts"].iloc[0]).isoformat(), "bars": rows}
+
+
+def _reference(served, model) -> InferenceEngine:
+    refs = served["reference"]
+    if model.model_id not in refs:
+        refs[model.model_id] = InferenceEngine(
+            LoadedModel.load(model.path), history=DatabaseHistory(served["engine"], TF)
+        )
+    return refs[model.model_id]
+
+
+def _post(served, group, retries: int = 0) -> httpx.Response:
+    for attempt in range(retries + 1):
+        reply = served["client"].post(f"/v1/bars/{TF}", json=_body(group), headers=AUTH)
+        if reply.status_code != 503 or attempt == retries:
+            return reply
+        time.sleep(1.0)
+    return reply
+
+
+def _stream(served, n: int, models, retries: int = 0) -> list[dict]:
+    """Post the next ``n`` bar times; check each reply against the reference engines of
+    ``models`` (the champion's answers; shadows' references are stepped too)."""
+    replies = []
+    for _ in range(n):
+        group = served["stream"][served["position"]]
+        served["position"] += 1
+        reply = _post(served, group, retries)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        expected = [_reference(served, m).step(group) for m in models]
+        _same_answers(body["answers"], expected[0])
+        served["answers"].extend(body["answers"])
+        replies.append(body)
+    return replies
+
+
+def _same_answers(records: list[dict], expected: pd.DataFrame) -> None:
+    got = pd.DataFrame(records).sort_values("symbol").reset_index(drop=True)
+    want = expected.sort_values("symbol").reset_index(drop=True)
+    assert list(got["symbol"]) == list(want["symbol"])
+    assert list(got["model_id"]) == list(want["model_id"])
+    assert (got["state_id"].to_numpy() == want["state_id"].to_numpy()).all()
+    posterior = np.array(
+        [p if p is not None else [np.nan] * 0 for p in got["posterior"]], dtype=object
+    )
+    want_p = want[sorted(c for c in want.columns if c.startswith("p_"))].to_numpy()
+    for row, (p, w) in enumerate(zip(posterior, want_p, strict=True)):
+        if np.isfinite(w).all():
+            assert np.max(np.abs(np.asarray(p) - w)) <= 1e-9, f"row {row}"
+        else:
+            assert p is None
+    reasons = want["ood_reason"].where(want["ood_reason"].notna(), None).tolist()
+    assert got["reason"].tolist() == reasons
+
+
+def test_health_readiness_and_openapi(served):
+    client = served["client"]
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    spec = client.get("/v1/openapi.json").json()
+    assert "/v1/bars/{timeframe}" in spec["paths"]
+    assert "/v1/shadow/{timeframe}" in spec["paths"]
+
+
+def test_answers_equal_the_engine_bar_by_bar(served):
+    replies = _stream(served, 8, [served["models"][0]])
+    assert all(r["model_id"] == served["models"][0].model_id for r in replies)
+    assert all(not r["refused"] for r in replies)
+    # Past the cold start, the champion gives real regimes.
+    assert any(a["state_id"] >= 0 for a in replies[-1]["answers"])
+
+
+def test_refusals_name_the_problem_and_leave_other_symbols_alone(served):
+    client = served["client"]
+    group = served["stream"][served["position"]]
+    body = _body(group)
+    assert client.post(f"/v1/bars/{TF}", json=body).status_code == 401
+    wrong = client.post(f"/v1/bars/{TF}", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403 and "not valid" in wrong.json()["error"]
+    assert client.post("/v1/bars/1h", json=body, headers=AUTH).status_code == 404
+    not_json = client.post(f"/v1/bars/{TF}", content=b"{nope", headers=AUTH)
+    assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
+    big = {"ts": body["ts"], "bars": body["bars"] * 60}
+    assert client.post(f"/v1/bars/{TF}", json=big, headers=AUTH).status_code == 413
+    typed = {"ts": body["ts"], "bars": [dict(body["bars"][0], open="x")]}
+    reply = client.post(f"/v1/bars/{TF}", json=typed, headers=AUTH)
+    assert reply.status_code == 422 and "bars[0].open" in reply.json()["error"]
+    naive = client.post(f"/v1/bars/{TF}", json=dict(body, ts="2024-01-02T14:30:00"), headers=AUTH)
+    assert naive.status_code == 422 and "time zone" in naive.json()["error"]
+    assert client.get("/v1/states/NOPE").status_code == 404
+    assert "NOPE" in client.get("/v1/states/NOPE").json()["error"]
+
+    # One batch: the first symbol's bar is bad in each of three ways (a second copy of
+    # it, a null close and a negative low on copies); plus an unsafe name. The good rows
+    # of the batch are answered; only they move the engines.
+    good = body["bars"]
+    bad = [
+        dict(good[0], close=None),
+        {**good[1], "low": -1.0},
+        {**good[2], "symbol": "../etc"},
+    ]
+    mixed = {"ts": body["ts"], "bars": [good[0], good[3], *bad]}
+    reply = client.post(f"/v1/bars/{TF}", json=mixed, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    refused = reply.json()["refused"]
+    assert [r["row"] for r in refused] == [2, 3, 4]
+    reasons = " | ".join(r["reason"] for r in refused)
+    assert "twice" in reasons and "../etc" in reasons
+    answered = {a["symbol"] for a in reply.json()["answers"]}
+    assert answered == {good[0]["symbol"], good[3]["symbol"]}
+    expected = _reference(served, served["models"][0]).step(group[group["symbol"].isin(answered)])
+    _same_answers(reply.json()["answers"], expected)
+    served["answers"].extend(reply.json()["answers"])
+    # The rest of the bar time for the other symbols, then an out-of-order bar.
+    rest = group[~group["symbol"].isin(answered)]
+    reply = client.post(f"/v1/bars/{TF}", json=_body(rest), headers=AUTH)
+    assert reply.status_code == 200 and not reply.json()["refused"]
+    _same_answers(reply.json()["answers"], _reference(served, served["models"][0]).step(rest))
+    served["answers"].extend(reply.json()["answers"])
+    served["position"] += 1
+    old = served["stream"][served["position"] - 3]
+    reply = client.post(f"/v1/bars/{TF}", json=_body(old), headers=AUTH)
+    assert reply.status_code == 200 and not reply.json()["answers"]
+    assert all("out-of-order" in r["reason"] for r in reply.json()["refused"])
+    # A batch sent again gets the same answers (an idempotent retry).
+    last = served["stream"][served["position"] - 1]
+    again = client.post(f"/v1/bars/{TF}", json=_body(last), headers=AUTH).json()
+    assert not again["refused"] and len(again["answers"]) == len(last)
+
+
+def test_a_shadow_runs_beside_the_champion_and_lands_in_delta_only(served):
+    champion, shadow = served["models"]
+    served["registry"].set_role(TF, shadow.model_id, "shadow", actor="t", reason="try it")
+    reload = served["client"].post("/v1/admin/reload", headers=AUTH)
+    assert reload.status_code == 200 and reload.json()["roles"][TF]["shadows"] == [shadow.model_id]
+    _stream(served, 10, [champion, shadow])
+    models = served["client"].get("/v1/models").json()["timeframes"][TF]
+    assert {m["model_id"]: m["role"] for m in models} == {
+        champion.model_id: "champion",
+        shadow.model_id: "shadow",
+    }
+    report = served["client"].get(f"/v1/shadow/{TF}").json()
+    figures = report["shadows"][shadow.model_id]
+    assert figures["bars_compared"] == 10 * 4
+    assert 0.0 <= figures["agreement"] <= 1.0
+    assert 0.0 <= figures["mean_abs_posterior_diff"] <= 1.0
+    # Written off the request path within a few flushes: the shadow's answers under its
+    # own model_id in Delta, never in current_states.
+    store = StateStore(str(served["home"] / "states"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if store.exists() and len(store.read(TF, shadow.model_id)) >= 10 * 4:
+            break
+        time.sleep(0.5)
+    stored = store.read(TF, shadow.model_id)
+    assert len(stored) >= 10 * 4
+    current = db.read_current_states(served["engine"], TF)
+    assert set(current["model_id"]) == {champion.model_id}
+
+
+def test_promotion_mid_stream_has_no_warm_up(served):
+    champion, shadow = served["models"]
+    served["registry"].promote(TF, shadow.model_id, actor="t", reason="the shadow wins")
+    assert served["client"].post("/v1/admin/reload", headers=AUTH).status_code == 200
+    replies = _stream(served, 3, [shadow, champion])
+    first = replies[0]
+    assert first["model_id"] == shadow.model_id
+    assert all(a["model_id"] == shadow.model_id for a in first["answers"])
+    assert not any(a["reason"] == "warming up" for a in first["answers"])
+
+
+def test_a_killed_shard_is_restored_with_identical_answers_and_no_lost_rows(served):
+    from ray import serve
+
+    shadow = served["models"][1]
+    handle = serve.get_deployment_handle("engine-15m-0", app_name="regimes")
+    pid = handle.pid.remote().result(timeout_s=30)
+    _stream(served, 3, [shadow])
+    os.kill(pid, signal.SIGKILL)
+    # Requests while it restarts get 503 (retried); afterwards answers go on exactly.
+    _stream(served, 6, [shadow], retries=60)
+    assert handle.pid.remote().result(timeout_s=60) != pid
+    # Every answer the service gave is in the state store, once.
+    for index in range(2):
+        serve.get_deployment_handle(
+            f"engine-15m-{index}", app_name="regimes"
+        ).flush.remote().result(timeout_s=60)
+    store = StateStore(str(served["home"] / "states"))
+    given = pd.DataFrame(served["answers"])
+    given = given[given["model_id"] == shadow.model_id]
+    stored = store.read(TF, shadow.model_id)
+    key = ["symbol", "ts"]
+    assert not stored.duplicated(key).any()
+    stored_keys = set(
+        zip(
+            stored["symbol"],
+            pd.DatetimeIndex(stored["ts"]).map(pd.Timestamp.isoformat),
+            strict=True,
+        )
+    )
+    assert set(zip(given["symbol"], given["ts"], strict=True)) <= stored_keys
+
+
+def test_latest_states_composite_and_metrics(served):
+    client = served["client"]
+    symbols = sorted({a["symbol"] for a in served["answers"]})
+    latest = client.get("/v1/states", params={"timeframe": TF, "symbols": ",".join(symbols)})
+    assert latest.status_code == 200
+    assert {a["symbol"] for a in latest.json()["answers"]} == set(symbols)
+    last = served["stream"][served["position"] - 1]
+    at = (pd.Timestamp(last["ts"].iloc[0]) + pd.Timedelta(TF)).isoformat()
+    record = client.get(f"/v1/states/{symbols[0]}", params={"at": at}).json()
+    assert record["timeframes"][TF]["age_s"] == 0.0
+    later = (pd.Timestamp(at) + pd.Timedelta(days=30)).isoformat()
+    stale = client.get(f"/v1/states/{symbols[0]}", params={"at": later}).json()
+    assert stale["timeframes"][TF]["state_id"] == -1
+    assert stale["timeframes"][TF]["reason"].startswith("stale")
+    text = client.get("/metrics").text
+    for family in (
+        "regimes_http_requests_total",
+        "regimes_http_request_duration_seconds_bucket",
+        "regimes_bars_total",
+        "regimes_refused_rows_total",
+        "regimes_answers_total",
+        "regimes_state_switches_total",
+        "regimes_shadow_agreement_ratio",
+    ):
+        assert family in text, family
+    assert "symbol=" not in text
