@@ -10,6 +10,7 @@ test to test, as a live feed would).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 
@@ -19,7 +20,6 @@ import pandas as pd
 import pytest
 
 from regimes.config.loading import load_config
-from regimes.config.serving import ServeConfig
 from regimes.data import sql as db
 from regimes.data.bars import resample_symbols
 from regimes.data.synth import SynthConfig, generate
@@ -51,7 +51,8 @@ def _free_port() -> int:
 def served(tmp_path_factory, ray_local):
     """A home with 15m bars of four symbols, a champion and a second model, and the
     service running over it (two 15m shards)."""
-    from regimes.serve.app import run_service, stop_service
+    from regimes.app.serving import ServeRequest, start_service
+    from regimes.app.workspace import Workspace
 
     home = tmp_path_factory.mktemp("serve")
     url = f"sqlite:///{home / 'regimes.db'}"
@@ -70,21 +71,21 @@ def served(tmp_path_factory, ray_local):
         registry.register(TF, result.model_id, artifact_path=result.path, actor="t", reason="t")
         models.append(result)
     registry.promote(TF, models[0].model_id, actor="t", reason="the first champion")
-    config = ServeConfig(
-        port=_free_port(),
-        shards={TF: 2},
-        flush_interval_s=0.3,
-        checkpoint_interval_s=2.0,
-        registry_poll_s=3600,
-        max_symbols_per_request=50,
-        max_body_bytes=20_000,
+    # The service reads serve.yaml from the Workspace's config folder, as `regimes serve`.
+    config_dir = home / "config"
+    shutil.copytree(REPO_ROOT / "config", config_dir, ignore=shutil.ignore_patterns("*.py"))
+    (config_dir / "serve.yaml").write_text(
+        "shards: {15m: 2}\nflush_interval_s: 0.3\ncheckpoint_interval_s: 2.0\n"
+        "registry_poll_s: 3600\nmax_symbols_per_request: 50\nmax_body_bytes: 20000\n"
     )
-    params = {"home": str(home), "db_url": url, "config_dir": str(REPO_ROOT / "config")}
+    workspace = Workspace.open(home, url, config_dir)
     os.environ["REGIMES_API_KEYS"] = KEY
     try:
-        base = run_service(params, config, [TF])
+        service = start_service(workspace, ServeRequest(port=_free_port()))
     finally:
         del os.environ["REGIMES_API_KEYS"]
+    assert service.timeframes == (TF,) and service.writes_enabled
+    base = service.url
     bars = db.read_bars(engine, TF)
     stream = [group for _, group in bars.groupby("ts", sort=True)][-40:]
     state = {
@@ -100,7 +101,8 @@ def served(tmp_path_factory, ray_local):
     }
     yield state
     state["client"].close()
-    stop_service()
+    service.stop()
+    workspace.close()
     engine.dispose()
 
 
@@ -337,3 +339,19 @@ def test_latest_states_composite_and_metrics(served):
     ):
         assert family in text, family
     assert "symbol=" not in text
+
+
+def test_the_serve_command_refuses_what_it_cannot_serve(tmp_path, served):
+    from tests.integration.test_cli import run
+
+    empty = run("serve", home=tmp_path / "empty", check=False)
+    assert empty.returncode == 2
+    assert empty.stderr.strip().splitlines()[-1] == (
+        "regimes serve: error: no timeframe has a champion model; train and promote one first"
+    )
+    # A timeframe asked for without a champion is named; no Ray is started for it.
+    home = served["home"]
+    asked = run("serve", "--timeframe", "1h", "--for", "1", home=home, check=False)
+    assert asked.returncode == 2 and "no champion model for 1h" in asked.stderr
+    negative = run("serve", "--for", "-1", home=home, check=False)
+    assert negative.returncode == 2 and "--for: expected a positive number" in negative.stderr

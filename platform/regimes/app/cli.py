@@ -159,6 +159,13 @@ def run_states(workspace: Workspace, args: argparse.Namespace):
     return states.export_states(workspace, request)
 
 
+def run_serve(workspace: Workspace, args: argparse.Namespace):
+    from regimes.app.serving import ServeRequest, serve
+
+    request = ServeRequest(_tuple(args.timeframes), args.host, args.port, args.duration_s)
+    return serve(workspace, request, say)
+
+
 def run_demo(workspace: Workspace, args: argparse.Namespace):
     from regimes.app.demo import DemoRequest, run
 
@@ -179,6 +186,7 @@ COMMANDS: dict[str, Callable[[Workspace, argparse.Namespace], Any]] = {
     "replay": run_replay,
     "backfill": run_backfill,
     "states": run_states,
+    "serve": run_serve,
     "demo": run_demo,
 }
 

@@ -60,13 +60,14 @@ def run(
     progress: Progress = no_progress,
 ) -> DemoResult:
     """synth -> resample -> features -> state vectors -> training (Prefect, grids on the
-    executor; 1d on the S&P 500) -> the last day live -> backfill into Delta."""
+    executor; 1d on the S&P 500) -> the last day live -> backfill into Delta -> the live
+    service over HTTP with a shadow."""
     from regimes.data import sql as db
 
     started = time.perf_counter()
     executor = executor_named(request.executor)
     orchestrator = PrefectOrchestrator()
-    steps = 7
+    steps = 8
     marks: list[tuple[str, float]] = []
 
     def step(header: str) -> None:
@@ -132,6 +133,14 @@ def run(
             f"backfilled through the Prefect flow on {executor.name} into Delta Lake"
         )
         stored = _backfill_all(workspace, executor, orchestrator, trained, say)
+    say("")
+    step(
+        f"== 8/{steps} the live service (Ray Serve, HTTP on 127.0.0.1): a shadow beside the "
+        "1h champion, the last day posted bar by bar"
+    )
+    from regimes.app.demo_service import run_service_step
+
+    service = run_service_step(workspace, request.seed, say, progress)
     elapsed = time.perf_counter() - started
     ends = [at for _, at in marks[1:]] + [time.perf_counter()]
     step_seconds = {name: round(end - at, 1) for (name, at), end in zip(marks, ends, strict=True)}
@@ -172,6 +181,7 @@ def run(
             "trained": trained,
             "live": live,
             "states": stored,
+            "service": service,
             "truth": str(synth.truth),
             "bars_sha256": synth.bars_sha256,
             "seconds": round(elapsed, 3),

@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_backfill(sub)
     _add_states(sub)
+    _add_serve(sub)
     _add_demo(sub)
     return parser
 
@@ -356,6 +357,34 @@ def _add_states(sub) -> None:
     states.add_argument("--compact", action="store_true", help="compact instead of export")
     states.add_argument(
         "--vacuum-hours", type=int, help="with --compact: vacuum files older than this"
+    )
+
+
+def _add_serve(sub) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="the live service: HTTP API under /v1 on Ray Serve (champions and shadows)",
+        description="Runs the live service on a local Ray (or the cluster at RAY_ADDRESS): "
+        "POST /v1/bars/{timeframe} (needs an API key from REGIMES_API_KEYS or "
+        "REGIMES_API_KEYS_FILE), GET /v1/states, /v1/states/{symbol}, /v1/models, "
+        "/v1/shadow/{timeframe}, /healthz, /readyz, /metrics; OpenAPI at "
+        "/v1/openapi.json. Settings in serve.yaml of the config folder (shards per "
+        "timeframe, limits, flush and checkpoint cadence). Runs until Ctrl-C.",
+    )
+    serve.add_argument(
+        "--timeframe",
+        dest="timeframes",
+        nargs="+",
+        type=_timeframe,
+        help="timeframes to serve (default: every one with a champion)",
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1, from serve.yaml)")
+    serve.add_argument("--port", type=int, help="port (default 8000, from serve.yaml)")
+    serve.add_argument(
+        "--for",
+        dest="duration_s",
+        type=float,
+        help="stop after this many seconds (default: run until interrupted)",
     )
 
 

@@ -1,0 +1,285 @@
+"""The live service end to end over HTTP on 127.0.0.1, against the engine's own step.
+
+* service: the real Serve app (ingress + two 1m engine shards, write-behind on) on a
+  local Ray; ``POST /v1/bars/1m`` with 1,000-symbol batches, one bar time per request,
+  sent one after the other by one client (bar times must arrive in order), first with
+  the champion only, then with one shadow beside it. Each phase first posts enough bar
+  times to take every symbol past its warm-up (not timed), then times STEPS requests:
+  symbol-bars/s, p50 and p99 latency per request as the client sees it.
+* concurrent: CLIENTS clients at once, each with its own 1,000 symbols (their order
+  per symbol is kept; the service overlaps their requests).
+* anchor: the same batches through ``InferenceEngine.step`` called directly in this
+  process (a fresh engine of the champion, same warm-up): the ratio is what the HTTP
+  service costs on top of the engine.
+* ``GET /v1/states/{symbol}``: composite records per second, one client.
+
+Goals (issue 13): at least 100,000 symbol-bars/s through HTTP, p99 at most 100 ms per
+1,000-symbol batch, a shadow adding at most 15% to the champion's p99.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEFRAME, SYMBOLS, STEPS, CLIENTS = "1m", 1000, 150, 3
+KEY = "bench-key-0123456789abcdef"
+GOAL_RATE, GOAL_P99_MS, GOAL_SHADOW = 100_000, 100.0, 0.15
+
+
+def _train(config, home: Path, engine, seed: int, K: int):
+    from regimes.training.train import train_timeframe
+
+    grid = {"encoder": ["pca"], "d": [8], "K": [K], "covariance": ["diag"]}
+    return train_timeframe(engine, config, TIMEFRAME, home / "models", grid=grid, seed=seed)
+
+
+def _home(config, home: Path):
+    from regimes.data import sql as db
+    from regimes.data.synth import SynthConfig, generate
+    from regimes.features.store import plan_units, run_features
+    from regimes.storage.registry import Registry
+
+    engine = db.make_engine(f"sqlite:///{home / 'regimes.db'}")
+    db.create_schema(engine)
+    market = generate(SynthConfig(symbols=2, days=6, seed=5), config.timeframes.session)
+    db.upsert_bars(engine, market.bars)
+    run_features(engine, config, plan_units(engine, [TIMEFRAME]))
+    registry = Registry(str(home / "registry"))
+    champion, shadow = _train(config, home, engine, 1, 8), _train(config, home, engine, 2, 9)
+    for result in (champion, shadow):
+        registry.register(
+            TIMEFRAME, result.model_id, artifact_path=result.path, actor="b", reason="b"
+        )
+    registry.promote(TIMEFRAME, champion.model_id, actor="b", reason="bench")
+    times = pd.DatetimeIndex(np.sort(db.read_bars(engine, TIMEFRAME)["ts"].unique()))
+    engine.dispose()
+    return registry, champion, shadow, times
+
+
+def _bodies(steps: list[pd.DataFrame]) -> list[bytes]:
+    import orjson
+
+    columns = ["symbol", "open", "high", "low", "close", "volume"]
+    return [
+        orjson.dumps(
+            {"ts": pd.Timestamp(s["ts"].iloc[0]).isoformat(), "bars": s[columns].to_dict("records")}
+        )
+        for s in steps
+    ]
+
+
+def _post_all(client, bodies: list[bytes]) -> list[float]:
+    latencies = []
+    for body in bodies:
+        started = time.perf_counter()
+        reply = client.post(f"/v1/bars/{TIMEFRAME}", content=body)
+        latencies.append(time.perf_counter() - started)
+        if reply.status_code != 200 or reply.json()["refused"]:
+            raise RuntimeError(f"bench: {reply.status_code} {reply.text[:300]}")
+    return latencies
+
+
+def _phase(client, warm: list[bytes], timed: list[bytes]) -> dict:
+    _post_all(client, warm)
+    started = time.perf_counter()
+    latencies = _post_all(client, timed)
+    seconds = time.perf_counter() - started
+    return {
+        "rate": SYMBOLS * len(timed) / seconds,
+        "p50": 1000 * float(np.percentile(latencies, 50)),
+        "p99": 1000 * float(np.percentile(latencies, 99)),
+    }
+
+
+def _measure() -> dict:
+    import httpx
+
+    from regimes.config.loading import load_config
+    from regimes.config.serving import ServeConfig
+    from regimes.jobs.runtime import ensure_ray
+    from regimes.live.engine import InferenceEngine
+    from regimes.model.loaded import LoadedModel
+    from regimes.serve.app import run_service, stop_service
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_inference import random_walk_bars
+
+    config = load_config(ROOT / "config")
+    rng = np.random.default_rng(11)
+    with tempfile.TemporaryDirectory() as folder:
+        home = Path(folder)
+        registry, champion, shadow, times = _home(config, home)
+        model = LoadedModel.load(champion.path)
+        warmup = InferenceEngine(model).cold_start_bars + 5
+        need = 2 * (warmup + STEPS)
+        if len(times) < need:
+            raise RuntimeError(f"bench: {len(times)} bar times, need {need}")
+        symbols = [f"B{i:05d}" for i in range(SYMBOLS)]
+        steps = random_walk_bars(symbols, times[:need], rng)
+        # The anchor: the engine's own step on the champion phase's batches.
+        anchor = InferenceEngine(model)
+        for batch in steps[:warmup]:
+            anchor.step(batch)
+        started = time.perf_counter()
+        for batch in steps[warmup : warmup + STEPS]:
+            anchor.step(batch)
+        engine_rate = SYMBOLS * STEPS / (time.perf_counter() - started)
+
+        bodies = _bodies(steps)
+        os.environ["REGIMES_API_KEYS"] = KEY
+        ensure_ray()
+        port = 8765
+        serve_config = ServeConfig(
+            port=port, shards={TIMEFRAME: 2}, flush_interval_s=2.0, checkpoint_interval_s=300
+        )
+        params = {
+            "home": str(home),
+            "db_url": f"sqlite:///{home / 'regimes.db'}",
+            "config_dir": str(ROOT / "config"),
+        }
+        url = run_service(params, serve_config, [TIMEFRAME])
+        client = httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {KEY}"})
+        try:
+            alone = _phase(client, bodies[:warmup], bodies[warmup : warmup + STEPS])
+            registry.set_role(TIMEFRAME, shadow.model_id, "shadow", actor="b", reason="bench")
+            client.post("/v1/admin/reload").raise_for_status()
+            second = warmup + STEPS
+            with_shadow = _phase(
+                client, bodies[second : second + warmup], bodies[second + warmup : need]
+            )
+            concurrent = _concurrent(url, config, times, rng)
+            gets = _gets(client, symbols)
+        finally:
+            client.close()
+            stop_service()
+    return {
+        "engine_rate": engine_rate,
+        "alone": alone,
+        "shadow": with_shadow,
+        "concurrent": concurrent,
+        "gets": gets,
+    }
+
+
+def _concurrent(url, config, times, rng) -> dict:
+    """CLIENTS clients at once, each posting its own symbols' bar times in order."""
+    import httpx
+    from bench_inference import random_walk_bars
+
+    warm, timed = 40, 60
+    batches = [
+        _bodies(
+            random_walk_bars([f"C{c}_{i:04d}" for i in range(SYMBOLS)], times[: warm + timed], rng)
+        )
+        for c in range(CLIENTS)
+    ]
+    results: list[list[float]] = [[] for _ in range(CLIENTS)]
+
+    def client_run(index: int, bodies: list[bytes]):
+        with httpx.Client(
+            base_url=url, timeout=120, headers={"Authorization": f"Bearer {KEY}"}
+        ) as c:
+            results[index] = _post_all(c, bodies)
+
+    threads = [
+        threading.Thread(target=client_run, args=(c, b[:warm])) for c, b in enumerate(batches)
+    ]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    threads = [
+        threading.Thread(target=client_run, args=(c, b[warm:])) for c, b in enumerate(batches)
+    ]
+    started = time.perf_counter()
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    seconds = time.perf_counter() - started
+    latencies = np.concatenate(results)
+    return {
+        "rate": CLIENTS * SYMBOLS * timed / seconds,
+        "p50": 1000 * float(np.percentile(latencies, 50)),
+        "p99": 1000 * float(np.percentile(latencies, 99)),
+    }
+
+
+def _gets(client, symbols) -> float:
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < 3.0:
+        reply = client.get(f"/v1/states/{symbols[n % len(symbols)]}")
+        reply.raise_for_status()
+        n += 1
+    return n / (time.perf_counter() - started)
+
+
+def section(r: dict) -> str:
+    alone, shadow, concurrent = r["alone"], r["shadow"], r["concurrent"]
+    added = shadow["p99"] / alone["p99"] - 1
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    rows = [
+        ["engine step, in process (anchor)", f"{r['engine_rate']:,.0f}", "-", "-", "1.00"],
+        [
+            "HTTP, champion only",
+            f"{alone['rate']:,.0f}",
+            f"{alone['p50']:.1f}",
+            f"{alone['p99']:.1f}",
+            f"{alone['rate'] / r['engine_rate']:.2f}",
+        ],
+        [
+            "HTTP, champion + 1 shadow",
+            f"{shadow['rate']:,.0f}",
+            f"{shadow['p50']:.1f}",
+            f"{shadow['p99']:.1f}",
+            f"{shadow['rate'] / r['engine_rate']:.2f}",
+        ],
+        [
+            f"HTTP, {CLIENTS} clients at once (champion + shadow)",
+            f"{concurrent['rate']:,.0f}",
+            f"{concurrent['p50']:.1f}",
+            f"{concurrent['p99']:.1f}",
+            f"{concurrent['rate'] / r['engine_rate']:.2f}",
+        ],
+    ]
+    best = max(alone["rate"], concurrent["rate"])
+    return "\n".join(
+        [
+            "## serve: the live service over HTTP (issue 13)",
+            "",
+            f"`POST /v1/bars/{TIMEFRAME}`, {SYMBOLS:,}-symbol batches, {STEPS} timed requests per "
+            "phase after warm-up, two 1m engine shards, write-behind on; anchor = the same "
+            "batches through `InferenceEngine.step` in process. Latency is per request as "
+            "the client sees it.",
+            "",
+            table(rows, ["path", "symbol-bars/s", "p50 ms", "p99 ms", "x engine"]),
+            "",
+            f"- `GET /v1/states/{{symbol}}`: {r['gets']:,.0f} requests/s (one client)",
+            f"- goal >= {GOAL_RATE:,} symbol-bars/s: {verdict(best >= GOAL_RATE)} "
+            f"(best {best:,.0f})",
+            f"- goal p99 <= {GOAL_P99_MS:.0f} ms: {verdict(alone['p99'] <= GOAL_P99_MS)} "
+            f"({alone['p99']:.1f} ms)",
+            f"- goal: a shadow adds <= {GOAL_SHADOW:.0%} to p99: {verdict(added <= GOAL_SHADOW)} "
+            f"({added:+.0%})",
+        ]
+    )
+
+
+def run() -> str:
+    return section(_measure())
+
+
+if __name__ == "__main__":
+    print(run())

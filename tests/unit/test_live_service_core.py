@@ -1,0 +1,204 @@
+"""The live service's core pieces, without Ray: symbol sharding, the bar journal,
+champion-vs-shadow comparison, request/answer conversion and API keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from regimes.answers import UNKNOWN
+from regimes.errors import BadInputError, ConfigError
+from regimes.live.api import BarsRequest, answer_records, bars_frame, validation_message
+from regimes.live.api_keys import check_authorization, load_api_keys
+from regimes.live.journal import BarJournal, read_journals, remove_journals
+from regimes.live.shadow import AnswerWindow, align_states, compare_answers
+from regimes.live.sharding import shard_of, shards_of
+
+pytestmark = pytest.mark.unit
+
+
+def test_shards_are_stable_spread_and_checked():
+    names = [f"SYM{i:04d}" for i in range(2000)]
+    shards = shards_of(names, 4)
+    assert shards.tolist() == [shard_of(n, 4) for n in names]
+    counts = np.bincount(shards, minlength=4)
+    assert counts.min() > 400  # close to 500 each
+    # A value fixed by the algorithm (BLAKE2b-64 of the UTF-8 name), not by the process.
+    assert (
+        shard_of("SPY", 1000)
+        == int.from_bytes(__import__("hashlib").blake2b(b"SPY", digest_size=8).digest(), "big")
+        % 1000
+    )
+    with pytest.raises(BadInputError, match="shards"):
+        shard_of("SPY", 0)
+
+
+def _bars(ts: str, symbols, price: float = 100.0) -> pd.DataFrame:
+    n = len(symbols)
+    return pd.DataFrame(
+        {
+            "symbol": list(symbols),
+            "ts": pd.DatetimeIndex([pd.Timestamp(ts, tz="UTC")] * n),
+            "open": np.full(n, price),
+            "high": np.full(n, price + 1),
+            "low": np.full(n, price - 1),
+            "close": np.full(n, price + 0.5),
+            "volume": np.full(n, 1000.0),
+            "is_gap": np.zeros(n, dtype=bool),
+        }
+    )
+
+
+def test_journal_round_trip_rotation_and_a_torn_tail(tmp_path):
+    journal = BarJournal(tmp_path, 1)
+    journal.append(_bars("2024-01-02T14:30Z", ["A", "B"]))
+    journal.append(_bars("2024-01-02T14:31Z", ["A"]))
+    assert journal.rotate() == 2
+    journal.append(_bars("2024-01-02T14:32Z", ["B"]))
+    journal.close()
+    frame = read_journals(tmp_path, 1)
+    assert frame["symbol"].tolist() == ["A", "B", "A", "B"]
+    assert frame["ts"].dt.tz is not None
+    assert len(read_journals(tmp_path, 2)) == 1
+    # A process killed while writing leaves a torn last batch: the batches before it
+    # are read, the torn one is dropped.
+    path = tmp_path / "journal-00000002.arrow"
+    path.write_bytes(path.read_bytes()[:-40])
+    assert read_journals(tmp_path, 1)["symbol"].tolist() == ["A", "B", "A"]
+    remove_journals(tmp_path, 2)
+    assert read_journals(tmp_path, 0)["symbol"].tolist() == []
+
+
+def _answers(model_id, states, K, symbol="A", start="2024-01-02T14:30Z", reasons=None):
+    n = len(states)
+    posterior = np.zeros((n, K))
+    for i, s in enumerate(states):
+        if s >= 0:
+            posterior[i, s] = 1.0
+        else:
+            posterior[i] = np.nan
+    frame = pd.DataFrame(
+        {
+            "symbol": symbol,
+            "ts": pd.date_range(start, periods=n, freq="1min", tz="UTC"),
+            "timeframe": "1m",
+            "model_id": model_id,
+            "state_id": states,
+            "is_unknown": [s == UNKNOWN for s in states],
+            "ood_reason": reasons or [None if s >= 0 else "warming up" for s in states],
+            "state_prob": np.nanmax(np.where(np.isnan(posterior), -1, posterior), axis=1),
+        }
+    )
+    for k in range(K):
+        frame[f"p_{k:02d}"] = posterior[:, k]
+    return frame
+
+
+def test_comparison_aligns_labels_before_it_scores():
+    champion = _answers("c", [0, 0, 1, 1, 2, 2, -1], K=3)
+    # The same regimes under other labels (0->2, 1->0, 2->1), one bar apart at the end.
+    shadow = _answers("s", [2, 2, 0, 0, 1, 0, 1], K=3)
+    figures = compare_answers(champion, shadow)
+    assert figures["bars_compared"] == 7
+    assert figures["both_known"] == 6
+    assert figures["agreement"] == pytest.approx(5 / 6)
+    assert figures["state_map"] == {"0": 1, "1": 2, "2": 0}
+    # Posterior distance: 0 on the 5 agreeing bars, 1 on the one that differs.
+    assert figures["mean_abs_posterior_diff"] == pytest.approx(1 / 6)
+    assert figures["switches"] == {"champion": 2, "shadow": 4}
+    assert figures["ood_rate"] == {"champion": 0.0, "shadow": 0.0}
+
+
+def test_comparison_with_more_shadow_states_and_ood_rates():
+    champion = _answers("c", [0, 0, 1, 1], K=2)
+    shadow = _answers("s", [0, 2, 1, 1], K=3)
+    figures = compare_answers(champion, shadow)
+    # Shadow state 2 is left unmatched: a disagreement, its mass counted in full.
+    assert figures["agreement"] == pytest.approx(3 / 4)
+    assert figures["mean_abs_posterior_diff"] == pytest.approx(1 / 4)
+    reasons = [None, "loglik", None, None]
+    ood = _answers("s", [0, -1, 1, 1], K=3, reasons=reasons)
+    assert compare_answers(champion, ood)["ood_rate"]["shadow"] == pytest.approx(1 / 4)
+    assert compare_answers(champion, _answers("s", [], K=3))["agreement"] is None
+    assert align_states(np.array([]), np.array([])) == {}
+
+
+def test_answer_window_keeps_the_newest_rows():
+    window = AnswerWindow(5)
+    for minute in range(4):
+        start = f"2024-01-02T14:{30 + 3 * minute}Z"
+        window.add(_answers("c", [0, 1, 0], K=2, start=start))
+    kept = window.frame()
+    assert len(kept) == len(window) == 5
+    assert kept["ts"].is_monotonic_increasing
+    assert kept["ts"].iloc[-1] == pd.Timestamp("2024-01-02T14:41Z")
+
+
+def test_requests_become_bar_frames_and_errors_name_row_and_field():
+    body = BarsRequest.model_validate(
+        {
+            "ts": "2024-01-02T14:30:00Z",
+            "bars": [
+                {"symbol": "A", "open": 1, "high": 2, "low": 0.5, "close": 1.5, "volume": 10},
+                {"symbol": "B", "open": 1, "high": 2, "low": 0.5, "close": None, "volume": 10},
+            ],
+        }
+    )
+    frame = bars_frame(body)
+    assert frame["symbol"].tolist() == ["A", "B"]
+    assert str(frame["ts"].dt.tz) == "UTC" and np.isnan(frame["close"].iloc[1])
+    with pytest.raises(ValidationError) as caught:
+        BarsRequest.model_validate(
+            {
+                "ts": "2024-01-02T14:30:00Z",
+                "bars": [
+                    {"symbol": "A", "open": 1, "high": 2, "low": 0.5, "close": 1.5},
+                    {"symbol": "B", "open": "x", "high": 2, "low": 0.5, "close": 1, "volume": 1},
+                ],
+            }
+        )
+    message = validation_message(caught.value)
+    assert message.startswith("bars[0].volume: Field required; bars[1].open: Input should be")
+    naive = BarsRequest.model_validate(
+        {"ts": "2024-01-02T14:30:00", "bars": body.model_dump()["bars"]}
+    )
+    with pytest.raises(ValueError, match="time zone"):
+        bars_frame(naive)
+
+
+def test_answer_records_carry_labels_and_nulls():
+    frame = _answers("c", [1, -1], K=2)
+    frame["loglik"] = [-1.5, np.nan]
+    frame["entropy"] = [0.0, np.nan]
+    frame.loc[1, "state_prob"] = np.nan
+    records = answer_records(frame, {1: "calm"})
+    assert records[0]["label"] == "calm" and records[0]["posterior"] == [0.0, 1.0]
+    assert records[1] == {
+        **records[1],
+        "state_id": -1,
+        "label": None,
+        "posterior": None,
+        "loglik": None,
+        "state_prob": None,
+        "reason": "warming up",
+        "is_unknown": True,
+    }
+
+
+def test_api_keys_from_env_and_file(tmp_path):
+    file = tmp_path / "keys"
+    file.write_text("# operators\nfile-key-0123456789abcdef\n\n")
+    keys = load_api_keys(
+        {"REGIMES_API_KEYS": "env-key-0123456789abcdef", "REGIMES_API_KEYS_FILE": str(file)}
+    )
+    assert keys == ("env-key-0123456789abcdef", "file-key-0123456789abcdef")
+    assert check_authorization("Bearer file-key-0123456789abcdef", keys) == "ok"
+    assert check_authorization("Basic file-key-0123456789abcdef", keys) == "missing"
+    assert check_authorization("Bearer file-key-0123456789abcdeX", keys) == "wrong"
+    assert check_authorization("Bearer anything", ()) == "wrong"
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        load_api_keys({"REGIMES_API_KEYS": "short"})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_api_keys({"REGIMES_API_KEYS_FILE": str(tmp_path / "missing")})
