@@ -14,6 +14,7 @@ import os
 import time
 from datetime import UTC, datetime
 
+import numpy as np
 import orjson
 import pandas as pd
 from fastapi import FastAPI, Request
@@ -28,7 +29,7 @@ from regimes.errors import BadInputError, RegimesError
 from regimes.live.api import (
     BarsRequest,
     answer_records,
-    bars_frame,
+    parse_bars,
     refused_records,
     validation_message,
 )
@@ -48,6 +49,25 @@ app = FastAPI(
     docs_url="/v1/docs",
     redoc_url=None,
 )
+
+
+_BODY_SCHEMA = BarsRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+_BODY_DEFS = _BODY_SCHEMA.pop("$defs", {})
+
+
+def _openapi() -> dict:
+    """FastAPI's document plus the request body's models (the route reads its body
+    itself, for speed and for its own size limit, so FastAPI does not see them)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        document.setdefault("components", {}).setdefault("schemas", {}).update(_BODY_DEFS)
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+app.openapi = _openapi
 
 
 class ApiError(Exception):
@@ -127,6 +147,7 @@ class Ingress:
         self.roles: dict[str, dict] = {}
         self.labels: dict[str, dict[str, dict[int, str]]] = {}
         self._unsynced: dict[str, list[pd.DataFrame]] = {tf: [] for tf in shards}
+        self._shards_cache: dict[int, dict[str, int]] = {}
         await self._reload()
         self._poll = asyncio.create_task(self._poll_registry())
 
@@ -150,31 +171,32 @@ class Ingress:
             )
         return self.shards[timeframe]
 
-    async def _body(self, request: Request) -> BarsRequest:
+    async def _bars(self, request: Request) -> pd.DataFrame:
+        """The body as the engine's bar frame (413, 400 and 422 refusals here)."""
+        limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit():
-            if int(declared) > self.config.max_body_bytes:
-                raise ApiError(
-                    413, f"body of {declared} bytes is over {self.config.max_body_bytes}"
-                )
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"body of {declared} bytes is over the limit of {limit}")
         raw = await request.body()
-        if len(raw) > self.config.max_body_bytes:
-            raise ApiError(413, f"body of {len(raw)} bytes is over {self.config.max_body_bytes}")
+        if len(raw) > limit:
+            raise ApiError(413, f"body of {len(raw)} bytes is over the limit of {limit}")
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"body is not JSON: {exc}") from None
-        try:
-            body = BarsRequest.model_validate(data)
-        except ValidationError as exc:
-            raise ApiError(422, validation_message(exc)) from None
-        if len(body.bars) > self.config.max_symbols_per_request:
+        rows = data.get("bars") if isinstance(data, dict) else None
+        if isinstance(rows, list) and len(rows) > self.config.max_symbols_per_request:
             raise ApiError(
                 413,
-                f"bars: {len(body.bars)} rows, at most {self.config.max_symbols_per_request} "
+                f"bars: {len(rows)} rows, at most {self.config.max_symbols_per_request} "
                 "per request",
             )
-        return body
+        try:
+            return parse_bars(data)
+        except ValidationError as exc:
+            raise ApiError(422, validation_message(exc)) from None
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
 
     # -- routes
 
@@ -182,7 +204,7 @@ class Ingress:
         "/v1/bars/{timeframe}",
         openapi_extra={
             "requestBody": {
-                "content": {"application/json": {"schema": BarsRequest.model_json_schema()}},
+                "content": {"application/json": {"schema": _BODY_SCHEMA}},
                 "required": True,
             }
         },
@@ -195,11 +217,7 @@ class Ingress:
         try:
             self._authorize(request, write=True)
             handles = self._served(timeframe)
-            body = await self._body(request)
-            try:
-                bars = bars_frame(body)
-            except ValueError as exc:
-                raise ApiError(422, str(exc)) from None
+            bars = await self._bars(request)
             answers, refused = await self._step(timeframe, handles, bars)
             if len(answers):
                 self._unsynced[timeframe].append(answers)
@@ -223,7 +241,7 @@ class Ingress:
             self.metrics.request("/v1/bars/{timeframe}", status, time.perf_counter() - started)
 
     async def _step(self, timeframe: str, handles: list, bars: pd.DataFrame):
-        shard_of_row = shards_of(bars["symbol"].tolist(), len(handles))
+        shard_of_row = self._shard_of(bars["symbol"].tolist(), len(handles))
         calls, positions = [], []
         for index, handle in enumerate(handles):
             rows = (shard_of_row == index).nonzero()[0]
@@ -430,6 +448,18 @@ class Ingress:
             frame = frame[frame["model_id"] == self.roles.get(timeframe, {}).get("champion")]
             if len(frame):
                 self.sync.update(frame)
+
+    def _shard_of(self, symbols: list[str], shards: int):
+        """:func:`shards_of`, remembered per symbol (a symbol comes back every bar)."""
+        cache = self._shards_cache.setdefault(shards, {})
+        if len(cache) > 1_000_000:
+            cache.clear()
+        found = [cache.get(s) for s in symbols]
+        if None in found:
+            fresh = [s for s, f in zip(symbols, found, strict=True) if f is None]
+            cache.update(zip(fresh, shards_of(fresh, shards).tolist(), strict=True))
+            found = [cache[s] for s in symbols]
+        return np.asarray(found, dtype=np.int64)
 
     def _served_models(self, timeframe: str) -> set[str]:
         roles = self.roles.get(timeframe, {})

@@ -4,13 +4,20 @@ champion-vs-shadow comparison, request/answer conversion and API keys."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from pydantic import ValidationError
 
 from regimes.answers import UNKNOWN
 from regimes.errors import BadInputError, ConfigError
-from regimes.live.api import BarsRequest, answer_records, bars_frame, validation_message
+from regimes.live.api import (
+    BarsRequest,
+    answer_records,
+    bars_frame,
+    parse_bars,
+    validation_message,
+)
 from regimes.live.api_keys import check_authorization, load_api_keys
 from regimes.live.journal import BarJournal, read_journals, remove_journals
 from regimes.live.shadow import AnswerWindow, align_states, compare_answers
@@ -173,8 +180,9 @@ def test_answer_records_carry_labels_and_nulls():
     frame["loglik"] = [-1.5, np.nan]
     frame["entropy"] = [0.0, np.nan]
     frame.loc[1, "state_prob"] = np.nan
-    records = answer_records(frame, {1: "calm"})
+    records = orjson.loads(orjson.dumps(answer_records(frame, {1: "calm"})))
     assert records[0]["label"] == "calm" and records[0]["posterior"] == [0.0, 1.0]
+    assert records[0]["ts"] == "2024-01-02T14:30:00+00:00"
     assert records[1] == {
         **records[1],
         "state_id": -1,
@@ -185,6 +193,57 @@ def test_answer_records_carry_labels_and_nulls():
         "reason": "warming up",
         "is_unknown": True,
     }
+
+
+def _body(n: int = 3) -> dict:
+    return {
+        "ts": "2024-01-02T09:30:00-05:00",
+        "bars": [
+            {
+                "symbol": f"S{i}",
+                "open": 1 + i,
+                "high": 2.5,
+                "low": 0.5,
+                "close": 1.5,
+                "volume": 10,
+                **({"is_gap": True} if i == 1 else {}),
+            }
+            for i in range(n)
+        ],
+    }
+
+
+def test_the_columnar_parser_equals_the_validator():
+    body = _body()
+    body["bars"][2]["close"] = None  # allowed: that row is refused by the engine
+    fast = parse_bars(body)
+    slow = bars_frame(BarsRequest.model_validate(body))
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast["ts"].iloc[0] == pd.Timestamp("2024-01-02T14:30Z")
+    assert fast["is_gap"].tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda b: b["bars"][1].pop("close"), "bars[1].close: Field required"),
+        (lambda b: b["bars"][2].update(open="x"), "bars[2].open: Input should be a valid number"),
+        (lambda b: b["bars"][0].update(symbol=5), "bars[0].symbol: Input should be a valid string"),
+        (lambda b: b["bars"][0].update(extra=1), "bars[0].extra: Extra inputs are not permitted"),
+        (
+            lambda b: b["bars"][1].update(is_gap="maybe"),
+            "bars[1].is_gap: Input should be a valid boolean",
+        ),
+        (lambda b: b.update(bars=[]), "bars: List should have at least 1 item"),
+        (lambda b: b.pop("ts"), "ts: Field required"),
+    ],
+)
+def test_the_parser_names_row_and_field(change, message):
+    body = _body()
+    change(body)
+    with pytest.raises(ValidationError) as caught:
+        parse_bars(body)
+    assert validation_message(caught.value).startswith(message)
 
 
 def test_api_keys_from_env_and_file(tmp_path):
