@@ -201,11 +201,15 @@ def test_promote_names_the_champion_it_replaces(workspace):
     for model_id in ("15m-first", "15m-second"):
         registry.register("15m", model_id, artifact_path="elsewhere", actor="t", reason="test")
     first = rollout.promote(
-        workspace, rollout.PromoteRequest("15m", "15m-first", actor="ops", reason="gate passed")
+        workspace,
+        rollout.PromoteRequest(
+            "15m", "15m-first", actor="ops", reason="gate passed elsewhere", force=True
+        ),
     )
     assert first.previous_champion is None and first.as_dict()["from_role"] == "candidate"
     second = rollout.promote(
-        workspace, rollout.PromoteRequest("15m", "15m-second", actor="ops", reason="better")
+        workspace,
+        rollout.PromoteRequest("15m", "15m-second", actor="ops", reason="better", force=True),
     )
     assert second.previous_champion == "15m-first"
     assert "replacing 15m-first" in second.summary()[0]
@@ -213,7 +217,8 @@ def test_promote_names_the_champion_it_replaces(workspace):
     assert roles == {"15m-first": "retired", "15m-second": "champion"}
     with pytest.raises(BadInputError, match="only a candidate or shadow can be promoted"):
         rollout.promote(
-            workspace, rollout.PromoteRequest("15m", "15m-first", actor="ops", reason="again")
+            workspace,
+            rollout.PromoteRequest("15m", "15m-first", actor="ops", reason="again", force=True),
         )
 
 
@@ -233,17 +238,37 @@ def test_promote_shadow_and_rollback_through_the_cli(tmp_path):
         return Registry(registry_root).current("1h").set_index("model_id")["role"].to_dict()
 
     first = last_json(
-        run("promote", "--timeframe", "1h", "--model-id", "1h-a", "--reason", "first", home=home)
+        run(
+            "promote",
+            "--timeframe",
+            "1h",
+            "--model-id",
+            "1h-a",
+            "--reason",
+            "first",
+            "--force",
+            home=home,
+        )
     )
     assert first["to_role"] == "champion" and first["previous_champion"] is None
     assert first["actor"].startswith("cli")
     shadow = run(
         "promote", "--timeframe", "1h", "--model-id", "1h-c", "--to", "shadow",
-        "--reason", "watch it", "--actor", "ops", home=home,
+        "--reason", "watch it", "--actor", "ops", "--force", home=home,
     )  # fmt: skip
     assert "1h-c is a shadow of 1h" in shadow.stderr
     second = last_json(
-        run("promote", "--timeframe", "1h", "--model-id", "1h-b", "--reason", "better", home=home)
+        run(
+            "promote",
+            "--timeframe",
+            "1h",
+            "--model-id",
+            "1h-b",
+            "--reason",
+            "better",
+            "--force",
+            home=home,
+        )
     )
     assert second["previous_champion"] == "1h-a"
     assert roles() == {"1h-a": "retired", "1h-b": "champion", "1h-c": "shadow"}
@@ -257,7 +282,10 @@ def test_promote_shadow_and_rollback_through_the_cli(tmp_path):
 
     for args, message in [
         (("rollback", "--timeframe", "1h", "--reason", "x"), "no earlier champion"),
-        (("promote", "--timeframe", "1h", "--model-id", "1h-b", "--reason", "x"), "1h-b"),
+        (
+            ("promote", "--timeframe", "1h", "--model-id", "1h-b", "--reason", "x", "--force"),
+            "1h-b",
+        ),
         (("promote", "--timeframe", "1h", "--model-id", "nope", "--reason", "x"), "nope"),
         (("promote", "--timeframe", "1h", "--model-id", "1h-c"), "--reason"),
         (("rollback", "--timeframe", "4h", "--reason", "x"), "unknown timeframe"),

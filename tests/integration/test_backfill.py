@@ -166,7 +166,8 @@ def test_promote_and_rollback_republish_current_states(trained, tmp_path):
         before = db.read_current_states(engine, "15m")
         assert set(before["model_id"]) == {result.model_id}
         promoted = rollout.promote(
-            workspace, rollout.PromoteRequest("15m", "15m-next", actor="t", reason="better")
+            workspace,
+            rollout.PromoteRequest("15m", "15m-next", actor="t", reason="better", force=True),
         )
         assert promoted.previous_champion == result.model_id
         after = db.read_current_states(engine, "15m").set_index("symbol")

@@ -19,24 +19,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regimes.config.loading import load_config
 from regimes.data import sql as db
-from regimes.data.bars import resample_symbols
-from regimes.data.synth import SynthConfig, generate
-from regimes.features.store import plan_units, run_features
 from regimes.live.engine import DatabaseHistory, InferenceEngine
 from regimes.model.loaded import LoadedModel
 from regimes.storage.registry import Registry
 from regimes.storage.state_store import StateStore
-from regimes.training.train import train_timeframe
 from tests.conftest import REPO_ROOT
+from tests.integration.conftest import copy_home
 
 pytestmark = pytest.mark.integration
 
 TF = "15m"
 KEY = "serve-test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-CONFIG = load_config(REPO_ROOT / "config")
 
 
 def _free_port() -> int:
@@ -48,29 +43,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, ray_local):
-    """A home with 15m bars of four symbols, a champion and a second model, and the
+def served(tmp_path_factory, ray_local, two_models_home):
+    """A copy of the session's two-model 15m home (a champion and a candidate) and the
     service running over it (two 15m shards)."""
     from regimes.app.serving import ServeRequest, start_service
     from regimes.app.workspace import Workspace
 
-    home = tmp_path_factory.mktemp("serve")
+    source, models = two_models_home
+    home = copy_home(source, tmp_path_factory.mktemp("serve") / "home")
     url = f"sqlite:///{home / 'regimes.db'}"
     engine = db.make_engine(url)
-    db.create_schema(engine)
-    market = generate(SynthConfig(symbols=4, days=25, seed=8), CONFIG.timeframes.session)
-    db.upsert_bars(engine, market.bars)
-    resample_symbols(engine, CONFIG.timeframes.session, 0.2, timeframes=[TF])
-    run_features(engine, CONFIG, plan_units(engine, [TF]))
     registry = Registry(str(home / "registry"))
-    models = []
-    for K, seed in ((6, 1), (7, 2)):
-        result = train_timeframe(
-            engine, CONFIG, TF, home / "models", grid={"K": [K], "covariance": ["diag"]}, seed=seed
-        )
-        registry.register(TF, result.model_id, artifact_path=result.path, actor="t", reason="t")
-        models.append(result)
-    registry.promote(TF, models[0].model_id, actor="t", reason="the first champion")
     # The service reads serve.yaml from the Workspace's config folder, as `regimes serve`.
     config_dir = home / "config"
     shutil.copytree(REPO_ROOT / "config", config_dir, ignore=shutil.ignore_patterns("*.py"))

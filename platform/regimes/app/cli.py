@@ -22,7 +22,13 @@ from regimes.app import data, features, replay, rollout, states, training
 from regimes.app.executors import executor_named
 from regimes.app.orchestrators import orchestrator_named
 from regimes.app.output import one_line, progress_bar, say
-from regimes.app.parser import EXIT_PARTIAL, EXIT_STORE_ERROR, EXIT_USER_ERROR, build_parser
+from regimes.app.parser import (
+    EXIT_GATE_FAILED,
+    EXIT_PARTIAL,
+    EXIT_STORE_ERROR,
+    EXIT_USER_ERROR,
+    build_parser,
+)
 from regimes.app.workspace import Workspace
 from regimes.errors import BadInputError, ConfigError, RegimesError
 
@@ -108,9 +114,18 @@ def _actor(args: argparse.Namespace) -> str:
 
 def run_promote(workspace: Workspace, args: argparse.Namespace):
     request = rollout.PromoteRequest(
-        args.timeframe, args.model_id, _actor(args), args.reason, to=args.to
+        args.timeframe, args.model_id, _actor(args), args.reason, to=args.to, force=args.force
     )
-    return rollout.promote(workspace, request)
+    return rollout.promote(workspace, request, say)
+
+
+def run_drift(workspace: Workspace, args: argparse.Namespace):
+    from regimes.app.drift import DriftRequest, drift
+
+    request = DriftRequest(
+        args.timeframe, args.model_id, _tuple(args.reference), _tuple(args.current)
+    )
+    return drift(workspace, request, say)
 
 
 def run_rollback(workspace: Workspace, args: argparse.Namespace):
@@ -183,6 +198,7 @@ COMMANDS: dict[str, Callable[[Workspace, argparse.Namespace], Any]] = {
     "models": run_models,
     "promote": run_promote,
     "rollback": run_rollback,
+    "drift": run_drift,
     "replay": run_replay,
     "backfill": run_backfill,
     "states": run_states,
@@ -281,6 +297,8 @@ def _run(args: argparse.Namespace) -> int:
     for line in result.summary():
         say(line)
     print(json.dumps(result.as_dict(), default=str), flush=True)
+    if getattr(result, "passed", True) is False:
+        return EXIT_GATE_FAILED
     return EXIT_PARTIAL if getattr(result, "failed", None) else 0
 
 

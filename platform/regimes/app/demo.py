@@ -337,8 +337,8 @@ def _train_all(
         say(f"   artifacts: {workspace.models_dir}/timeframe=<tf>/model_id=<id>/")
         say(f"   registry:  {workspace.registry_root} (registered as candidates)")
         say("")
-        say("each timeframe's model promoted to champion (`regimes promote`; `regimes rollback`")
-        say("undoes it), as an operator would after the drift gate:")
+        say("each timeframe's first model made champion (`regimes promote --force`: the gates")
+        say("run for later models; `regimes rollback` undoes it):")
         for row in rows:
             promoted = rollout.promote(
                 workspace,
@@ -346,7 +346,8 @@ def _train_all(
                     row["timeframe"],
                     row["model_id"],
                     actor="demo",
-                    reason="the only model of its timeframe",
+                    reason="the first model of its timeframe: nothing to compare it with yet",
+                    force=True,
                 ),
             )
             _say_all(say, ["   " + line for line in promoted.summary()])

@@ -4,6 +4,7 @@ synthetic day posted over HTTP to ``regimes serve``'s app, and what a user sees 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -40,16 +41,26 @@ def add_shadow(workspace: Workspace, seed: int, say: Notify) -> str | None:
     [result] = training.train(
         workspace, request, LocalExecutor(), DirectOrchestrator("demo")
     ).models
-    moved = rollout.promote(
-        workspace,
-        rollout.PromoteRequest(
-            SHADOW_TIMEFRAME,
-            result["model_id"],
-            actor="demo",
-            reason="a candidate with K=5 runs beside the champion before any switch",
-            to="shadow",
-        ),
+    request = rollout.PromoteRequest(
+        SHADOW_TIMEFRAME,
+        result["model_id"],
+        actor="demo",
+        reason="a candidate with K=5 runs beside the champion before any switch",
+        to="shadow",
     )
+    say(f"   promote {result['model_id']} --to shadow: the drift gate runs first")
+    try:
+        moved = rollout.promote(workspace, request, say)
+    except rollout.PromotionRefusedError as exc:
+        say(f"   refused: {exc}")
+        say("   (the demo forces it, recorded as forced, to show a shadow in the service)")
+        moved = rollout.promote(
+            workspace,
+            dataclasses.replace(request, force=True, reason=request.reason + "; gate overridden"),
+        )
+    else:
+        for check in moved.transition.evidence.get("checks", []):
+            say(f"   {'pass' if check['passed'] else 'FAIL'} {check['name']}: {check['value']}")
     for line in moved.summary():
         say("   " + line)
     return result["model_id"]

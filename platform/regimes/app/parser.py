@@ -14,6 +14,7 @@ from regimes.timeframes import TIMEFRAMES
 EXIT_USER_ERROR = 2
 EXIT_STORE_ERROR = 3
 EXIT_PARTIAL = 4
+EXIT_GATE_FAILED = 5  # `drift`: the report was written and a gate check failed
 
 
 def _date(text: str) -> date:
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_promote(sub)
     _add_rollback(sub)
+    _add_drift(sub)
     _add_replay(sub)
     _add_backfill(sub)
     _add_states(sub)
@@ -264,13 +266,22 @@ def _add_promote(sub) -> None:
         description="One atomic registry commit: --to champion (default) makes a candidate "
         "or shadow the champion of its timeframe (and symbol, for per-symbol models), "
         "retiring the previous champion and keeping it for `regimes rollback`; --to shadow "
-        "lets a candidate run beside the champion. A promotion that races another is "
-        "refused with a one-line conflict naming what changed; the registry is unchanged.",
+        "lets a candidate run beside the champion. The gates of config/gates.yaml run "
+        "first: a drift report (to shadow and to champion) and, to replace a champion, "
+        "the shadow's agreement with it over their stored answers; a failing check "
+        "refuses the promotion, listing every failed check, and nothing changes. "
+        "--force skips the gates and is recorded as such. A promotion that races another "
+        "is refused with a one-line conflict naming what changed.",
     )
     promote.add_argument("--timeframe", required=True, type=_timeframe)
     promote.add_argument("--model-id", required=True)
     promote.add_argument(
         "--to", choices=("champion", "shadow"), default="champion", help="the new role"
+    )
+    promote.add_argument(
+        "--force",
+        action="store_true",
+        help="skip the gates (the transition records that it was forced, with --reason)",
     )
     _actor_and_reason(promote)
 
@@ -285,6 +296,26 @@ def _add_rollback(sub) -> None:
     rollback.add_argument("--timeframe", required=True, type=_timeframe)
     rollback.add_argument("--symbol", help="the scope's symbol, for per-symbol models")
     _actor_and_reason(rollback)
+
+
+def _add_drift(sub) -> None:
+    drift = sub.add_parser(
+        "drift",
+        help="a model's drift report: PSI/KL of features, z, states (Evidently) and gates",
+        description="Compares a reference window (default: the model's training window) "
+        "with a current window (default: the newest bars, config/gates.yaml current_bars) "
+        "per selected feature, per z dimension, on the state occupancy and the predictive "
+        "log-likelihood (binned on the reference's quantiles, PSI and KL by Evidently), "
+        "and for a candidate its occupancy vs the champion's on the same bars. Writes the "
+        "HTML and JSON under reports/drift/<tf>/<model_id>/ and the summary to the "
+        "drift_reports Delta table; exits 5 when a gate check fails.",
+    )
+    drift.add_argument("--timeframe", required=True, type=_timeframe)
+    drift.add_argument("--model-id", required=True)
+    drift.add_argument(
+        "--reference", nargs=2, metavar=("START", "END"), help="reference window, UTC"
+    )
+    drift.add_argument("--current", nargs=2, metavar=("START", "END"), help="current window, UTC")
 
 
 def _add_replay(sub) -> None:

@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from regimes.app.progress import silent
 from regimes.app.workspace import Workspace
+from regimes.errors import BadInputError
+
+
+class PromotionRefusedError(BadInputError):
+    """A promotion its gates refused: the message lists every failed check."""
+
 
 PROMOTION_TARGETS = frozenset({"shadow", "champion"})
 
@@ -27,6 +34,7 @@ class PromoteRequest:
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
     to: str = "champion"
+    force: bool = False  # skip the gates (recorded as such in the transition's evidence)
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,36 @@ class PromoteResult:
         }
 
 
-def promote(workspace: Workspace, request: PromoteRequest) -> PromoteResult:
+def _gate(workspace: Workspace, request: PromoteRequest, say) -> dict[str, Any]:
+    """Run the gates of the promotion; refuse it (nothing changed) when one fails."""
+    from regimes.app.drift import promotion_checks
+    from regimes.errors import BadInputError
+
+    registry = workspace.registry
+    role = registry.role(request.timeframe, request.model_id)
+    if role is None:
+        raise BadInputError(
+            f"model {request.model_id} is not in the registry for {request.timeframe}"
+        )
+    if role not in ("candidate", "shadow"):
+        raise BadInputError(
+            f"{request.model_id} is {role}: only a candidate or shadow can be promoted"
+        )
+    checks, report_id = promotion_checks(
+        workspace, request.timeframe, request.model_id, request.to, say
+    )
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        raise PromotionRefusedError(
+            f"promotion of {request.model_id} to {request.to} refused by "
+            f"{len(failed)} gate check(s): "
+            + "; ".join(c.line() for c in failed)
+            + f" (drift report {report_id}; --force --reason overrides)"
+        )
+    return {"drift_report": report_id, "checks": [c.as_dict() for c in checks]}
+
+
+def promote(workspace: Workspace, request: PromoteRequest, say=silent) -> PromoteResult:
     """Promote in one commit. To champion: the previous champion of the scope is retired
     and kept as the last good champion for a rollback. To shadow: the model runs beside
     the champion (the live service's shadows) until it is promoted or retired."""
@@ -73,6 +110,12 @@ def promote(workspace: Workspace, request: PromoteRequest) -> PromoteResult:
         raise BadInputError(
             f"--to: expected one of {sorted(PROMOTION_TARGETS)}, got {request.to!r}"
         )
+    evidence = dict(request.evidence)
+    if request.force:
+        evidence["forced"] = True
+        evidence["gates"] = "skipped: --force"
+    else:
+        evidence.update(_gate(workspace, request, say))
     registry = workspace.registry
     current = registry.current(request.timeframe)
     row = current[current["model_id"] == request.model_id]
@@ -87,7 +130,7 @@ def promote(workspace: Workspace, request: PromoteRequest) -> PromoteResult:
             "shadow",
             actor=request.actor,
             reason=request.reason,
-            evidence=request.evidence or None,
+            evidence=evidence or None,
         )
     else:
         transition = registry.promote(
@@ -95,7 +138,7 @@ def promote(workspace: Workspace, request: PromoteRequest) -> PromoteResult:
             request.model_id,
             actor=request.actor,
             reason=request.reason,
-            evidence=request.evidence or None,
+            evidence=evidence or None,
         )
         _publish(workspace, transition)
     return PromoteResult(transition=transition, previous_champion=previous)

@@ -94,6 +94,15 @@ class Settings:
         return self.registry_uri or str(self.home / "registry")
 
     @property
+    def drift_reports_root(self) -> str:
+        """The Delta table of drift report summaries: beside the registry (same store,
+        same storage options), ``drift_reports`` next to its folder."""
+        root = self.registry_root.rstrip("/")
+        if root.startswith(OBJECT_STORE_SCHEMES):
+            return root.rsplit("/", 1)[0] + "/drift_reports"
+        return str(Path(root).parent / "drift_reports")
+
+    @property
     def states_dir(self) -> Path:
         """The local default of :attr:`states_uri`."""
         return self.home / "states"

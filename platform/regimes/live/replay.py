@@ -32,6 +32,13 @@ def replay_batch(engine: InferenceEngine, bars: pd.DataFrame) -> pd.DataFrame:
     """Answers of a fresh ``engine`` of the same model to ``bars`` (the history of one or
     more symbols, columns as for a step), sorted by symbol and ts; ``engine``'s own state
     is untouched."""
+    return replay_with_inputs(engine, bars)[0]
+
+
+def replay_with_inputs(engine: InferenceEngine, bars: pd.DataFrame):
+    """:func:`replay_batch`, and the model's inputs of every answer: the selected
+    features after stationarity, before scaling (same rows, same order; NaN where a
+    bar has none) — what a drift report compares between windows."""
     model, timeframe = engine.model, engine.timeframe
     frame = check_columns(bars)
     if "timeframe" in frame.columns and (frame["timeframe"] != timeframe).any():
@@ -46,7 +53,9 @@ def replay_batch(engine: InferenceEngine, bars: pd.DataFrame) -> pd.DataFrame:
     pipeline = model.pipeline
     outputs = empty_outputs(len(frame), model.d, model.K)
     if frame.empty:
-        return answer_frame(frame, timeframe, model.model_id, outputs)
+        return answer_frame(frame, timeframe, model.model_id, outputs), pd.DataFrame(
+            columns=list(pipeline.features_)
+        )
     features = compute_batch(frame, model.feature_spec, model.session, model.feature_names)
     close = frame["close"].to_numpy(dtype=float)
     stationary = stationarize(features, model.feature_spec, pipeline.features_, close)
@@ -94,4 +103,5 @@ def replay_batch(engine: InferenceEngine, bars: pd.DataFrame) -> pd.DataFrame:
                 engine.settings,
                 engine.ood_settings,
             )
-    return answer_frame(frame, timeframe, model.model_id, outputs)
+    inputs = pd.DataFrame(X, columns=list(pipeline.features_))
+    return answer_frame(frame, timeframe, model.model_id, outputs), inputs
