@@ -71,6 +71,7 @@ def run_service_step(workspace: Workspace, seed: int, say: Notify, progress: Pro
     order, show what came back; the service is stopped at the end."""
     import httpx
     import numpy as np
+    import orjson
     import pandas as pd
 
     from regimes.data import sql as db
@@ -99,6 +100,7 @@ def run_service_step(workspace: Workspace, seed: int, say: Notify, progress: Pro
         )
         latency: dict[str, list[float]] = {}
         counts: dict[str, dict[str, int]] = {}
+        reasons: dict[str, dict[str, int]] = {}
         with progress("POST /v1/bars", len(batches)) as tick:
             for _, timeframe, group in ticking(batches, tick):
                 rows = group[["symbol", "open", "high", "low", "close", "volume", "is_gap"]]
@@ -107,7 +109,12 @@ def run_service_step(workspace: Workspace, seed: int, say: Notify, progress: Pro
                     "bars": rows.to_dict("records"),
                 }
                 began = time.perf_counter()
-                reply = client.post(f"/v1/bars/{timeframe}", json=body)
+                # orjson: a gap row's missing prices (NaN) go as null, refused per row
+                reply = client.post(
+                    f"/v1/bars/{timeframe}",
+                    content=orjson.dumps(body),
+                    headers={"Content-Type": "application/json"},
+                )
                 latency.setdefault(timeframe, []).append(time.perf_counter() - began)
                 reply.raise_for_status()
                 tally = counts.setdefault(timeframe, {"answers": 0, "known": 0, "refused": 0})
@@ -115,6 +122,10 @@ def run_service_step(workspace: Workspace, seed: int, say: Notify, progress: Pro
                 tally["answers"] += len(answers)
                 tally["known"] += sum(not a["is_unknown"] for a in answers)
                 tally["refused"] += len(reply.json()["refused"])
+                for row in reply.json()["refused"]:
+                    why = row["reason"].split(" (")[0]
+                    reasons.setdefault(timeframe, {}).setdefault(why, 0)
+                    reasons[timeframe][why] += 1
         table = pd.DataFrame(
             [
                 {
@@ -132,11 +143,14 @@ def run_service_step(workspace: Workspace, seed: int, say: Notify, progress: Pro
             "bar-close order across timeframes):"
         )
         say(table.to_string(index=False))
+        for timeframe, why in reasons.items():
+            say(f"   {timeframe} refused rows: " + ", ".join(f"{k} x{v}" for k, v in why.items()))
         at = (last_1m + pd.Timedelta(minutes=1)).isoformat()
-        record = client.get(f"/v1/states/{symbols[0]}", params={"at": at}).json()
+        reply = client.get(f"/v1/states/{symbols[0]}", params={"at": at})
+        record = reply.json()
         say("")
         say(f"GET /v1/states/{symbols[0]}?at={at} (the composite record):")
-        for timeframe, cell in record["timeframes"].items():
+        for timeframe, cell in record.get("timeframes", {}).items():
             state = (
                 f"{cell['state_id']} {cell['label'] or ''} (p={cell['state_prob']:.2f})"
                 if cell["state_id"] >= 0
@@ -144,6 +158,8 @@ def run_service_step(workspace: Workspace, seed: int, say: Notify, progress: Pro
             )
             age = "-" if cell["age_s"] is None else f"{cell['age_s']:.0f}s old"
             say(f"   {timeframe:>3}: {state}, {age}")
+        if reply.status_code != 200:
+            say(f"   {reply.status_code}: {record.get('error')}")
         comparison = client.get(f"/v1/shadow/{SHADOW_TIMEFRAME}").json()
         figures = comparison["shadows"].get(shadow or "", {})
         say("")

@@ -82,6 +82,8 @@ def _gate(workspace: Workspace, request: PromoteRequest, say) -> dict[str, Any]:
         raise BadInputError(
             f"model {request.model_id} is not in the registry for {request.timeframe}"
         )
+    if request.to == "shadow" and role != "candidate":
+        raise BadInputError(f"{request.model_id} is {role}: only a candidate can become a shadow")
     if role not in ("candidate", "shadow"):
         raise BadInputError(
             f"{request.model_id} is {role}: only a candidate or shadow can be promoted"
