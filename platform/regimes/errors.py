@@ -39,3 +39,7 @@ class RegistryConflictError(StoreError):
 
 class TrainingError(RegimesError, RuntimeError):
     """A fit failed for a reason in the data or the optimisation (e.g. it diverged)."""
+
+
+class GateFailedError(BadInputError):
+    """A promotion its gates refused; the message lists every failed check."""

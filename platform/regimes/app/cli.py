@@ -119,6 +119,13 @@ def run_promote(workspace: Workspace, args: argparse.Namespace):
     return rollout.promote(workspace, request, say)
 
 
+def run_rollout(workspace: Workspace, args: argparse.Namespace):
+    from regimes.app.rollouts import RolloutRequest, run_rollout
+
+    request = RolloutRequest(args.timeframe, args.model_id, _actor(args), args.wait)
+    return run_rollout(workspace, request, orchestrator_named(args.orchestrator), say)
+
+
 def run_drift(workspace: Workspace, args: argparse.Namespace):
     from regimes.app.drift import DriftRequest, drift
 
@@ -199,6 +206,7 @@ COMMANDS: dict[str, Callable[[Workspace, argparse.Namespace], Any]] = {
     "promote": run_promote,
     "rollback": run_rollback,
     "drift": run_drift,
+    "rollout": run_rollout,
     "replay": run_replay,
     "backfill": run_backfill,
     "states": run_states,

@@ -99,6 +99,11 @@ class DirectOrchestrator:
         notify(f"backfill: {len(units)} unit(s) of {request.model_id} {executor.describe()}")
         return run_backfill_units(workspace, units, request.rows_per_commit, executor, progress)
 
+    def rollout(self, workspace, request, notify=silent):
+        from regimes.app.rollouts import STEPS
+
+        return [step(workspace, request, notify) for step in STEPS]
+
 
 class PrefectOrchestrator:
     """The ``train`` and ``backfill`` Prefect flows, on the server at ``PREFECT_API_URL``
@@ -162,6 +167,19 @@ class PrefectOrchestrator:
         for row in rows:
             raise_failure(row)
         return [BackfillResult.from_dict(row) for row in rows]
+
+    def rollout(self, workspace, request, notify=silent):
+        """The ``rollout`` Prefect flow; a gate that failed is raised again here."""
+        from dataclasses import asdict
+
+        with self.session(workspace) as api_url:
+            from regimes.flows.rollout import rollout as rollout_flow
+
+            notify(f"rollout: Prefect flow 'rollout' on {api_url}")
+            steps = rollout_flow(request=asdict(request), **workspace.params())
+        for row in steps:
+            raise_failure(row)
+        return steps
 
 
 def orchestrator_named(name: str) -> Orchestrator:

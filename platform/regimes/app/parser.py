@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_promote(sub)
     _add_rollback(sub)
     _add_drift(sub)
+    _add_rollout(sub)
     _add_replay(sub)
     _add_backfill(sub)
     _add_states(sub)
@@ -316,6 +317,28 @@ def _add_drift(sub) -> None:
         "--reference", nargs=2, metavar=("START", "END"), help="reference window, UTC"
     )
     drift.add_argument("--current", nargs=2, metavar=("START", "END"), help="current window, UTC")
+
+
+def _add_rollout(sub) -> None:
+    rollout = sub.add_parser(
+        "rollout",
+        help="a candidate through drift gate -> shadow -> agreement gate -> champion",
+        description="Runs the rollout of --model-id as the Prefect flow 'rollout' (or "
+        "directly): the drift gate, then shadow (the live service runs it beside the "
+        "champion), then - once the shadow has answered shadow_min_bars bars beside the "
+        "champion (their stored answers; --wait seconds at most) - the drift and agreement "
+        "gates, then champion. A failing gate stops it with its reasons and leaves the "
+        "model where it was; one rollout per timeframe at a time.",
+    )
+    rollout.add_argument("--timeframe", required=True, type=_timeframe)
+    rollout.add_argument("--model-id", required=True)
+    rollout.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for the shadow's bars (0)"
+    )
+    rollout.add_argument(
+        "--orchestrator", choices=("prefect", "direct"), default="prefect", help="how it runs"
+    )
+    rollout.add_argument("--actor", help="who (recorded; default: cli:<user name>)")
 
 
 def _add_replay(sub) -> None:

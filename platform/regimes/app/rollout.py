@@ -14,11 +14,7 @@ from typing import Any
 from regimes.app.progress import silent
 from regimes.app.workspace import Workspace
 from regimes.errors import BadInputError
-
-
-class PromotionRefusedError(BadInputError):
-    """A promotion its gates refused: the message lists every failed check."""
-
+from regimes.errors import GateFailedError as PromotionRefusedError
 
 PROMOTION_TARGETS = frozenset({"shadow", "champion"})
 
@@ -74,7 +70,6 @@ class PromoteResult:
 def _gate(workspace: Workspace, request: PromoteRequest, say) -> dict[str, Any]:
     """Run the gates of the promotion; refuse it (nothing changed) when one fails."""
     from regimes.app.drift import promotion_checks
-    from regimes.errors import BadInputError
 
     registry = workspace.registry
     role = registry.role(request.timeframe, request.model_id)
@@ -106,7 +101,6 @@ def promote(workspace: Workspace, request: PromoteRequest, say=silent) -> Promot
     """Promote in one commit. To champion: the previous champion of the scope is retired
     and kept as the last good champion for a rollback. To shadow: the model runs beside
     the champion (the live service's shadows) until it is promoted or retired."""
-    from regimes.errors import BadInputError
 
     if request.to not in PROMOTION_TARGETS:
         raise BadInputError(
