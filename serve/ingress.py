@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from ray import serve
 
 from regimes.app.workspace import Workspace
+from regimes.config.gates import load_gates
 from regimes.config.loading import load_metadata
 from regimes.config.serving import ServeConfig
 from regimes.errors import BadInputError, RegimesError
@@ -34,6 +35,7 @@ from regimes.live.api import (
     validation_message,
 )
 from regimes.live.api_keys import check_authorization, load_api_keys
+from regimes.live.probation import ProbationSettings, probation_verdict, since
 from regimes.live.shadow import compare_answers
 from regimes.live.sharding import shards_of
 from regimes.live.sync import TimeframeSynchronizer
@@ -148,8 +150,10 @@ class Ingress:
         self.labels: dict[str, dict[str, dict[int, str]]] = {}
         self._unsynced: dict[str, list[pd.DataFrame]] = {tf: [] for tf in shards}
         self._shards_cache: dict[int, dict[str, int]] = {}
+        self.probation: dict[str, dict] = {}
         await self._reload()
         self._poll = asyncio.create_task(self._poll_registry())
+        self._watch = asyncio.create_task(self._watch_probation())
 
     # -- auth and limits
 
@@ -465,8 +469,9 @@ class Ingress:
         roles = self.roles.get(timeframe, {})
         return {m for m in (roles.get("champion"), *roles.get("shadows", [])) if m}
 
-    async def _reload(self) -> dict:
-        """Roles from the registry -> every shard; the synchroniser follows the champion."""
+    async def _reload(self, rolled_back: str | None = None) -> dict:
+        """Roles from the registry -> every shard; the synchroniser follows the champion;
+        a newly promoted champion goes on probation (not one a rollback brought back)."""
         registry = self.workspace.registry
         changed = {}
         for timeframe, handles in self.shards.items():
@@ -477,6 +482,9 @@ class Ingress:
                 continue
             self._feed_sync()
             await asyncio.gather(*[h.set_models.remote(champion, shadows) for h in handles])
+            before = self.roles.get(timeframe, {}).get("champion")
+            if champion and before and champion != before and rolled_back != timeframe:
+                await self._start_probation(timeframe, champion)
             labels = self.labels.setdefault(timeframe, {})
             for model_id in (champion, *shadows):
                 if model_id and model_id not in labels:
@@ -496,6 +504,60 @@ class Ingress:
         metadata = load_metadata(os.path.join(folder, "metadata.json"))
         labels = {int(k): str(v) for k, v in metadata.state_labels.items()}
         return labels, metadata.state_ttl
+
+    async def _champion_counts(self, timeframe: str, model_id: str) -> dict:
+        counts: dict[str, int] = {}
+        for shard in await asyncio.gather(*[h.counters.remote() for h in self.shards[timeframe]]):
+            for key, value in shard["models"].get(model_id, {}).items():
+                if isinstance(value, int):
+                    counts[key] = counts.get(key, 0) + value
+        return counts
+
+    async def _start_probation(self, timeframe: str, champion: str) -> None:
+        gates = load_gates(self.workspace.config_dir).for_timeframe(timeframe)
+        self.probation[timeframe] = {
+            "model_id": champion,
+            "baseline": await self._champion_counts(timeframe, champion),
+            "settings": ProbationSettings(
+                gates.probation_bars, gates.probation_min_bars, gates.probation_max_ood_rate
+            ),
+        }
+        log.info("%s: champion %s on probation", timeframe, champion)
+
+    async def _watch_probation(self) -> None:
+        """Roll a new champion back when its first answers breach probation."""
+        while True:
+            await asyncio.sleep(1.0)
+            for timeframe, watched in list(self.probation.items()):
+                try:
+                    await self._judge_probation(timeframe, watched)
+                except Exception:  # tried again next second; requests go on
+                    log.exception("%s: probation check failed", timeframe)
+
+    async def _judge_probation(self, timeframe: str, watched: dict) -> None:
+        model_id = watched["model_id"]
+        if self.roles.get(timeframe, {}).get("champion") != model_id:
+            self.probation.pop(timeframe, None)  # replaced by hand meanwhile
+            return
+        counts = since(await self._champion_counts(timeframe, model_id), watched["baseline"])
+        verdict = probation_verdict(counts, watched["settings"])
+        if verdict.state == "passed":
+            log.info("%s: %s passed probation: %s", timeframe, model_id, verdict.detail)
+            self.probation.pop(timeframe, None)
+        elif verdict.state == "breached":
+            from regimes.app.rollout import RollbackRequest, rollback
+
+            request = RollbackRequest(
+                timeframe,
+                actor="live-service:probation",
+                reason=f"automatic rollback of {model_id}: {verdict.detail}",
+                evidence={"probation": counts, "ood_rate": verdict.ood_rate},
+            )
+            await asyncio.to_thread(rollback, self.workspace, request)
+            self.probation.pop(timeframe, None)
+            self.metrics.rollback(timeframe)
+            log.warning("%s: %s", timeframe, request.reason)
+            await self._reload(rolled_back=timeframe)
 
     async def _poll_registry(self) -> None:
         while True:

@@ -117,6 +117,12 @@ class ServiceMetrics:
             ["timeframe"],
             registry=self.registry,
         )
+        self._rollbacks = Counter(
+            "regimes_automatic_rollbacks",
+            "Champions rolled back on probation",
+            ["timeframe"],
+            registry=self.registry,
+        )
         self._engines = _EngineCollector()
         self.registry.register(self._engines)
 
@@ -127,6 +133,9 @@ class ServiceMetrics:
     def bars(self, timeframe: str, answered: int, refused: int) -> None:
         self._bars.labels(timeframe).inc(answered)
         self._refused.labels(timeframe).inc(refused)
+
+    def rollback(self, timeframe: str) -> None:
+        self._rollbacks.labels(timeframe).inc()
 
     def shadow(self, timeframe: str, model_id: str, figures: dict) -> None:
         self._engines.agreement[(timeframe, model_id)] = figures

@@ -61,6 +61,10 @@ def served(tmp_path_factory, ray_local, two_models_home):
         "shards: {15m: 2}\nflush_interval_s: 0.3\ncheckpoint_interval_s: 2.0\n"
         "registry_poll_s: 3600\nmax_symbols_per_request: 50\nmax_body_bytes: 20000\n"
     )
+    # Probation strict enough that a champion fed another market's bars is rolled back.
+    (config_dir / "gates.yaml").write_text(
+        "defaults: {probation_bars: 100000, probation_min_bars: 20, probation_max_ood_rate: 0.2}\n"
+    )
     workspace = Workspace.open(home, url, config_dir)
     os.environ["REGIMES_API_KEYS"] = KEY
     try:
@@ -70,7 +74,7 @@ def served(tmp_path_factory, ray_local, two_models_home):
     assert service.timeframes == (TF,) and service.writes_enabled
     base = service.url
     bars = db.read_bars(engine, TF)
-    stream = [group for _, group in bars.groupby("ts", sort=True)][-40:]
+    stream = [group for _, group in bars.groupby("ts", sort=True)][-60:]
     state = {
         "home": home,
         "engine": engine,
@@ -338,3 +342,43 @@ def test_the_serve_command_refuses_what_it_cannot_serve(tmp_path, served):
     assert asked.returncode == 2 and "no champion model for 1h" in asked.stderr
     negative = run("serve", "--for", "-1", home=home, check=False)
     assert negative.returncode == 2 and "--for: expected a positive number" in negative.stderr
+
+
+def test_a_champion_fed_another_market_is_rolled_back_by_itself(served):
+    """After its promotion the champion is on probation: bars of a market twenty times
+    as volatile make its answers UNKNOWN for model health, and the service rolls it back
+    to the last good champion on its own."""
+    champion, shadow = served["models"]
+    client = served["client"]
+    registry = served["registry"]
+    assert registry.champion(TF) == shadow.model_id
+    last_close: dict[str, float] = {}
+    for _ in range(12):
+        group = served["stream"][served["position"]].copy()
+        served["position"] += 1
+        returns = np.log(group["close"] / group["open"]).to_numpy() * 20
+        opens = np.array(
+            [last_close.get(s, o) for s, o in zip(group["symbol"], group["open"], strict=True)]
+        )
+        closes = opens * np.exp(returns)
+        group["open"], group["close"] = opens, closes
+        group["high"] = np.maximum(opens, closes) * 1.02
+        group["low"] = np.minimum(opens, closes) * 0.98
+        last_close.update(zip(group["symbol"], closes, strict=True))
+        reply = _post(served, group)
+        assert reply.status_code == 200, reply.text
+        if Registry(str(served["home"] / "registry")).champion(TF) == champion.model_id:
+            break
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if Registry(str(served["home"] / "registry")).champion(TF) == champion.model_id:
+            break
+        time.sleep(0.5)
+    fresh = Registry(str(served["home"] / "registry"))
+    assert fresh.champion(TF) == champion.model_id
+    event = fresh.events().iloc[-1]
+    assert event["actor"] == "live-service:probation"
+    assert "automatic rollback" in event["reason"]
+    models = client.get("/v1/models").json()["timeframes"][TF]
+    assert {m["model_id"] for m in models if m["role"] == "champion"} == {champion.model_id}
+    assert "regimes_automatic_rollbacks_total" in client.get("/metrics").text

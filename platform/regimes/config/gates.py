@@ -30,6 +30,9 @@ class GateSettings(BaseModel):
     shadow_min_bars: int = Field(200, ge=1)
     shadow_agreement: float = Field(0.5, ge=0, le=1)
     ood_margin: float = Field(0.05, ge=0, le=1)
+    probation_bars: int = Field(500, ge=1)
+    probation_min_bars: int = Field(50, ge=1)
+    probation_max_ood_rate: float = Field(0.3, ge=0, le=1)
 
 
 class GatesConfig(BaseModel):
