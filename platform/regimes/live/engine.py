@@ -117,6 +117,18 @@ def open_engine(
     return InferenceEngine(model, history=history)
 
 
+def _stationarity_plan(spec, names, model_features):
+    """(columns of the model's features among the buffer's, positions to take log(x /
+    close), positions to divide by close), or None when a feature needs ``difference``."""
+    policies = [spec.features[name].stationarity for name in model_features]
+    if "difference" in policies:
+        return None
+    columns = np.array([list(names).index(name) for name in model_features], dtype=np.int64)
+    log_ratio = np.flatnonzero([p == "log_ratio_to_close" for p in policies])
+    relative = np.flatnonzero([p == "relative_to_close" for p in policies])
+    return columns, log_ratio, relative
+
+
 class InferenceEngine:
     """Regimes of one timeframe from one model, bar by bar.
 
@@ -149,6 +161,9 @@ class InferenceEngine:
         )
         self.settings = model.anti_chatter
         self.ood_settings = ood.OODSettings.from_config(model.ood_threshold, model.ood)
+        self._policies = _stationarity_plan(
+            model.feature_spec, self.buffer.names, self.pipeline.features_
+        )
         self.L = int(self.pipeline.window_length)
         self.F = len(self.pipeline.features_)
         self.K = self.hmm.K
@@ -262,14 +277,7 @@ class InferenceEngine:
             bars["is_gap"],
             rows=idx,
         )
-        frame = pd.DataFrame(features.values, columns=list(features.names))
-        stationary = stationarize(
-            frame,
-            self.model.feature_spec,
-            self.pipeline.features_,
-            bars["close"].to_numpy(dtype=float),
-        )
-        X = stationary[self.pipeline.features_].to_numpy()
+        X = self._stationary(features, bars["close"].to_numpy(dtype=float))
         usable = ~(features.is_warmup | features.is_gap) & np.isfinite(X).all(axis=1)
         rows = self._rows
         rows.run[idx[~usable]] = 0
@@ -311,6 +319,28 @@ class InferenceEngine:
         for name, count in reason_counts(reason).items():
             self._counts[name] += count
         return self._answers(bars, outputs)
+
+    def _stationary(self, features, close: np.ndarray) -> np.ndarray:
+        """The model's features of this step, made stationary, as an (n, F) array.
+
+        Straight on the feature array (no frame): the same elementwise arithmetic as
+        :func:`regimes.model.scaling.stationarize`, which a ``difference`` feature (it
+        needs the previous row) still goes through."""
+        names = list(features.names)
+        policies = self._policies
+        if policies is None:
+            frame = pd.DataFrame(features.values, columns=names)
+            wanted = self.pipeline.features_
+            stationary = stationarize(frame, self.model.feature_spec, wanted, close)
+            return stationary[wanted].to_numpy()
+        columns, log_ratio, relative = policies
+        X = features.values[:, columns]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if len(log_ratio):
+                X[:, log_ratio] = np.log(X[:, log_ratio] / close[:, None])
+            if len(relative):
+                X[:, relative] = X[:, relative] / close[:, None]
+        return X
 
     def _answers(self, bars: pd.DataFrame, outputs) -> pd.DataFrame:
         return answer_frame(bars, self.timeframe, self.model_id, outputs)
