@@ -34,7 +34,6 @@ from regimes.paths import check_symbol
 # their windows are trackers of their own; every other series is pushed on every real bar
 # and shares a tracker with the other series of its window.
 _DERIVED = ("r1sq", "rv")
-_LAST = np.zeros(1, dtype=np.int64)  # lag 0: the last value pushed
 
 
 def _is_derived(series: str) -> bool:
@@ -181,14 +180,24 @@ class OnlineFeatureBuffer:
         specs["lags:logc"] = (Lags, (lag_depth,), ("logc",))
         self._specs = specs
         lags = [b for b in self.blocks if b.kind == "lag"]
-        self._lag_keys = [b.key for b in lags]
-        self._lag_depths = np.array([b.window for b in lags], dtype=np.int64)
-        self._r1sq_keys = [k for k, (_, _, names) in specs.items() if names == ("r1sq",)]
+        self._lag_reads = np.array([1] + [b.window for b in lags], dtype=np.int64)[:, None]
+        self._lag_columns = [(b.key, column + 1) for column, b in enumerate(lags)]
+        self._block_reads = []
+        for block in self.blocks:
+            if block.kind != "lag":
+                family = "window" if block.kind in ("mean", "std") else block.kind
+                key, column = self._columns[(family, f"{block.series}:{block.window}")]
+                statistic = block.kind if block.kind in ("mean", "std") else "value"
+                self._block_reads.append((block.key, key, statistic, column))
+        derived = {k: names[0] for k, (_, _, names) in specs.items() if _is_derived(names[0])}
+        self._r1sq_keys = [k for k, name in derived.items() if name == "r1sq"]
         self._rv_keys = [
-            k for k, (_, _, names) in specs.items() if names[0].startswith("rv") and len(names) == 1
+            (k, self._columns[("window", f"r1sq:{int(name[2:])}")][0])
+            for k, name in derived.items()
+            if name.startswith("rv")
         ]
         self._plain_keys = [
-            k
+            (k, names)
             for k, (_, _, names) in specs.items()
             if not _is_derived(names[0]) and k != "lags:logc"
         ]
@@ -342,34 +351,28 @@ class OnlineFeatureBuffer:
         series = _derived_series(bar)
         trackers = self._trackers
         lags: Lags = trackers["lags:logc"]
-        previous = lags.back(rows, _LAST)[:, 0]  # last log close before this bar (NaN first)
         lags.push(rows, series["logc"])
+        # One read of the log closes: 1 back is the last close before this bar (NaN on a
+        # symbol's first bar), then every lag block's depth.
+        lagged = lags.back(rows, self._lag_reads)
         has_r1 = self.count[rows] >= 2
-        r1sq = (series["logc"] - previous) ** 2
+        r1sq = (series["logc"] - lagged[0]) ** 2
+        read: dict[str, dict[str, np.ndarray]] = {}
         # Derived series first: r1^2 windows feed rv, and rv feeds the vol-of-vol window.
         for key in self._r1sq_keys:
-            trackers[key].push(rows[has_r1], r1sq[has_r1, None])
-        for key in self._rv_keys:
-            inner = int(self._specs[key][2][0][2:])
-            source, column = self._columns[("window", f"r1sq:{inner}")]
-            rv = np.sqrt(np.maximum(trackers[source].read(rows)["mean"][:, column], 0.0))
+            trackers[key].push(rows[has_r1], r1sq[None, has_r1])
+            read[key] = trackers[key].read(rows)
+        for key, source in self._rv_keys:
+            rv = np.sqrt(np.maximum(read[source]["mean"][0], 0.0))
             ready = np.isfinite(rv)  # exactly when the r1^2 window is full
-            trackers[key].push(rows[ready], rv[ready, None])
-        for key in self._plain_keys:
-            names = self._specs[key][2]
-            trackers[key].push(rows, np.column_stack([series[name] for name in names]))
-        read = {key: tracker.read(rows) for key, tracker in trackers.items() if key != "lags:logc"}
-        out: dict[str, np.ndarray] = {}
-        lagged = lags.back(rows, self._lag_depths)
-        for column, key in enumerate(self._lag_keys):
-            out[key] = lagged[:, column]
-        for block in self.blocks:
-            if block.kind == "lag":
-                continue
-            family = "window" if block.kind in ("mean", "std") else block.kind
-            key, column = self._columns[(family, f"{block.series}:{block.window}")]
-            statistic = block.kind if block.kind in ("mean", "std") else "value"
-            out[block.key] = read[key][statistic][:, column]
+            trackers[key].push(rows[ready], rv[None, ready])
+            read[key] = trackers[key].read(rows)
+        for key, names in self._plain_keys:
+            x = np.stack([series[name] for name in names])
+            read[key] = trackers[key].advance(rows, x)  # push and read in one pass
+        out = {block: lagged[column] for block, column in self._lag_columns}
+        for block, key, statistic, column in self._block_reads:
+            out[block] = read[key][statistic][column]
         return out
 
     # -- snapshots
@@ -389,7 +392,7 @@ class OnlineFeatureBuffer:
         }
         for key, tracker in self._trackers.items():
             for name in tracker.STATE:
-                state[f"{key}|{name}"] = getattr(tracker, name)[: self._rows].copy()
+                state[f"{key}|{name}"] = tracker.state(name)[: self._rows].copy()
         return state
 
     @classmethod
@@ -428,7 +431,7 @@ class OnlineFeatureBuffer:
         buffer.count = stored("count", buffer.count[:rows])
         for key, tracker in buffer._trackers.items():
             for name in tracker.STATE:
-                setattr(tracker, name, stored(f"{key}|{name}", getattr(tracker, name)[:rows]))
+                tracker.set_state(name, stored(f"{key}|{name}", tracker.state(name)[:rows]))
         return buffer
 
     def save(self, path: str | Path) -> Path:
