@@ -117,6 +117,11 @@ def open_engine(
     return InferenceEngine(model, history=history)
 
 
+def _all_or_mask(mask: np.ndarray):
+    """``mask``, or a full slice when it selects every row (views, not masked copies)."""
+    return slice(None) if mask.all() else mask
+
+
 def _stationarity_plan(spec, names, model_features):
     """(columns of the model's features among the buffer's, positions to take log(x /
     close), positions to divide by close), or None when a feature needs ``difference``."""
@@ -278,14 +283,18 @@ class InferenceEngine:
             rows=idx,
         )
         X = self._stationary(features, bars["close"].to_numpy(dtype=float))
-        usable = ~(features.is_warmup | features.is_gap) & np.isfinite(X).all(axis=1)
+        # Counts by a product (all/sum over axis 1 are slow on rows as short as F).
+        columns = np.ones(X.shape[1])
+        finite = (np.isfinite(X) @ columns) == X.shape[1]
+        usable = ~(features.is_warmup | features.is_gap) & finite
         rows = self._rows
         rows.run[idx[~usable]] = 0
         clipped = np.zeros(len(idx), dtype=np.int64)
         if usable.any():
-            scaled = self.pipeline.scaler_.transform(X[usable])
-            clipped[usable] = (np.abs(scaled) >= self.pipeline.scaler_.clip).sum(axis=1)
-            target = idx[usable]
+            every = _all_or_mask(usable)
+            scaled = self.pipeline.scaler_.transform(X[every])
+            clipped[every] = (np.abs(scaled) >= self.pipeline.scaler_.clip) @ columns
+            target = idx[every]
             rows.window[target, :-1] = rows.window[target, 1:]
             rows.window[target, -1] = scaled
             rows.run[target] += 1
@@ -295,23 +304,25 @@ class InferenceEngine:
         z, posterior, loglik, h, state_id, raw, reason = outputs
         reason[~ready] = np.where(features.is_gap[~ready], GAP, WARMING)
         if ready.any():
-            target = idx[ready]
+            # Every row ready (the usual live step): views instead of masked copies.
+            every = _all_or_mask(ready)
+            target = idx[every]
             windows = rows.window[target].reshape(len(target), self.L * self.F)
-            z[ready] = self.pipeline.encoder_.transform(windows)
-            log_alpha, ll = filter_step(rows.log_alpha[target], z[ready], self.hmm.params_)
+            z[every] = self.pipeline.encoder_.transform(windows)
+            log_alpha, ll = filter_step(rows.log_alpha[target], z[every], self.hmm.params_)
             rows.log_alpha[target] = log_alpha
-            posterior[ready] = np.exp(log_alpha)
-            loglik[ready] = ll
+            posterior[every] = np.exp(log_alpha)
+            loglik[every] = ll
             # Encoded bars go through anti-chatter and OOD; the rest stay UNKNOWN.
-            h[ready] = entropy(np.log(np.clip(posterior[ready], 1e-300, None)))
-            state_id[ready], raw[ready], reason[ready] = judge(
+            h[every] = entropy(np.log(np.clip(posterior[every], 1e-300, None)))
+            state_id[every], raw[every], reason[every] = judge(
                 self._chatter,
                 self._ood,
                 target,
-                posterior[ready],
-                loglik[ready],
-                h[ready],
-                clipped[ready],
+                posterior[every],
+                loglik[every],
+                h[every],
+                clipped[every],
                 self.settings,
                 self.ood_settings,
             )
