@@ -31,9 +31,16 @@ def _take(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.take(array, idx, axis=1)
 
 
+def _flat(array: np.ndarray) -> np.ndarray:
+    """The 1-D view of a state array (never a copy: a write through a copy would be lost)."""
+    if not array.flags.c_contiguous:
+        raise RuntimeError("online tracker state must be C-contiguous")
+    return array.reshape(-1)
+
+
 def _set(array: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
     """``array[:, idx] = values`` of an (S, rows) array, by one flat index."""
-    array.reshape(-1)[idx + _series_offsets(array)] = values
+    _flat(array)[idx + _series_offsets(array)] = values
 
 
 def _at(array: np.ndarray, idx: np.ndarray, slot: np.ndarray) -> np.ndarray:
@@ -45,7 +52,7 @@ def _at(array: np.ndarray, idx: np.ndarray, slot: np.ndarray) -> np.ndarray:
 
 def _put(array: np.ndarray, idx: np.ndarray, slot: np.ndarray, values: np.ndarray) -> None:
     rows = array.shape[2]
-    array.reshape(-1)[slot * rows + idx + _series_offsets(array)] = values
+    _flat(array)[slot * rows + idx + _series_offsets(array)] = values
 
 
 class _Tracker:
