@@ -187,6 +187,11 @@ class OnlineFeatureBuffer:
                 self._columns[("ema", f"{series}:{span}")] = (key, column)
         specs["lags:logc"] = (Lags, (lag_depth,), ("logc",))
         self._specs = specs
+        self._plan_reads(specs)
+
+    def _plan_reads(self, specs: dict[str, tuple]) -> None:
+        """Per step, in order: the lag ring's reads, the derived trackers (r1^2, then rv
+        and the r1^2 window it reads), the plain groups, and each block's value."""
         lags = [b for b in self.blocks if b.kind == "lag"]
         self._lag_reads = np.array([1] + [b.window for b in lags], dtype=np.int64)[:, None]
         self._lag_columns = [(b.key, column + 1) for column, b in enumerate(lags)]
