@@ -7,6 +7,12 @@
   handful of symbols. The benchmark asserts that the anchor's last row (the window's
   filtered posterior: nothing comes after it) equals ``filter_sequence`` on the same
   window. Goal: at least 5 million symbol-bars per second.
+* filter kernel vs its limit: ``filter_step`` on models of each covariance type (spherical,
+  diag, tied, full; N = 10,000, K = d = 8) vs the minimal forward step of that type
+  (``benchmarks/minimal_filter.py``: probability space, no validation, no NaN or underflow
+  handling), interleaved in the same run, best of 7 each; the project's kernel as a share
+  of the minimal one. Both are checked to agree (<= 1e-9). Goal: at least 0.7x for diag
+  and full.
 * fit: ``RegimeHMM`` (K = 6, d = 7, diag, 3 restarts, 50 iterations at most) on about
   20,000 rows of 5m z, vs the anchor: plain hmmlearn ``GaussianHMM`` fitted 3 times with
   its own initialisation (k-means with 10 inits) and the same iteration limits.
@@ -30,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))  # the recovery cases live in the model-tier tests
 
 from common import best_of, one_core, table  # noqa: E402
+from minimal_filter import minimal_step  # noqa: E402
 
 from regimes.model.hmm import _hmmlearn  # noqa: E402
 from regimes.model.hmm.filtering import GaussianHMMParams, filter_sequence, filter_step  # noqa: E402
@@ -48,6 +55,8 @@ SEED = 11
 FILTER_SYMBOLS, FILTER_STEPS, FILTER_K, FILTER_D = 10_000, 50, 8, 8
 ANCHOR_WINDOW, ANCHOR_CALLS = 500, 20
 GOAL_SYMBOL_BARS_PER_SECOND = 5e6
+KERNEL_REPEATS, GOAL_KERNEL_SHARE = 7, 0.7
+KERNEL_KINDS = ("spherical", "diag", "tied", "full")
 FIT_SYMBOLS, FIT_DAYS, FIT_K, FIT_D, FIT_RESTARTS = 6, 40, 6, 7, 3
 RECOVERY_5M = (6, 40)  # symbols, days (the test: 4 x 40)
 RECOVERY_1H = (6, 120)  # the test: 4 x 120
@@ -72,6 +81,68 @@ def random_params(K: int, d: int, rng: np.random.Generator) -> GaussianHMMParams
     return GaussianHMMParams(
         np.full(K, 1.0 / K), transmat, rng.normal(scale=2.0, size=(K, d)), covars
     )
+
+
+def kind_params(kind: str, K: int, d: int, rng: np.random.Generator) -> GaussianHMMParams:
+    """``random_params`` with covariances reduced to ``kind``'s structure."""
+    full = random_params(K, d, rng)
+    covars = np.array(full.covars)
+    if kind == "tied":
+        covars = np.broadcast_to(covars[0], (K, d, d)).copy()
+    elif kind == "diag":
+        covars = np.stack([np.diag(np.diag(c)) for c in covars])
+    elif kind == "spherical":
+        covars = np.stack([np.eye(d) * np.trace(c) / d for c in covars])
+    params = GaussianHMMParams(full.startprob, full.transmat, full.means, covars)
+    assert params.covariance_kind == kind
+    return params
+
+
+def bench_kernels() -> tuple[list[list[str]], dict[str, float], float]:
+    """filter_step vs the minimal step of each covariance type, interleaved."""
+    rng = np.random.default_rng(SEED + 1)
+    steps = rng.normal(scale=2.0, size=(FILTER_STEPS, FILTER_SYMBOLS, FILTER_D))
+    rows, shares, worst = [], {}, 0.0
+    for kind in KERNEL_KINDS:
+        params = kind_params(kind, FILTER_K, FILTER_D, rng)
+        first, step = minimal_step(
+            kind, params.startprob, params.transmat, params.means, params.covars
+        )
+
+        def ours(params=params):
+            log_alpha, _ = filter_step(None, steps[0], params)
+            for z in steps[1:]:
+                log_alpha, loglik = filter_step(log_alpha, z, params)
+            return log_alpha, loglik
+
+        def minimal(first=first, step=step):
+            alpha, _ = first(steps[0])
+            for z in steps[1:]:
+                alpha, loglik = step(alpha, z)
+            return alpha, loglik
+
+        (log_alpha, ll), (alpha, minimal_ll) = ours(), minimal()
+        worst = max(worst, np.abs(np.exp(log_alpha) - alpha).max(), np.abs(ll - minimal_ll).max())
+        assert worst <= 1e-9, f"{kind}: filter_step and the minimal kernel disagree"
+        times = {"ours": [], "minimal": []}
+        for _ in range(KERNEL_REPEATS):
+            for name, function in (("ours", ours), ("minimal", minimal)):
+                started = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - started)
+        bars = FILTER_SYMBOLS * FILTER_STEPS
+        ours_rate, minimal_rate = bars / min(times["ours"]), bars / min(times["minimal"])
+        shares[kind] = ours_rate / minimal_rate
+        rows.append(
+            [
+                f"filter step, {kind}",
+                f"{FILTER_SYMBOLS:,} symbols x {FILTER_STEPS} steps, K={FILTER_K}, d={FILTER_D}",
+                f"{ours_rate / 1e6:.2f} M symbol-bars/s",
+                f"{minimal_rate / 1e6:.2f} M symbol-bars/s",
+                f"{shares[kind]:.2f}x",
+            ]
+        )
+    return rows, shares, float(worst)
 
 
 def bench_filter() -> tuple[list[str], float, float]:
@@ -177,10 +248,15 @@ def run() -> str:
     frame_1h, market_1h = feature_frame(RECOVERY_1H[0], RECOVERY_1H[1], SEED, "1h")
     with one_core():
         filter_row, filter_rate, parity = bench_filter()
+        kernel_rows, shares, kernel_parity = bench_kernels()
         fit_row, fit_details = bench_fit(frame_5m)
         recovery_rows = bench_recovery(frame_5m, market_5m, frame_1h, market_1h)
     goal = "met" if filter_rate >= GOAL_SYMBOL_BARS_PER_SECOND else "NOT met"
     goal_rate = f"{GOAL_SYMBOL_BARS_PER_SECOND / 1e6:.0f} M"
+    kernel_goal = " and ".join(
+        f"{kind} {'met' if shares[kind] >= GOAL_KERNEL_SHARE else 'NOT met'}"
+        for kind in ("diag", "full")
+    )
     return "\n".join(
         [
             "## hmm: filter step, fit and regime recovery",
@@ -201,6 +277,20 @@ def run() -> str:
             table(
                 [filter_row, fit_row],
                 ["operation", "size", "regimes", "anchor", "speed regimes/anchor"],
+            ),
+            "",
+            "Limit anchor: the minimal forward step of each covariance type "
+            "(`benchmarks/minimal_filter.py`:",
+            "probability-space state, no validation, no NaN or underflow handling; the same",
+            "emission maths as the project's kernel of that type), timed interleaved with",
+            f"`filter_step` in this run, best of {KERNEL_REPEATS} each. Goal: the project's "
+            f"kernel at least {GOAL_KERNEL_SHARE}x the minimal one",
+            f"for diag and full: **{kernel_goal}**. The two agree to "
+            f"{kernel_parity:.1e} (asserted <= 1e-9).",
+            "",
+            table(
+                kernel_rows,
+                ["operation", "size", "regimes `filter_step`", "minimal kernel", "share"],
             ),
             "",
             "Regime recovery on the synthetic market (seed "

@@ -11,7 +11,9 @@
   longest feature block, so block recomputations count in proportion), best of 3 runs
   from copies of the same warmed engine.
 * filter alone: ``regimes.model.hmm.filtering.filter_step`` on the (10,000, 8) z the engine
-  produced in those steps, with the artifact's parameters.
+  produced in those steps, with the artifact's parameters, and the minimal forward step of
+  the artifact's covariance type (``benchmarks/minimal_filter.py``, the limit anchor of
+  ``bench_hmm``) on the same z, interleaved.
 * anchor: hmmlearn ``predict_proba`` re-run on a trailing 500-bar window per new bar
   (``regimes.model.hmm._hmmlearn.score_window``, as in ``bench_hmm``) with the artifact's
   parameters, on a few hundred windows, as symbol-bars per second. It covers the HMM
@@ -22,6 +24,8 @@
 * where a step's time goes: ``cProfile`` over a few steps, cumulative time of each stage.
 
 Goals (issue 7): full path at least 300,000 symbol-bars/s; filter at least 5 million.
+Goals (issue 19): full path at least 1,500x the hmmlearn anchor with at most 12,444 B of
+state per symbol; the filter at least 0.7x the minimal kernel.
 Everything is timed on one core (thread pools at 1, process pinned to one CPU).
 """
 
@@ -44,6 +48,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import best_of, one_core, table  # noqa: E402
+from minimal_filter import minimal_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 7
@@ -52,6 +57,7 @@ TIMEFRAME, K, D = "15m", 8, 8
 TRAIN_SYMBOLS, TRAIN_DAYS = 2, 25  # 650 bar times of 15m: enough for warm-up and timing
 ANCHOR_WINDOW, ANCHOR_CALLS = 500, 200
 GOAL_FULL_PATH, GOAL_FILTER = 300_000, 5e6
+GOAL_FULL_RATIO, GOAL_STATE_BYTES, GOAL_KERNEL_SHARE = 1_500, 12_444, 0.7
 # Stages of InferenceEngine.step in a profile: (label, module file, function names or None
 # for all), counting only calls made from the engine's module, so renames inside a stage
 # and helpers that other stages share do not move time between rows.
@@ -61,7 +67,11 @@ ENGINE_FILES = ("regimes/live/engine.py", "regimes/live/answer_frame.py")
 PASS_THROUGH = ("sklearn/utils/_set_output.py",)
 STAGES = (
     ("online features (`OnlineFeatureBuffer.update`)", "regimes/features/online.py", ("update",)),
-    ("stationarity (`stationarize`)", "regimes/model/scaling.py", ("stationarize",)),
+    (
+        "stationarity (`InferenceEngine._stationary`, on the feature array)",
+        "regimes/live/engine.py",
+        ("_stationary",),
+    ),
     ("scaler (`RobustPowerScaler.transform`)", "regimes/model/scaling.py", ("transform",)),
     ("encoder (`transform`)", "regimes/model/encoders/base.py", None),
     (
@@ -272,7 +282,25 @@ def measure() -> dict:
                 for z in Z:
                     log_alpha, _ = filter_step(log_alpha, z, params)
 
-            filter_best, filter_median = best_of(run_filter, repeats=5)
+            first, minimal = minimal_step(
+                params.covariance_kind,
+                params.startprob,
+                params.transmat,
+                params.means,
+                params.covars,
+            )
+
+            def run_minimal():
+                alpha, _ = first(Z[0])
+                for z in Z[1:]:
+                    alpha, _ = minimal(alpha, z)
+
+            filter_times, minimal_times = [], []
+            for _ in range(5):  # interleaved: the share compares like with like
+                filter_times.append(best_of(run_filter, repeats=1)[0])
+                minimal_times.append(best_of(run_minimal, repeats=1)[0])
+            filter_best, filter_median = min(filter_times), float(np.median(filter_times))
+            minimal_best = min(minimal_times)
 
             window = Z.reshape(-1, live.pipeline.d)[rng.choice(Z.size // live.pipeline.d, 500)]
             anchor_args = (params.startprob, params.transmat, params.means, params.covars)
@@ -310,6 +338,8 @@ def measure() -> dict:
         "filter_rate": SYMBOLS * STEPS / filter_best,
         "filter_median_rate": SYMBOLS * STEPS / filter_median,
         "filter_ms": filter_best / STEPS * 1e3,
+        "minimal_rate": SYMBOLS * STEPS / minimal_best,
+        "kind": params.covariance_kind,
         "anchor_rate": ANCHOR_CALLS / anchor_best,
         "anchor_ms": anchor_best / ANCHOR_CALLS * 1e3,
         "parity": parity,
@@ -342,6 +372,13 @@ def section(result: dict) -> str:
             f"{result['filter_median_rate'] / 1e6:.2f} M)",
             f"{anchor:,.0f} symbol-bars/s",
             f"{filt / anchor:,.0f}x faster",
+        ],
+        [
+            f"filter alone vs the minimal {result['kind']} kernel",
+            f"{SYMBOLS:,} x {STEPS} steps of the engine's z",
+            f"{filt / 1e6:.2f} M symbol-bars/s",
+            f"{result['minimal_rate'] / 1e6:.2f} M symbol-bars/s (minimal kernel)",
+            f"{filt / result['minimal_rate']:.2f}x (share of the limit)",
         ],
     ]
     total_state = sum(result["state_parts"].values())
@@ -388,7 +425,14 @@ def section(result: dict) -> str:
             "pools at 1, process pinned to one CPU). Goals: full path at least "
             f"{GOAL_FULL_PATH:,} symbol-bars/s:",
             f"**{goal(full, GOAL_FULL_PATH)}**; filter at least {GOAL_FILTER / 1e6:.0f} M "
-            f"symbol-bars/s: **{goal(filt, GOAL_FILTER)}**.",
+            f"symbol-bars/s: **{goal(filt, GOAL_FILTER)}**; full path at least "
+            f"{GOAL_FULL_RATIO:,}x the anchor with at",
+            f"most {GOAL_STATE_BYTES:,} B of state per symbol: "
+            f"**{goal(full / anchor, GOAL_FULL_RATIO)}** ({full / anchor:,.0f}x, "
+            f"{total_state / SYMBOLS:,.0f} B: "
+            f"{'met' if total_state / SYMBOLS <= GOAL_STATE_BYTES else 'NOT met'}); "
+            f"filter at least {GOAL_KERNEL_SHARE}x",
+            f"the minimal kernel: **{goal(filt / result['minimal_rate'], GOAL_KERNEL_SHARE)}**.",
             "",
             f"- filter parity (asserted): the anchor's last row equals `filter_sequence` on the "
             f"same window (largest difference {result['parity']:.1e})",

@@ -15,7 +15,7 @@ from regimes.config.timeframes import Session
 from regimes.data.bars import session_minute_of_day
 from regimes.errors import BadInputError
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: trackers grouped by window (regimes.features.trackers)
 _NEVER = np.iinfo(np.int64).min  # last_ts of a symbol that has had no bar yet
 _ZERO_STD_RELATIVE = 1e-9
 _CHUNK_ROWS = 65_536

@@ -14,14 +14,7 @@ import pandas as pd
 from regimes.config.spec import FIXED_FEATURES, FeatureSpec
 from regimes.config.timeframes import Session
 from regimes.errors import BadInputError
-from regimes.features.batch import (
-    _check_names,
-    _std_keys,
-    _welford_add,
-    _welford_suffix,
-    _window_moments,
-    valid_bars,
-)
+from regimes.features.batch import _check_names, _std_keys, valid_bars
 from regimes.features.definitions import (
     _NEVER,
     SNAPSHOT_VERSION,
@@ -32,179 +25,27 @@ from regimes.features.definitions import (
     time_of_day,
     warmup_lengths,
 )
+from regimes.features.trackers import EMAs, Extremes, Lags, Moments, NonZero, Sums
 from regimes.paths import check_symbol
 
 # --------------------------------------------------------------------------- online
 
-
-class _Moments:
-    """Rolling mean and variance over ``w`` values per row, by the block scheme above:
-    O(1) Welford additions to the current block's prefix, and the previous block's
-    suffix statistics computed once per block."""
-
-    def __init__(self, rows: int, w: int):
-        self.w = w
-        self.ring = np.zeros((rows, w))
-        self.suffix_mean = np.zeros((rows, w))
-        self.suffix_m2 = np.zeros((rows, w))
-        self.prefix_mean = np.zeros(rows)
-        self.prefix_m2 = np.zeros(rows)
-        self.count = np.zeros(rows, dtype=np.int64)
-
-    def push(self, idx: np.ndarray, x: np.ndarray) -> None:
-        j = self.count[idx] % self.w
-        starting = idx[j == 0]
-        if len(starting):
-            means, m2s = _welford_suffix(self.ring[starting])
-            self.suffix_mean[starting], self.suffix_m2[starting] = means, m2s
-            self.prefix_mean[starting] = 0.0
-            self.prefix_m2[starting] = 0.0
-        mean, m2 = _welford_add(self.prefix_mean[idx], self.prefix_m2[idx], x, j + 1)
-        self.prefix_mean[idx], self.prefix_m2[idx] = mean, m2
-        self.ring[idx, j] = x
-        self.count[idx] += 1
-
-    def values(self, idx: np.ndarray, kind: str) -> np.ndarray:
-        w = self.w
-        j = (self.count[idx] - 1) % w
-        following = np.minimum(j + 1, w - 1)
-        mean, m2 = _window_moments(
-            self.prefix_mean[idx],
-            self.prefix_m2[idx],
-            self.suffix_mean[idx, following],
-            self.suffix_m2[idx, following],
-            j,
-            w,
-        )
-        value = mean if kind == "mean" else np.sqrt(np.maximum(m2, 0.0) / w)
-        return np.where(self.count[idx] >= w, value, np.nan)
+# Series pushed only on some rows (r1 needs two closes, rv_inner a full r1^2 window):
+# their windows are trackers of their own; every other series is pushed on every real bar
+# and shares a tracker with the other series of its window.
+_DERIVED = ("r1sq", "rv")
 
 
-class _Sums:
-    """Rolling mean over ``w`` values per row from block prefix and suffix sums: the
-    same additions, in the same order, as the batch :func:`_rolling_mean`."""
-
-    def __init__(self, rows: int, w: int):
-        self.w = w
-        self.ring = np.zeros((rows, w))
-        self.suffix = np.zeros((rows, w))
-        self.prefix = np.zeros(rows)
-        self.count = np.zeros(rows, dtype=np.int64)
-
-    def push(self, idx: np.ndarray, x: np.ndarray) -> None:
-        j = self.count[idx] % self.w
-        starting = idx[j == 0]
-        if len(starting):
-            self.suffix[starting] = np.cumsum(self.ring[starting, ::-1], axis=1)[:, ::-1]
-        self.prefix[idx] = np.where(j == 0, x, self.prefix[idx] + x)
-        self.ring[idx, j] = x
-        self.count[idx] += 1
-
-    def values(self, idx: np.ndarray, kind: str = "mean") -> np.ndarray:
-        w = self.w
-        j = (self.count[idx] - 1) % w
-        following = np.minimum(j + 1, w - 1)
-        prefix = self.prefix[idx]
-        total = np.where(j + 1 < w, self.suffix[idx, following] + prefix, prefix)
-        return np.where(self.count[idx] >= w, total / w, np.nan)
+def _time_of_day(ts_ns: np.ndarray, session: Session | None) -> np.ndarray:
+    """:func:`time_of_day`, computed once when every bar of the step has the same time
+    (a live step), which saves sorting the timestamps."""
+    if len(ts_ns) > 1 and (ts_ns == ts_ns[0]).all():
+        return np.repeat(time_of_day(ts_ns[:1], session), len(ts_ns))
+    return time_of_day(ts_ns, session)
 
 
-class _Extreme:
-    """Rolling max or min over ``w`` values per row in amortized O(1): the van Herk /
-    Gil-Werman scheme. The stream is cut into blocks of ``w``; at each block start the
-    previous block's suffix extremes are computed once; within a block a running prefix
-    extreme is kept; the window extreme is the better of the two."""
-
-    def __init__(self, rows: int, w: int, kind: str):
-        self.w = w
-        self.kind = kind
-        self.op = np.maximum if kind == "max" else np.minimum
-        fill = -np.inf if kind == "max" else np.inf
-        self.ring = np.full((rows, w), fill)
-        self.suffix = np.full((rows, w), fill)
-        self.prefix = np.full(rows, fill)
-        self.count = np.zeros(rows, dtype=np.int64)
-
-    def push(self, idx: np.ndarray, x: np.ndarray) -> None:
-        j = self.count[idx] % self.w
-        starting = idx[j == 0]
-        if len(starting):
-            reversed_ring = self.ring[starting, ::-1]
-            self.suffix[starting] = self.op.accumulate(reversed_ring, axis=1)[:, ::-1]
-        self.ring[idx, j] = x
-        self.prefix[idx] = np.where(j == 0, x, self.op(self.prefix[idx], x))
-        self.count[idx] += 1
-
-    def values(self, idx: np.ndarray) -> np.ndarray:
-        j = (self.count[idx] - 1) % self.w
-        following = np.minimum(j + 1, self.w - 1)
-        carried = np.where(j + 1 < self.w, self.suffix[idx, following], self.prefix[idx])
-        value = self.op(self.prefix[idx], carried)
-        return np.where(self.count[idx] >= self.w, value, np.nan)
-
-
-class _NonZero:
-    """Exact integer count of non-zero values among the last ``w`` per row."""
-
-    def __init__(self, rows: int, w: int):
-        self.w = w
-        self.ring = np.zeros((rows, w), dtype=np.int8)
-        self.total = np.zeros(rows, dtype=np.int64)
-        self.count = np.zeros(rows, dtype=np.int64)
-
-    def push(self, idx: np.ndarray, x: np.ndarray) -> None:
-        slot = self.count[idx] % self.w
-        flag = (x != 0).astype(np.int8)
-        self.total[idx] += flag - self.ring[idx, slot]
-        self.ring[idx, slot] = flag
-        self.count[idx] += 1
-
-    def values(self, idx: np.ndarray) -> np.ndarray:
-        return np.where(self.count[idx] >= self.w, self.total[idx].astype(float), np.nan)
-
-
-class _Lags:
-    """The last ``depth + 1`` values per row, to read the value k bars back."""
-
-    def __init__(self, rows: int, depth: int):
-        self.size = depth + 1
-        self.ring = np.zeros((rows, self.size))
-        self.count = np.zeros(rows, dtype=np.int64)
-
-    def push(self, idx: np.ndarray, x: np.ndarray) -> None:
-        self.ring[idx, self.count[idx] % self.size] = x
-        self.count[idx] += 1
-
-    def back(self, idx: np.ndarray, k: int) -> np.ndarray:
-        position = (self.count[idx] - 1 - k) % self.size
-        value = self.ring[idx, position]
-        return np.where(self.count[idx] > k, value, np.nan)
-
-
-class _EMA:
-    def __init__(self, rows: int, span: int):
-        self.alpha = 2.0 / (span + 1.0)
-        self.value = np.zeros(rows)
-        self.count = np.zeros(rows, dtype=np.int64)
-
-    def push(self, idx: np.ndarray, x: np.ndarray) -> None:
-        previous = self.value[idx]
-        decay = 1.0 - self.alpha
-        self.value[idx] = np.where(self.count[idx] == 0, x, self.alpha * x + decay * previous)
-        self.count[idx] += 1
-
-    def values(self, idx: np.ndarray) -> np.ndarray:
-        return self.value[idx]
-
-
-_STATE_ARRAYS = {
-    _Sums: ("ring", "suffix", "prefix", "count"),
-    _Moments: ("ring", "suffix_mean", "suffix_m2", "prefix_mean", "prefix_m2", "count"),
-    _Extreme: ("ring", "suffix", "prefix", "count"),
-    _NonZero: ("ring", "total", "count"),
-    _Lags: ("ring", "count"),
-    _EMA: ("value", "count"),
-}
+def _is_derived(series: str) -> bool:
+    return series.startswith(_DERIVED)
 
 
 @dataclass(frozen=True)
@@ -276,35 +117,107 @@ class OnlineFeatureBuffer:
 
     # -- structure
 
-    def _tracker_specs(self) -> dict[str, tuple]:
+    def _statistics(self):
+        """The rolling statistics the blocks need: windows {(series, w): Sums or
+        Moments}, extremes {w: [(series, +1 max / -1 min)]}, nonzero {w: [series]},
+        EMAs {series: [span]} and the deepest lag."""
         std_keys = _std_keys(self.blocks)
 
-        def window(series: str, w: int) -> tuple[str, tuple]:
-            cls = _Moments if (series, w) in std_keys else _Sums
-            return f"window:{series}:{w}", (cls, w)
+        def window_class(series: str, w: int) -> type:
+            return Moments if (series, w) in std_keys else Sums
 
-        specs: dict[str, tuple] = {}
+        windows: dict[tuple[str, int], type] = {}
+        extremes: dict[int, list[tuple[str, float]]] = {}
+        nonzero: dict[int, list[str]] = {}
+        emas: dict[str, list[int]] = {}
         lag_depth = 1
         for block in self.blocks:
+            series, w = block.series, block.window
             if block.kind in ("mean", "std"):
-                key, spec = window(block.series, block.window)
-                specs[key] = spec
+                windows.setdefault((series, w), window_class(series, w))
             elif block.kind in ("max", "min"):
-                specs[block.key] = (_Extreme, block.window, block.kind)
+                extremes.setdefault(w, []).append((series, 1.0 if block.kind == "max" else -1.0))
             elif block.kind == "nonzero":
-                specs[block.key] = (_NonZero, block.window)
+                nonzero.setdefault(w, []).append(series)
             elif block.kind == "ema":
-                specs[block.key] = (_EMA, block.window)
+                emas.setdefault(series, []).append(w)
             elif block.kind == "lag":
-                lag_depth = max(lag_depth, block.window)
-            if block.series.startswith("rv"):
-                key, spec = window("r1sq", int(block.series[2:]))
-                specs[key] = spec
-        specs["lags:logc"] = (_Lags, lag_depth)
-        return specs
+                lag_depth = max(lag_depth, w)
+            if series.startswith("rv"):
+                inner = int(series[2:])
+                windows.setdefault(("r1sq", inner), window_class("r1sq", inner))
+        return windows, extremes, nonzero, emas, lag_depth
+
+    def _layout(self) -> None:
+        """Group the blocks' rolling statistics into trackers, one per window (and kind),
+        and record where each block's value is read: ``self._columns[(kind, series:w)]``
+        = (tracker key, column)."""
+        windows, extremes, nonzero, emas, lag_depth = self._statistics()
+        plain: dict[tuple[type, int], list[str]] = {}
+        specs: dict[str, tuple] = {}
+        self._columns: dict[tuple[str, str], tuple[str, int]] = {}
+        for (series, w), cls in windows.items():
+            if _is_derived(series):
+                key = f"window:{w}:{series}"
+                specs[key] = (cls, (w,), (series,))
+                self._columns[("window", f"{series}:{w}")] = (key, 0)
+            else:
+                plain.setdefault((cls, w), []).append(series)
+        for (cls, w), names in plain.items():
+            key = f"window:{w}:{'+'.join(names)}"
+            specs[key] = (cls, (w, len(names)), tuple(names))
+            for column, series in enumerate(names):
+                self._columns[("window", f"{series}:{w}")] = (key, column)
+        for w, members in extremes.items():
+            key = f"extreme:{w}:{'+'.join(f'{s}{int(sign)}' for s, sign in members)}"
+            signs = np.array([sign for _, sign in members])
+            specs[key] = (Extremes, (w, signs), tuple(s for s, _ in members))
+            for column, (series, sign) in enumerate(members):
+                kind = "max" if sign > 0 else "min"
+                self._columns[(kind, f"{series}:{w}")] = (key, column)
+        for w, names in nonzero.items():
+            key = f"nonzero:{w}:{'+'.join(names)}"
+            specs[key] = (NonZero, (w, len(names)), tuple(names))
+            for column, series in enumerate(names):
+                self._columns[("nonzero", f"{series}:{w}")] = (key, column)
+        for series, spans in emas.items():
+            key = f"ema:{series}:{'+'.join(map(str, spans))}"
+            specs[key] = (EMAs, (np.array(spans),), (series,) * len(spans))
+            for column, span in enumerate(spans):
+                self._columns[("ema", f"{series}:{span}")] = (key, column)
+        specs["lags:logc"] = (Lags, (lag_depth,), ("logc",))
+        self._specs = specs
+        self._plan_reads(specs)
+
+    def _plan_reads(self, specs: dict[str, tuple]) -> None:
+        """Per step, in order: the lag ring's reads, the derived trackers (r1^2, then rv
+        and the r1^2 window it reads), the plain groups, and each block's value."""
+        lags = [b for b in self.blocks if b.kind == "lag"]
+        self._lag_reads = np.array([1] + [b.window for b in lags], dtype=np.int64)[:, None]
+        self._lag_columns = [(b.key, column + 1) for column, b in enumerate(lags)]
+        self._block_reads = []
+        for block in self.blocks:
+            if block.kind != "lag":
+                family = "window" if block.kind in ("mean", "std") else block.kind
+                key, column = self._columns[(family, f"{block.series}:{block.window}")]
+                statistic = block.kind if block.kind in ("mean", "std") else "value"
+                self._block_reads.append((block.key, key, statistic, column))
+        derived = {k: names[0] for k, (_, _, names) in specs.items() if _is_derived(names[0])}
+        self._r1sq_keys = [k for k, name in derived.items() if name == "r1sq"]
+        self._rv_keys = [
+            (k, self._columns[("window", f"r1sq:{int(name[2:])}")][0])
+            for k, name in derived.items()
+            if name.startswith("rv")
+        ]
+        self._plain_keys = [
+            (k, names)
+            for k, (_, _, names) in specs.items()
+            if not _is_derived(names[0]) and k != "lags:logc"
+        ]
 
     def _build(self, rows: int) -> None:
-        for key, (cls, *args) in self._tracker_specs().items():
+        self._layout()
+        for key, (cls, args, _) in self._specs.items():
             self._trackers[key] = cls(rows, *args)
         self._rows = rows
         self._capacity = rows
@@ -333,9 +246,7 @@ class OnlineFeatureBuffer:
     def _grow(self, capacity: int) -> None:
         extra = capacity - self._capacity
         for tracker in self._trackers.values():
-            template = _empty_like_rows(tracker, extra)
-            for name in _STATE_ARRAYS[type(tracker)]:
-                setattr(tracker, name, np.concatenate([getattr(tracker, name), template[name]]))
+            tracker.grow(extra)
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, _NEVER)])
         self.count = np.concatenate([self.count, np.zeros(extra, dtype=np.int64)])
         self._capacity = capacity
@@ -410,16 +321,22 @@ class OnlineFeatureBuffer:
             self.add_symbols([s for s, row in zip(symbols, known, strict=True) if row < 0])
             idx = self.rows_of(symbols)
 
-        values = np.full((m, len(self.names)), np.nan)
         real = ~gap
-        if real.any():
-            rows = idx[real]
-            bar = {k: v[real] for k, v in arrays.items()}
-            bar["tod"] = time_of_day(ts_ns[real], self.session)
-            self.count[rows] += 1
-            values[real] = _assemble(
-                self.spec, self.names, bar, self._push(rows, bar), self.count[rows]
-            )
+        if real.all():  # the usual step: no masked copies
+            rows, bar, stamps = idx, dict(arrays), ts_ns
+        else:
+            rows, bar, stamps = idx[real], {k: v[real] for k, v in arrays.items()}, ts_ns[real]
+        if len(rows):
+            bar["tod"] = _time_of_day(stamps, self.session)
+            count = self.count[rows] + 1
+            self.count[rows] = count
+            assembled = _assemble(self.spec, self.names, bar, self._push(rows, bar), count)
+        if real.all():
+            values = assembled
+        else:
+            values = np.full((m, len(self.names)), np.nan)
+            if len(rows):
+                values[real] = assembled
         self.last_ts[idx] = ts_ns
         is_warmup = self.count[idx] < self._longest
         return OnlineResult(tuple(symbols), self.names, values, is_warmup, gap)
@@ -448,38 +365,33 @@ class OnlineFeatureBuffer:
             )
 
     def _push(self, rows: np.ndarray, bar: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Push one bar into every tracker (one push per tracker, all its series at once)
+        and read every block's value."""
         series = _derived_series(bar)
-        lags: _Lags = self._trackers["lags:logc"]
-        previous = lags.back(rows, 0)  # last log close before this bar (NaN on the first)
+        trackers = self._trackers
+        lags: Lags = trackers["lags:logc"]
         lags.push(rows, series["logc"])
+        # One read of the log closes: 1 back is the last close before this bar (NaN on a
+        # symbol's first bar), then every lag block's depth.
+        lagged = lags.back(rows, self._lag_reads)
         has_r1 = self.count[rows] >= 2
-        series["r1sq"] = (series["logc"] - previous) ** 2
+        r1sq = (series["logc"] - lagged[0]) ** 2
+        read: dict[str, dict[str, np.ndarray]] = {}
         # Derived series first: r1^2 windows feed rv, and rv feeds the vol-of-vol window.
-        for key, tracker in self._trackers.items():
-            if key.startswith("window:r1sq:"):
-                tracker.push(rows[has_r1], series["r1sq"][has_r1])
-        for key, tracker in self._trackers.items():
-            if key.startswith("window:rv"):
-                inner = int(key.split(":")[1][2:])
-                mean_r1sq = self._trackers[f"window:r1sq:{inner}"].values(rows, "mean")
-                rv = np.sqrt(np.maximum(mean_r1sq, 0.0))
-                ready = np.isfinite(rv)  # exactly when the r1^2 window is full
-                tracker.push(rows[ready], rv[ready])
-        for key, tracker in self._trackers.items():
-            kind, name = key.split(":")[:2]
-            if kind == "window" and name != "r1sq" and not name.startswith("rv"):
-                tracker.push(rows, series[name])
-            elif kind in ("max", "min", "nonzero", "ema"):
-                tracker.push(rows, series[name])
-        out: dict[str, np.ndarray] = {}
-        for block in self.blocks:
-            if block.kind in ("mean", "std"):
-                tracker = self._trackers[f"window:{block.series}:{block.window}"]
-                out[block.key] = tracker.values(rows, block.kind)
-            elif block.kind in ("max", "min", "nonzero", "ema"):
-                out[block.key] = self._trackers[block.key].values(rows)
-            elif block.kind == "lag":
-                out[block.key] = lags.back(rows, block.window)
+        for key in self._r1sq_keys:
+            trackers[key].push(rows[has_r1], r1sq[None, has_r1])
+            read[key] = trackers[key].read(rows)
+        for key, source in self._rv_keys:
+            rv = np.sqrt(np.maximum(read[source]["mean"][0], 0.0))
+            ready = np.isfinite(rv)  # exactly when the r1^2 window is full
+            trackers[key].push(rows[ready], rv[None, ready])
+            read[key] = trackers[key].read(rows)
+        for key, names in self._plain_keys:
+            x = np.stack([series[name] for name in names])
+            read[key] = trackers[key].advance(rows, x)  # push and read in one pass
+        out = {block: lagged[column] for block, column in self._lag_columns}
+        for block, key, statistic, column in self._block_reads:
+            out[block] = read[key][statistic][column]
         return out
 
     # -- snapshots
@@ -498,8 +410,8 @@ class OnlineFeatureBuffer:
             "count": self.count[: self._rows].copy(),
         }
         for key, tracker in self._trackers.items():
-            for name in _STATE_ARRAYS[type(tracker)]:
-                state[f"{key}|{name}"] = getattr(tracker, name)[: self._rows].copy()
+            for name in tracker.STATE:
+                state[f"{key}|{name}"] = tracker.state(name)[: self._rows].copy()
         return state
 
     @classmethod
@@ -537,8 +449,8 @@ class OnlineFeatureBuffer:
         buffer.last_ts = stored("last_ts", buffer.last_ts[:rows])
         buffer.count = stored("count", buffer.count[:rows])
         for key, tracker in buffer._trackers.items():
-            for name in _STATE_ARRAYS[type(tracker)]:
-                setattr(tracker, name, stored(f"{key}|{name}", getattr(tracker, name)[:rows]))
+            for name in tracker.STATE:
+                tracker.set_state(name, stored(f"{key}|{name}", tracker.state(name)[:rows]))
         return buffer
 
     def save(self, path: str | Path) -> Path:
@@ -561,18 +473,3 @@ class OnlineFeatureBuffer:
         with np.load(path, allow_pickle=False) as data:
             state = {key: data[key] for key in data.files}
         return cls.restore(state, spec, session)
-
-
-def _empty_like_rows(tracker, rows: int) -> dict[str, np.ndarray]:
-    template = type(tracker).__new__(type(tracker))
-    if isinstance(tracker, _Moments | _Sums):
-        template.__init__(rows, tracker.w)
-    elif isinstance(tracker, _Extreme):
-        template.__init__(rows, tracker.w, tracker.kind)
-    elif isinstance(tracker, _NonZero):
-        template.__init__(rows, tracker.w)
-    elif isinstance(tracker, _Lags):
-        template.__init__(rows, tracker.size - 1)
-    elif isinstance(tracker, _EMA):
-        template.__init__(rows, int(round(2.0 / tracker.alpha - 1.0)))
-    return {name: getattr(template, name) for name in _STATE_ARRAYS[type(tracker)]}

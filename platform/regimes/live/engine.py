@@ -117,6 +117,23 @@ def open_engine(
     return InferenceEngine(model, history=history)
 
 
+def _all_or_mask(mask: np.ndarray):
+    """``mask``, or a full slice when it selects every row (views, not masked copies)."""
+    return slice(None) if mask.all() else mask
+
+
+def _stationarity_plan(spec, names, model_features):
+    """(columns of the model's features among the buffer's, positions to take log(x /
+    close), positions to divide by close), or None when a feature needs ``difference``."""
+    policies = [spec.features[name].stationarity for name in model_features]
+    if "difference" in policies:
+        return None
+    columns = np.array([list(names).index(name) for name in model_features], dtype=np.int64)
+    log_ratio = np.flatnonzero([p == "log_ratio_to_close" for p in policies])
+    relative = np.flatnonzero([p == "relative_to_close" for p in policies])
+    return columns, log_ratio, relative
+
+
 class InferenceEngine:
     """Regimes of one timeframe from one model, bar by bar.
 
@@ -149,6 +166,9 @@ class InferenceEngine:
         )
         self.settings = model.anti_chatter
         self.ood_settings = ood.OODSettings.from_config(model.ood_threshold, model.ood)
+        self._policies = _stationarity_plan(
+            model.feature_spec, self.buffer.names, self.pipeline.features_
+        )
         self.L = int(self.pipeline.window_length)
         self.F = len(self.pipeline.features_)
         self.K = self.hmm.K
@@ -262,22 +282,19 @@ class InferenceEngine:
             bars["is_gap"],
             rows=idx,
         )
-        frame = pd.DataFrame(features.values, columns=list(features.names))
-        stationary = stationarize(
-            frame,
-            self.model.feature_spec,
-            self.pipeline.features_,
-            bars["close"].to_numpy(dtype=float),
-        )
-        X = stationary[self.pipeline.features_].to_numpy()
-        usable = ~(features.is_warmup | features.is_gap) & np.isfinite(X).all(axis=1)
+        X = self._stationary(features, bars["close"].to_numpy(dtype=float))
+        # Counts by a product (all/sum over axis 1 are slow on rows as short as F).
+        columns = np.ones(X.shape[1])
+        finite = (np.isfinite(X) @ columns) == X.shape[1]
+        usable = ~(features.is_warmup | features.is_gap) & finite
         rows = self._rows
         rows.run[idx[~usable]] = 0
         clipped = np.zeros(len(idx), dtype=np.int64)
         if usable.any():
-            scaled = self.pipeline.scaler_.transform(X[usable])
-            clipped[usable] = (np.abs(scaled) >= self.pipeline.scaler_.clip).sum(axis=1)
-            target = idx[usable]
+            every = _all_or_mask(usable)
+            scaled = self.pipeline.scaler_.transform(X[every])
+            clipped[every] = (np.abs(scaled) >= self.pipeline.scaler_.clip) @ columns
+            target = idx[every]
             rows.window[target, :-1] = rows.window[target, 1:]
             rows.window[target, -1] = scaled
             rows.run[target] += 1
@@ -287,23 +304,25 @@ class InferenceEngine:
         z, posterior, loglik, h, state_id, raw, reason = outputs
         reason[~ready] = np.where(features.is_gap[~ready], GAP, WARMING)
         if ready.any():
-            target = idx[ready]
+            # Every row ready (the usual live step): views instead of masked copies.
+            every = _all_or_mask(ready)
+            target = idx[every]
             windows = rows.window[target].reshape(len(target), self.L * self.F)
-            z[ready] = self.pipeline.encoder_.transform(windows)
-            log_alpha, ll = filter_step(rows.log_alpha[target], z[ready], self.hmm.params_)
+            z[every] = self.pipeline.encoder_.transform(windows)
+            log_alpha, ll = filter_step(rows.log_alpha[target], z[every], self.hmm.params_)
             rows.log_alpha[target] = log_alpha
-            posterior[ready] = np.exp(log_alpha)
-            loglik[ready] = ll
+            posterior[every] = np.exp(log_alpha)
+            loglik[every] = ll
             # Encoded bars go through anti-chatter and OOD; the rest stay UNKNOWN.
-            h[ready] = entropy(np.log(np.clip(posterior[ready], 1e-300, None)))
-            state_id[ready], raw[ready], reason[ready] = judge(
+            h[every] = entropy(np.log(np.clip(posterior[every], 1e-300, None)))
+            state_id[every], raw[every], reason[every] = judge(
                 self._chatter,
                 self._ood,
                 target,
-                posterior[ready],
-                loglik[ready],
-                h[ready],
-                clipped[ready],
+                posterior[every],
+                loglik[every],
+                h[every],
+                clipped[every],
                 self.settings,
                 self.ood_settings,
             )
@@ -311,6 +330,28 @@ class InferenceEngine:
         for name, count in reason_counts(reason).items():
             self._counts[name] += count
         return self._answers(bars, outputs)
+
+    def _stationary(self, features, close: np.ndarray) -> np.ndarray:
+        """The model's features of this step, made stationary, as an (n, F) array.
+
+        Straight on the feature array (no frame): the same elementwise arithmetic as
+        :func:`regimes.model.scaling.stationarize`, which a ``difference`` feature (it
+        needs the previous row) still goes through."""
+        names = list(features.names)
+        policies = self._policies
+        if policies is None:
+            frame = pd.DataFrame(features.values, columns=names)
+            wanted = self.pipeline.features_
+            stationary = stationarize(frame, self.model.feature_spec, wanted, close)
+            return stationary[wanted].to_numpy()
+        columns, log_ratio, relative = policies
+        X = features.values[:, columns]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if len(log_ratio):
+                X[:, log_ratio] = np.log(X[:, log_ratio] / close[:, None])
+            if len(relative):
+                X[:, relative] = X[:, relative] / close[:, None]
+        return X
 
     def _answers(self, bars: pd.DataFrame, outputs) -> pd.DataFrame:
         return answer_frame(bars, self.timeframe, self.model_id, outputs)

@@ -2,13 +2,17 @@
 entropy (plan 4.6, 4.7).
 
 The live path needs alpha_t(k) = p(s_t = k | z_1..t): a *filtered* posterior that uses
-no future bar (hmmlearn's ``predict_proba`` is smoothed and does). The forward filter
-here works in log space, batched over symbols: a step takes log alpha_{t-1} (N x K) and
-z_t (N x d) for N symbols at once and returns log alpha_t and log p(z_t | z_1..t-1). The
-sequence API runs the same step over time, so appending bars never changes the past.
+no future bar (hmmlearn's ``predict_proba`` is smoothed and does). The forward filter is
+batched over symbols: a step takes log alpha_{t-1} (N x K) and z_t (N x d) for N symbols
+at once and returns log alpha_t and log p(z_t | z_1..t-1). The sequence API runs the
+same step over time, so appending bars never changes the past.
 
-The transition is done as a log-sum-exp with the max shifted out, via one matrix
-product: log sum_j alpha_j A_jk = m + log sum_j exp(log alpha_j - m) A_jk.
+Inside a step (:mod:`regimes.model.hmm.kernels`) the emission kernel is chosen once per
+model from the fitted covariances (spherical, diag, tied or full), and the recursion
+runs in probability space with per-row rescaling: predicted = alpha_{t-1} A, then
+alpha_t = predicted * exp(log b - max log b) / row sum. Rows whose sum underflows (below
+1e-200) are redone in log space, so every row keeps full precision; the bound is in the
+kernels' docstring and ``docs/inference.md``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from regimes.errors import BadInputError
+from regimes.model.hmm.kernels import (
+    Emission,
+    covariance_kind,
+    forward_step,
+    log_space_rows,
+)
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -27,8 +37,9 @@ LOG_2PI = np.log(2.0 * np.pi)
 class GaussianHMMParams:
     """Parameters of a K-state Gaussian HMM in d dimensions, covariances in full form.
 
-    Built once from fitted values; derived arrays (log probabilities, inverse Cholesky
-    factors, log normalisers) are precomputed for the filter.
+    Built once from fitted values; derived arrays (log probabilities and the emission
+    kernel of the covariances' type, ``covariance_kind``: spherical, diag, tied or full)
+    are precomputed for the filter.
     """
 
     startprob: np.ndarray
@@ -58,12 +69,9 @@ class GaussianHMMParams:
         if abs(startprob.sum() - 1) > 1e-8 or np.any(np.abs(transmat.sum(axis=1) - 1) > 1e-8):
             raise BadInputError("HMM parameters: startprob and transmat rows must sum to 1")
         try:
-            chol = np.linalg.cholesky(covars)
+            np.linalg.cholesky(covars)
         except np.linalg.LinAlgError:
             raise BadInputError("HMM parameters: a covariance is not positive definite") from None
-        eye = np.broadcast_to(np.eye(d), (K, d, d))
-        inverse = np.linalg.solve(chol, eye)  # L^{-1}, lower triangular
-        logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
         for name, value in (
             ("startprob", startprob),
             ("transmat", transmat),
@@ -75,14 +83,17 @@ class GaussianHMMParams:
         with np.errstate(divide="ignore"):
             object.__setattr__(self, "log_startprob", np.log(startprob))
             object.__setattr__(self, "log_transmat", np.log(transmat))
-        # y_k = L_k^{-1} (z - mu_k) for all k at once: z @ stacked_whiten - stacked_offset.
-        stacked = np.transpose(inverse, (2, 0, 1)).reshape(d, K * d)
-        offset = np.einsum("kij,kj->ki", inverse, means).reshape(1, K * d)
-        # The last row multiplies the constant 1 appended to z: it subtracts W mu.
-        object.__setattr__(
-            self, "stacked_whiten", np.ascontiguousarray(np.vstack([stacked, -offset]))
-        )
-        object.__setattr__(self, "log_norm", -0.5 * (d * LOG_2PI + logdet))
+        kind = covariance_kind(covars)
+        object.__setattr__(self, "covariance_kind", kind)
+        object.__setattr__(self, "emission", Emission(kind, means, covars))
+
+    def __reduce__(self):
+        # Pickles hold the four fitted arrays only; the kernels are rebuilt at load.
+        return type(self), (self.startprob, self.transmat, self.means, self.covars)
+
+    def __setstate__(self, state: dict) -> None:
+        # Pickles written before the kernels existed hold the instance dict: rebuild.
+        self.__init__(state["startprob"], state["transmat"], state["means"], state["covars"])
 
     @property
     def K(self) -> int:
@@ -96,42 +107,28 @@ class GaussianHMMParams:
 def emission_logpdf(Z: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
     """log N(z_n | mu_k, Sigma_k) for every row and state: (N, K).
 
-    All K whitenings in one matrix product: y = [z, 1] [W^T; -(W mu)^T] with W the stacked
-    inverse Cholesky factors (K*d x d), then the squared norms per state.
+    One or two small matrix products, by the kernel of the covariances' type
+    (:class:`regimes.model.hmm.kernels.Emission`).
     """
     Z = np.asarray(Z, dtype=np.float64)
     if Z.ndim != 2 or Z.shape[1] != params.d:
         raise BadInputError(f"emission: expected z of shape (N, {params.d}), got {Z.shape}")
-    augmented = np.empty((len(Z), params.d + 1))
-    augmented[:, :-1] = Z
-    augmented[:, -1] = 1.0
-    whitened = augmented @ params.stacked_whiten  # (N, K*d): z W^T - W mu in one product
-    np.square(whitened, out=whitened)
-    quad = np.einsum("nkd->nk", whitened.reshape(len(Z), params.K, params.d))
-    quad *= -0.5
-    quad += params.log_norm
-    return quad
+    return params.emission(Z)
 
 
-def _row_max(values: np.ndarray) -> np.ndarray:
-    """Max of each row; column by column, which is several times faster than
-    ``max(axis=1)`` when rows are as short as K."""
-    peak = values[:, 0].copy()
-    for column in range(1, values.shape[1]):
-        np.maximum(peak, values[:, column], out=peak)
-    return peak
-
-
-def predict_log(log_alpha: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
-    """log p(s_t = k | z_1..t-1) from a *normalised* log alpha_{t-1}: (N, K).
+def predict(log_alpha: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
+    """p(s_t = k | z_1..t-1) from a *normalised* log alpha_{t-1}: (N, K).
 
     A normalised posterior's largest entry is at least 1/K, so exp() needs no shift:
     entries that underflow to 0 are below 1e-308 of the total.
     """
+    return np.exp(log_alpha) @ params.transmat
+
+
+def predict_log(log_alpha: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
+    """log p(s_t = k | z_1..t-1) from a *normalised* log alpha_{t-1}: (N, K)."""
     with np.errstate(divide="ignore"):
-        predicted = np.exp(log_alpha) @ params.transmat
-        np.log(predicted, out=predicted)
-    return predicted
+        return np.log(predict(log_alpha, params))
 
 
 def filter_step(
@@ -143,31 +140,30 @@ def filter_step(
     """One bar for N symbols: (log alpha_t (N, K), log p(z_t | z_1..t-1) (N,)).
 
     ``log_alpha_prev`` is None (or a row of NaN) for a symbol's first bar: the prior is
-    then the start distribution.
+    then the start distribution. The step runs in probability space with per-row
+    rescaling; a row whose sum underflows is redone in log space
+    (:mod:`regimes.model.hmm.kernels`).
     """
-    log_b = emission_logpdf(Z, params) if log_emission is None else log_emission.copy()
+    log_b = emission_logpdf(Z, params) if log_emission is None else log_emission
     N = log_b.shape[0]
     if log_alpha_prev is None:
-        log_b += params.log_startprob
+        predicted = np.broadcast_to(params.startprob, (N, params.K))
     else:
         log_alpha_prev = np.asarray(log_alpha_prev, dtype=np.float64)
         first = np.isnan(log_alpha_prev[:, 0])
         if first.any():
             log_alpha_prev = log_alpha_prev.copy()
             log_alpha_prev[first] = 0.0
-            log_pred = predict_log(log_alpha_prev, params)
-            log_pred[first] = params.log_startprob
+            predicted = predict(log_alpha_prev, params)
+            predicted[first] = params.startprob
         else:
-            log_pred = predict_log(log_alpha_prev, params)
-        log_b += log_pred
-    # Normalise: log alpha_t = joint - logsumexp(joint), with the max shifted out.
-    peak = _row_max(log_b)
-    peak[~np.isfinite(peak)] = 0.0
-    log_b -= peak[:, None]
-    with np.errstate(divide="ignore"):
-        log_total = np.log(np.exp(log_b) @ np.ones(log_b.shape[1]))
-    log_b -= log_total[:, None]
-    return log_b, (log_total + peak)[:N]
+            predicted = predict(log_alpha_prev, params)
+    log_alpha, loglik, redo = forward_step(predicted, log_b)
+    if redo.any():
+        with np.errstate(divide="ignore"):
+            log_predicted = np.log(predicted[redo])
+        log_alpha[redo], loglik[redo] = log_space_rows(log_predicted, log_b[redo])
+    return log_alpha, loglik
 
 
 def filter_sequence(
