@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,28 +26,52 @@ def _load(path: Path):
     return module
 
 
+def _sections(text: str) -> dict[str, str]:
+    """The ``## name: ...`` sections of an existing BENCHMARKS.md, by name."""
+    found: dict[str, str] = {}
+    parts = text.split("\n## ")[1:]
+    for part in parts:
+        name = part.split(":", 1)[0].strip()
+        found[name] = ("## " + part).rstrip() + "\n"
+    return found
+
+
 def main(argv: list[str]) -> int:
     wanted = set(argv)
-    sections = []
+    stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}"
+    sections = {}
     for path in sorted(HERE.glob("bench_*.py")):
-        if wanted and path.stem.removeprefix("bench_") not in wanted:
+        name = path.stem.removeprefix("bench_")
+        if wanted and name not in wanted:
             continue
         print(f"== {path.stem}", file=sys.stderr, flush=True)
         module = _load(path)
-        sections.append(module.run())
+        sections[name] = module.run().rstrip() + f"\n\n_measured {stamp}_\n"
+    target = ROOT / "BENCHMARKS.md"
+    if wanted and target.exists():
+        # A partial run replaces its own sections and keeps the others as they were.
+        old = target.read_text()
+        dated = re.search(r"^- date: (.+)$", old, flags=re.MULTILINE)
+        kept = {
+            name: text if "_measured " in text or not dated else f"{text}\n_measured {dated[1]}_\n"
+            for name, text in _sections(old).items()
+        }
+        kept.update(sections)
+        sections = dict(sorted(kept.items()))
     header = [
         "# Benchmarks",
         "",
-        "Made by `make bench` (`benchmarks/run.py`). Every figure was measured in the run that",
-        "wrote this file; each benchmark runs its anchor in the same run and reports the ratio.",
+        "Made by `make bench` (`benchmarks/run.py`; `python benchmarks/run.py NAME ...`",
+        "re-runs some sections and keeps the others). Every figure was measured in the run",
+        "that wrote its section (dated at its end); each benchmark runs its anchor in the",
+        "same run and reports the ratio.",
         "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}",
         "",
     ]
-    text = "\n".join(header + ["\n\n".join(sections)]) + "\n"
-    (ROOT / "BENCHMARKS.md").write_text(text)
+    text = "\n".join(header) + "\n" + "\n".join(s.rstrip() + "\n" for s in sections.values())
+    target.write_text(text)
     print(text)
     return 0
 

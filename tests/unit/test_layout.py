@@ -85,7 +85,15 @@ print('ok')
         ("sqlalchemy", {"regimes.data.sql"}),
         ("torch", {"regimes.model.encoders.vae"}),
         ("hmmlearn", {"regimes.model.hmm._hmmlearn"}),
-        ("deltalake", {"regimes.storage.registry", "regimes.storage.state_store"}),
+        (
+            "deltalake",
+            {
+                "regimes.storage.registry",
+                "regimes.storage.state_store",
+                "regimes.storage.drift_reports",
+            },
+        ),
+        ("evidently", {"regimes.drift.report"}),
     ],
 )
 def test_adapters_are_the_only_importers(module, allowed):

@@ -361,7 +361,18 @@ class EngineShard:
             self.set_models(manifest["champion"], manifest["shadows"])
             for model_id, name in manifest["snapshots"].items():
                 if model_id in self.engines:
-                    self.engines[model_id].restore(read_snapshot(self.folder / name))
+                    try:
+                        self.engines[model_id].restore(read_snapshot(self.folder / name))
+                    except BadInputError as exc:  # e.g. written by an older release
+                        log.warning(
+                            "%s shard %d: snapshot of %s not restored (%s); the engine "
+                            "starts from cold starts",
+                            self.timeframe,
+                            self.index,
+                            model_id,
+                            exc,
+                        )
+                        self.engines[model_id] = self._new_engine(model_id)
             first = int(manifest["sequence"])
         bars = read_journals(self.folder, first)
         self.journal = BarJournal(self.folder, max(first, _last_sequence(self.folder)) + 1)
