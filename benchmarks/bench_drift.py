@@ -55,9 +55,14 @@ def measure() -> dict:
         codes[f"f{j:02d}"] = (bin_codes(reference[:, j], edges), bin_codes(current[:, j], edges))
     codes["state"] = states
     binning = time.perf_counter() - started
-    labels = np.array([f"b{k:02d}" for k in range(BINS + 1)], dtype=object)
-    ref_frame = pd.DataFrame({c: labels[r] for c, (r, _) in codes.items()})
-    cur_frame = pd.DataFrame({c: labels[k] for c, (_, k) in codes.items()})
+    labels = [f"b{k:02d}" for k in range(BINS + 1)]
+    # Categoricals, as the drift report hands them to Evidently.
+    ref_frame = pd.DataFrame(
+        {c: pd.Categorical.from_codes(r, categories=labels) for c, (r, _) in codes.items()}
+    )
+    cur_frame = pd.DataFrame(
+        {c: pd.Categorical.from_codes(k, categories=labels) for c, (_, k) in codes.items()}
+    )
     labelling = time.perf_counter() - started - binning
 
     started = time.perf_counter()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from regimes.drift.binning import bin_labels, reference_edges
+from regimes.drift.binning import bin_codes, reference_edges
 from regimes.errors import BadInputError
 
 KINDS = ("feature", "z", "state", "loglik")
@@ -78,20 +78,24 @@ def window_frames(
 
 def binned(reference: pd.DataFrame, current: pd.DataFrame, bins: int):
     """Both windows as bin labels (numeric columns on reference quantiles; ``state`` as
-    its own categories), and the edges used."""
+    its own categories), and the edges used. Columns are pandas categoricals: Evidently
+    counts them several times faster than text, with the same figures."""
     out_ref, out_cur, edges = {}, {}, {}
     for column in reference.columns:
         if column in ("ts", "symbol"):
             continue
         if column == "state":
-            out_ref[column] = reference[column].astype(int).astype(str).to_numpy(dtype=object)
-            out_cur[column] = current[column].astype(int).astype(str).to_numpy(dtype=object)
+            out_ref[column] = reference[column].astype(int).astype(str).astype("category")
+            out_cur[column] = current[column].astype(int).astype(str).astype("category")
             continue
         values = reference[column].to_numpy(dtype=float)
         cut = reference_edges(values, bins)
         edges[column] = cut.tolist()
-        out_ref[column] = bin_labels(values, cut)
-        out_cur[column] = bin_labels(current[column].to_numpy(dtype=float), cut)
+        names = [f"b{k:02d}" for k in range(len(cut) + 1)]
+        out_ref[column] = pd.Categorical.from_codes(bin_codes(values, cut), categories=names)
+        out_cur[column] = pd.Categorical.from_codes(
+            bin_codes(current[column].to_numpy(dtype=float), cut), categories=names
+        )
     return pd.DataFrame(out_ref), pd.DataFrame(out_cur), edges
 
 
