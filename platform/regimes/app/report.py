@@ -114,14 +114,16 @@ def report(workspace: Workspace, request: ReportRequest) -> ReportResult:
     if not store.exists():
         raise BadInputError(f"report: no state table at {store.root}; run {backfill}")
     symbols = list(dict.fromkeys(request.symbols)) if request.symbols else None
+    if symbols:
+        _check_bars(workspace, request.timeframe, symbols)
     states = store.read(request.timeframe, request.model_id, symbols, start, end, STATE_COLUMNS)
+    if symbols:
+        _check_symbols(workspace, request.timeframe, symbols, set(states["symbol"]), backfill)
     if states.empty:
         raise BadInputError(
             f"report: no stored states of {request.model_id} ({request.timeframe}) in the "
             f"window{_window_text(start, end)}; run {backfill}"
         )
-    if symbols:
-        _check_symbols(workspace, request.timeframe, symbols, set(states["symbol"]), backfill)
     return _write(workspace, model, states, start, end, "the state store", started)
 
 
@@ -147,19 +149,22 @@ def _window_text(start, end) -> str:
     )
 
 
+def _check_bars(workspace: Workspace, timeframe: str, symbols: list[str]) -> None:
+    """Refuse symbols without bars before reading any state (they cannot have any)."""
+    from regimes.data import sql as db
+
+    with_bars = set(db.list_symbols(workspace.engine, timeframe))
+    never = [s for s in symbols if s not in with_bars]
+    if never:
+        raise BadInputError(f"report: no {timeframe} bars and no states for symbol(s) {never}")
+
+
 def _check_symbols(
     workspace: Workspace, timeframe: str, symbols: list[str], stored: set, backfill: str
 ) -> None:
-    from regimes.data import sql as db
-
     missing = [s for s in symbols if s not in stored]
-    if not missing:
-        return
-    with_bars = set(db.list_symbols(workspace.engine, timeframe))
-    never = [s for s in missing if s not in with_bars]
-    if never:
-        raise BadInputError(f"report: no {timeframe} bars and no states for symbol(s) {never}")
-    raise BadInputError(f"report: no stored states for symbol(s) {missing}; run {backfill}")
+    if missing:
+        raise BadInputError(f"report: no stored states for symbol(s) {missing}; run {backfill}")
 
 
 def _load_model(workspace: Workspace, timeframe: str, model_id: str) -> LoadedModel:
@@ -246,9 +251,9 @@ def write_whole(folder: Path, files: dict[str, str]) -> None:
     try:
         for name, text in files.items():
             handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".partial")
+            written.append((name, Path(temporary)))
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 out.write(text)
-            written.append((name, Path(temporary)))
     except BaseException:
         for _, temporary in written:
             temporary.unlink(missing_ok=True)

@@ -72,7 +72,7 @@ def dwell_verdict(dwell: pd.DataFrame, settings: VerdictConfig) -> Verdict:
     least ``min_share`` of the bars."""
     states = _judged_states(dwell, settings)
     figures = {
-        int(k): {
+        str(int(k)): {
             "share": round(float(dwell.at[k, "share"]), 4),
             "mean_dwell": _plain(dwell.at[k, "mean_dwell"]),
             "implied_dwell": _plain(dwell.at[k, "implied_dwell"]),
@@ -101,7 +101,7 @@ def diagonal_verdict(
 ) -> Verdict:
     """a_kk >= ``min_diagonal`` and above every a_kj for the states of the dwell check."""
     states = _judged_states(dwell, settings)
-    figures = {int(k): round(float(transitions.at[k, "model_stay"]), 4) for k in states}
+    figures = {str(int(k)): round(float(transitions.at[k, "model_stay"]), 4) for k in states}
     if len(states) == 0:
         return Verdict("diagonal_dominance", None, "no state holds enough bars", figures)
     weak = [int(k) for k in states if not transitions.at[k, "diagonally_dominant"]]
