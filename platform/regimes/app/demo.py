@@ -16,6 +16,7 @@ from typing import Any
 
 from regimes.app import backfill as backfill_cases
 from regimes.app import data, features, rollout, training
+from regimes.app import report as report_cases
 from regimes.app.executors import Executor, LocalExecutor, executor_named
 from regimes.app.orchestrators import Orchestrator, PrefectOrchestrator
 from regimes.app.progress import Notify, Progress, no_progress, silent, ticking
@@ -66,7 +67,7 @@ def run(
     started = time.perf_counter()
     executor = executor_named(request.executor)
     orchestrator = PrefectOrchestrator()
-    steps = 7
+    steps = 8
     marks: list[tuple[str, float]] = []
 
     def step(header: str) -> None:
@@ -132,6 +133,12 @@ def run(
             f"backfilled through the Prefect flow on {executor.name} into Delta Lake"
         )
         stored = _backfill_all(workspace, executor, orchestrator, trained, say)
+    say("")
+    step(
+        f"== 8/{steps} validation reports from the stored states: the 1d S&P 500 model and "
+        f"the synthetic {REPORT_SYNTHETIC_TIMEFRAME} model (self-contained HTML + JSON)"
+    )
+    reports = _reports(workspace, trained, say) if stored else {}
     elapsed = time.perf_counter() - started
     ends = [at for _, at in marks[1:]] + [time.perf_counter()]
     step_seconds = {name: round(end - at, 1) for (name, at), end in zip(marks, ends, strict=True)}
@@ -147,6 +154,8 @@ def run(
     if stored:
         say(f"   state store:      {stored['store']} (Delta Lake; `regimes states` exports it)")
     plots = [r["latent_dim_plot"] for r in encode.timeframes.values() if "latent_dim_plot" in r]
+    for timeframe, written in reports.items():
+        say(f"   report {timeframe}:        {written['html']}")
     if plots:
         say(f"   latent-dim curves: {str(Path(plots[0]).parent)}/ ({len(plots)} PNG + CSV)")
     return DemoResult(
@@ -172,6 +181,7 @@ def run(
             "trained": trained,
             "live": live,
             "states": stored,
+            "reports": reports,
             "truth": str(synth.truth),
             "bars_sha256": synth.bars_sha256,
             "seconds": round(elapsed, 3),
@@ -294,6 +304,8 @@ def _train_all(
             symbols=(symbol,) if timeframe == "1d" else None,
             grid=DEMO_GRID[timeframe],
             seed=request.seed,
+            # The demo writes its reports from the stored states after the backfill.
+            report=False,
         )
         try:
             [result] = training.train(workspace, train_request, executor, orchestrator).models
@@ -537,3 +549,31 @@ def _backfill_all(
         "summary": json.loads(summary.to_json(orient="records", date_format="iso")),
         "current_states": len(current),
     }
+
+
+REPORT_SYNTHETIC_TIMEFRAME = "1h"
+"""The synthetic timeframe the demo reports on (the fewest bars: a few seconds)."""
+
+
+def _reports(workspace: Workspace, trained: list[dict], say: Notify) -> dict:
+    """``regimes report`` of the 1d (S&P 500) model and one synthetic timeframe: paths,
+    states ordered by volatility, dwell vs implied dwell, Sharpe per strategy."""
+    from regimes.errors import RegimesError
+
+    models = {row["timeframe"]: row["model_id"] for row in trained}
+    written = {}
+    for timeframe in ("1d", REPORT_SYNTHETIC_TIMEFRAME):
+        if timeframe not in models:
+            continue
+        request = report_cases.ReportRequest(timeframe, models[timeframe])
+        try:
+            result = report_cases.report(workspace, request)
+        except RegimesError as exc:
+            say(f"   {timeframe}: no report: {exc}")
+            continue
+        _say_all(say, result.summary())
+        answer = result.as_dict()
+        written[timeframe] = {k: answer[k] for k in ("html", "json", "html_bytes", "headline")}
+        written[timeframe]["verdicts_passed"] = result.verdicts.passed
+        written[timeframe]["seconds"] = answer["seconds"]
+    return written
