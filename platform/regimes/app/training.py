@@ -110,9 +110,11 @@ def train(
         check_trainable(workspace, timeframe, unit_symbols)
     started = time.perf_counter()
     models = orchestrator.train(workspace, request, units, executor, notify)
-    if request.report:
-        for row in models:
-            row.update(_validation_report(workspace, row, notify))
+    for row in models:
+        if row.get("report"):
+            notify(f"   {row['model_id']}: validation report {row['report']}")
+        elif row.get("report_error"):
+            notify(f"   {row['model_id']}: no validation report: {row['report_error']}")
     return TrainResult(
         models=models,
         registry=workspace.registry_root,
@@ -120,18 +122,16 @@ def train(
     )
 
 
-def _validation_report(workspace: Workspace, row: dict, notify: Notify) -> dict:
-    """The report of a model just trained, and its verdicts for the promotion gates; a
-    report that cannot be written is said, not fatal to the training."""
+def _validation_report(workspace: Workspace, row: dict) -> dict:
+    """The report of a model just trained and its verdicts (for the promotion gates);
+    a report that cannot be written is recorded, not fatal to the training."""
     from regimes.app.report import report_trained
     from regimes.errors import RegimesError
 
     try:
         written = report_trained(workspace, row["timeframe"], row["model_id"])
     except RegimesError as exc:
-        notify(f"   {row['model_id']}: no validation report: {exc}")
         return {"report": None, "report_error": str(exc)}
-    notify(f"   {row['model_id']}: validation report {written.html}")
     return {"report": str(written.html), "verdicts": written.verdicts.as_dict()}
 
 
@@ -176,12 +176,14 @@ def train_unit(
     executor: Executor,
     actor: str,
     scope: str = "pooled",
+    report: bool = True,
 ) -> dict:
     """Train one unit (a timeframe, pooled or one symbol), register the winner as a
-    candidate of its scope, return its summary row."""
+    candidate of its scope, write its validation report (``report``), return its
+    summary row (with ``report`` and ``verdicts``)."""
     from regimes.training.units import train_and_register
 
-    return train_and_register(
+    row = train_and_register(
         workspace.engine,
         workspace.config,
         workspace.registry,
@@ -194,6 +196,9 @@ def train_unit(
         actor=actor,
         scope=scope,
     )
+    if report:
+        row.update(_validation_report(workspace, row))
+    return row
 
 
 @dataclass(frozen=True)
