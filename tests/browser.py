@@ -102,7 +102,7 @@ class _DevTools:
         self.socket.close()
 
 
-def _start(profile: Path) -> tuple[subprocess.Popen, str]:
+def _start(profile: Path) -> tuple[subprocess.Popen, str, threading.Thread]:
     process = subprocess.Popen(
         [
             chromium_binary(),
@@ -126,11 +126,12 @@ def _start(profile: Path) -> tuple[subprocess.Popen, str]:
         found = re.search(r"DevTools listening on (ws://\S+)", line)
         if found:
             # Keep reading its log, or a full pipe would block the browser.
-            threading.Thread(target=process.stderr.read, daemon=True).start()
-            return process, found.group(1)
+            drain = threading.Thread(target=process.stderr.read, daemon=True)
+            drain.start()
+            return process, found.group(1), drain
         if not line and process.poll() is not None:
             break
-    _stop(process)
+    _stop(process, None)
     raise AssertionError("chromium did not start its DevTools endpoint")
 
 
@@ -141,7 +142,7 @@ def open_page(url: str, screenshot: Path, settle_seconds: float = 0.5) -> PageCh
     with tempfile.TemporaryDirectory(
         prefix="regimes-chromium-", ignore_cleanup_errors=True
     ) as profile:
-        process, endpoint = _start(Path(profile))
+        process, endpoint, drain = _start(Path(profile))
         tools = None
         try:
             tools = _DevTools(endpoint)
@@ -169,17 +170,20 @@ def open_page(url: str, screenshot: Path, settle_seconds: float = 0.5) -> PageCh
         finally:
             if tools is not None:
                 tools.close()
-            _stop(process)
+            _stop(process, drain)
     return check
 
 
-def _stop(process: subprocess.Popen) -> None:
+def _stop(process: subprocess.Popen, drain: threading.Thread | None) -> None:
     """End the browser and every helper process it started (its own session)."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait(timeout=30)
+    if drain is not None:
+        drain.join(timeout=30)
+    process.stderr.close()
 
 
 def _collect(events: list[dict], check: PageCheck) -> None:

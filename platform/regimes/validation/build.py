@@ -166,34 +166,7 @@ def build_report(
     dwell["published_mean_dwell"] = published_dwell["mean_dwell"]
     counts = empirical_counts(symbols, frame["raw_state_id"].to_numpy(), K)
     transitions = transition_table(facts.transmat, counts, config.verdicts.min_diagonal)
-    boot = config.bootstrap
-    horizon = config.horizon_bars[timeframe]
-    returns_frame = forward_returns(frame.assign(state=frame["state_id"]), horizon)
-    conditioned = conditioned_returns(
-        returns_frame,
-        K,
-        ReturnSettings(
-            horizon,
-            periods_per_year,
-            config.min_spells,
-            config.min_bars,
-            boot.samples,
-            boot.confidence,
-            boot.seed,
-        ),
-    )
-    settings = backtests.BacktestSettings(
-        config.backtest.test_windows,
-        config.backtest.min_train_fraction,
-        config.backtest.size_cap,
-        config.cost_bps[timeframe],
-        periods_per_year,
-        config.min_bars,
-        boot.samples,
-        boot.confidence,
-        boot.seed,
-    )
-    backtest = backtests.backtest(returns_frame, K, settings)
+    conditioned, backtest = _economics(frame, K, timeframe, config, periods_per_year)
     median = median_confidence(frame)
     verdicts = checks.ValidationVerdicts(
         facts.model_id,
@@ -204,6 +177,8 @@ def build_report(
             checks.confidence_verdict(median, config.verdicts),
         ),
     )
+    boot = config.bootstrap
+    horizon = config.horizon_bars[timeframe]
     figures = {
         "window": {
             "first_ts": frame["ts"].min().isoformat(),
@@ -238,6 +213,45 @@ def build_report(
     }
     headline = _headline(facts, dwell, conditioned, backtest, config)
     return ValidationReport(facts, figures, verdicts, headline)
+
+
+def _economics(
+    frame: pd.DataFrame,
+    K: int,
+    timeframe: str,
+    config: ValidationConfig,
+    periods_per_year: float,
+) -> tuple[pd.DataFrame, dict]:
+    """State-conditioned returns and the walk-forward backtest, on the published
+    states (what a user of the live answers acts on)."""
+    boot = config.bootstrap
+    horizon = config.horizon_bars[timeframe]
+    returns_frame = forward_returns(frame.assign(state=frame["state_id"]), horizon)
+    conditioned = conditioned_returns(
+        returns_frame,
+        K,
+        ReturnSettings(
+            horizon,
+            periods_per_year,
+            config.min_spells,
+            config.min_bars,
+            boot.samples,
+            boot.confidence,
+            boot.seed,
+        ),
+    )
+    settings = backtests.BacktestSettings(
+        config.backtest.test_windows,
+        config.backtest.min_train_fraction,
+        config.backtest.size_cap,
+        config.cost_bps[timeframe],
+        periods_per_year,
+        config.min_bars,
+        boot.samples,
+        boot.confidence,
+        boot.seed,
+    )
+    return conditioned, backtests.backtest(returns_frame, K, settings)
 
 
 def _plain_tree(value: Any) -> Any:
