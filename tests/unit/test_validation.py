@@ -286,6 +286,8 @@ def test_report_json_html_and_verdicts(chain_data):
     config = ValidationConfig(bootstrap={"samples": 100, "confidence": 0.9, "seed": 0})
     report = build_report(states, bars, facts, config, 252.0)
     data = json.loads(json.dumps(report.as_dict(), allow_nan=False))
+    over_time = data["figures"]["ood_over_time"] + data["figures"]["confidence_over_time"]
+    assert all("index" not in row for row in over_time)
     assert data["headline"]["volatility_ratio_high_low"] == pytest.approx(4.0, rel=0.15)
     assert [s["state"] for s in data["headline"]["states_by_volatility"]] == [0, 1, 2]
     assert report.verdicts.passed
@@ -329,6 +331,10 @@ def test_charts_parse_as_xml_and_skip_missing_values():
     for chart in charts:
         root = ElementTree.fromstring(chart)
         assert root.get("width") == str(svg.WIDTH)
+    # Many long legend entries: the picture grows taller instead of overlapping.
+    names = {f"state {k}: a rather long label" for k in range(8)}
+    tall = ElementTree.fromstring(svg.line_chart(["a", "b"], {n: [1, 2] for n in names}, "t"))
+    assert int(tall.get("height")) > svg.HEIGHT
 
 
 def test_validation_config_defaults_and_errors(tmp_path):

@@ -86,7 +86,8 @@ class ValidationReport:
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as plain dicts: NaN -> None, timestamps -> ISO strings, numpy -> Python."""
     rows = []
-    for row in frame.reset_index().to_dict(orient="records"):
+    named = frame.index.name is not None  # a RangeIndex carries nothing worth a column
+    for row in (frame.reset_index() if named else frame).to_dict(orient="records"):
         rows.append({str(k): _plain(v) for k, v in row.items()})
     return rows
 

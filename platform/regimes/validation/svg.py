@@ -58,29 +58,42 @@ def _range(values: Sequence, include_zero: bool) -> tuple[float, float]:
     return (low - (pad if low < 0 or not include_zero else 0), high + pad)
 
 
+def _legend(legend: Sequence[str]) -> list[tuple[str, float, int]]:
+    """(name, x, row) of each legend entry: left to right, a new row when one is full."""
+    placed, x, row = [], MARGIN["left"] + 8, 0
+    for name in legend:
+        width = 24 + 6 * len(str(name))
+        if x + width > WIDTH and x > MARGIN["left"] + 8:
+            x, row = MARGIN["left"] + 8, row + 1
+        placed.append((str(name), x, row))
+        x += width
+    return placed
+
+
 def _frame(title: str, y_label: str, body: list[str], legend: Sequence[str] = ()) -> str:
-    left, top = MARGIN["left"], MARGIN["top"]
+    """The chart's frame: title, y label, body, and a legend that adds rows below the
+    plot (the picture grows taller rather than overlap the axis)."""
+    top = MARGIN["top"]
+    placed = _legend(legend)
+    rows = max((row for _, _, row in placed), default=0) + 1
+    height = HEIGHT + 14 * (rows - 1)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" class="chart" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" role="img" class="chart" '
         'font-family="sans-serif" font-size="11">',
         f"<title>{escape(title)}</title>",
-        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+        f'<rect width="{WIDTH}" height="{height}" fill="white"/>',
         f'<text x="{WIDTH / 2}" y="18" text-anchor="middle" font-size="13" '
         f'font-weight="bold">{escape(title)}</text>',
         f'<text transform="translate(14,{top + (HEIGHT - top - MARGIN["bottom"]) / 2}) '
         f'rotate(-90)" text-anchor="middle">{escape(y_label)}</text>',
         *body,
     ]
-    x, y = left + 8, HEIGHT - 24
-    for index, name in enumerate(legend):
-        width = 24 + 6 * len(str(name))
-        if x + width > WIDTH and x > left + 8:  # a second legend row below the first
-            x, y = left + 8, y + 14
+    for index, (name, x, row) in enumerate(placed):
+        y = HEIGHT - 24 + 14 * row
         color = PALETTE[index % len(PALETTE)]
         parts.append(f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{color}"/>')
-        parts.append(f'<text x="{x + 14}" y="{y}">{escape(str(name))}</text>')
-        x += width
+        parts.append(f'<text x="{x + 14}" y="{y}">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
