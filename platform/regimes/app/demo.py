@@ -25,6 +25,7 @@ from regimes.errors import BadInputError
 from regimes.timeframes import TIMEFRAMES
 
 DEMO_START = date(2024, 1, 2)
+SP500_SYMBOL = "^GSPC"
 
 
 @dataclass(frozen=True)
@@ -271,12 +272,12 @@ def _ingest_sp500(workspace: Workspace, say: Notify) -> str:
     path = workspace.home / "sp500_daily.parquet"
     raw.rename_axis("date").to_parquet(path)
     zone = workspace.config.timeframes.session.timezone
-    report = data.ingest(workspace, data.IngestRequest(path, "^GSPC", "1d", tz=zone)).report
+    report = data.ingest(workspace, data.IngestRequest(path, SP500_SYMBOL, "1d", tz=zone)).report
     say(
-        f"   ingested {report.rows_written} daily bars of ^GSPC ({report.first_ts[:10]} .. "
-        f"{report.last_ts[:10]}) from {path}"
+        f"   ingested {report.rows_written} daily bars of {SP500_SYMBOL} "
+        f"({report.first_ts[:10]} .. {report.last_ts[:10]}) from {path}"
     )
-    return "^GSPC"
+    return SP500_SYMBOL
 
 
 def _train_all(
@@ -565,7 +566,10 @@ def _reports(workspace: Workspace, trained: list[dict], say: Notify) -> dict:
     for timeframe in ("1d", REPORT_SYNTHETIC_TIMEFRAME):
         if timeframe not in models:
             continue
-        request = report_cases.ReportRequest(timeframe, models[timeframe])
+        # The 1d champion is backfilled over the synthetic daily bars too (mostly
+        # UNKNOWN); its report is about the S&P 500 it was trained on.
+        symbols = (SP500_SYMBOL,) if timeframe == "1d" else None
+        request = report_cases.ReportRequest(timeframe, models[timeframe], symbols)
         try:
             result = report_cases.report(workspace, request)
         except RegimesError as exc:
