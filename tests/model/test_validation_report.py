@@ -101,6 +101,7 @@ def test_sp500_states_differ_in_volatility_and_dwell_matches_the_matrix(sp500, w
         folder / "report.json"
     )
     assert sorted(p.name for p in folder.iterdir()) == ["report.html", "report.json"]
+    assert (folder / "report.html").stat().st_mode & 0o777 == 0o644
     headline = report["headline"]
     # The criteria: highest vs lowest state volatility >= 2x, and the states that
     # hold >= 10% of bars dwell within a factor 2 of 1/(1-a_ii).

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 HTML_FILE = "report.html"
 JSON_FILE = "report.json"
+REPORT_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,8 @@ def write_whole(folder: Path, files: dict[str, str]) -> None:
             written.append((name, Path(temporary)))
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 out.write(text)
+            # mkstemp makes 0600; a report is for people (and a web server) to read.
+            os.chmod(temporary, REPORT_MODE)
     except BaseException:
         for _, temporary in written:
             temporary.unlink(missing_ok=True)
