@@ -29,6 +29,7 @@ def train_one(
     seed: int,
     executor: str,
     scope: str = "pooled",
+    report: bool = True,
 ) -> dict:
     logger = get_run_logger()
     try:
@@ -42,6 +43,7 @@ def train_one(
                 executor=executor_named(executor),
                 actor="flow:train",
                 scope=scope,
+                report=report,
             )
     except USER_MISTAKES as exc:
         logger.info("%s: not trained: %s", timeframe, exc)
@@ -61,9 +63,11 @@ def train(
     seed: int = 0,
     executor: str = "ray",
     scope: str = "pooled",
+    report: bool = True,
 ) -> list[dict]:
     """Train each timeframe (and, with scope "symbol", each symbol) in turn; each unit's
-    grid fans out on ``executor``. A unit refused as a user mistake is returned as a
+    grid fans out on ``executor``; each model's validation report is written (unless
+    ``report`` is False). A unit refused as a user mistake is returned as a
     failure record (``regimes.app.failures``) and stops the run."""
     try:
         with Workspace.open(home, db_url, config_dir) as workspace:
@@ -73,7 +77,7 @@ def train(
     rows = []
     for timeframe, unit_symbols in units:
         row = train_one(
-            timeframe, home, db_url, config_dir, unit_symbols, grid, seed, executor, scope
+            timeframe, home, db_url, config_dir, unit_symbols, grid, seed, executor, scope, report
         )
         rows.append(row)
         if FAILURE_KEY in row:

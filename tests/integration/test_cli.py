@@ -94,6 +94,10 @@ def test_demo_runs_end_to_end_and_says_where_things_went(home):
     assert {row["timeframe"] for row in out["states"]["backfills"]} == set(trained)
     assert out["states"]["summary"][0]["rows"] > 0 and out["states"]["current_states"] > 0
     assert "state history read back from" in result.stderr
+    # Step 8: validation reports from the stored states (1h was not trained on 3 days).
+    assert set(out["reports"]) == {"1d"} and "validation reports" in result.stderr
+    assert (home / "reports" / "validation" / "1d").is_dir()
+    assert out["reports"]["1d"]["html"].endswith("report.html")
 
 
 def test_ingest_and_resample_via_cli(home, tmp_path):
@@ -129,6 +133,8 @@ def test_ingest_and_resample_via_cli(home, tmp_path):
         (["backfill", "--timeframe", "15m", "--model-id", "../m"], "path separator"),
         (["backfill", "--timeframe", "15m", "--model-id", "m", "--rows-per-commit", "0"], ">= 1"),
         (["replay", "--timeframe", "15m", "--out", "x"], "no champion model for 15m"),
+        (["report", "--timeframe", "15m", "--model-id", "m1"], "not in the registry"),
+        (["report", "--timeframe", "15m", "--model-id", "../m"], "path separator"),
     ],
 )
 def test_user_mistakes_exit_nonzero_with_one_line_and_no_traceback(home, tmp_path, args, expected):

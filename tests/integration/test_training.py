@@ -175,6 +175,14 @@ def test_train_command_runs_the_prefect_flow_and_registers_a_candidate(trained_h
     )
     model = out["models"][0]
     assert model["role"] == "candidate" and model["model_id"].startswith("15m-")
+    # The flow wrote the model's validation report and returned its verdicts.
+    report = home / "reports" / "validation" / "15m" / model["model_id"] / "report.html"
+    assert model["report"] == str(report) and report.is_file()
+    assert {c["name"] for c in model["verdicts"]["checks"]} == {
+        "dwell",
+        "diagonal_dominance",
+        "confidence",
+    }
     listed = last_json(run("models", home=home, env=env))
     assert [m["model_id"] for m in listed["models"]] == [model["model_id"]]
     assert (home / "prefect" / "server.log").exists()  # the CLI started its own server

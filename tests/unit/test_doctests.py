@@ -24,6 +24,13 @@ MODULES = [
     "regimes.storage.registry",
     "regimes.config.settings",
     "regimes.live.sync",
+    "regimes.validation.spells",
+    "regimes.validation.dwell",
+    "regimes.validation.transitions",
+    "regimes.validation.bootstrap",
+    "regimes.validation.returns",
+    "regimes.validation.periods",
+    "regimes.validation.svg",
 ]
 
 

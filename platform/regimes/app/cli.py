@@ -19,6 +19,7 @@ from typing import Any
 
 from regimes.app import backfill as backfill_cases
 from regimes.app import data, features, replay, rollout, states, training
+from regimes.app import report as report_cases
 from regimes.app.executors import executor_named
 from regimes.app.orchestrators import orchestrator_named
 from regimes.app.output import one_line, progress_bar, say
@@ -86,7 +87,12 @@ def run_encode(workspace: Workspace, args: argparse.Namespace):
 
 def run_train(workspace: Workspace, args: argparse.Namespace):
     request = training.TrainRequest(
-        _tuple(args.timeframe), _tuple(args.symbols), _parse_grid(args.grid), args.seed, args.scope
+        _tuple(args.timeframe),
+        _tuple(args.symbols),
+        _parse_grid(args.grid),
+        args.seed,
+        args.scope,
+        report=args.report,
     )
     return training.train(
         workspace,
@@ -188,6 +194,13 @@ def run_serve(workspace: Workspace, args: argparse.Namespace):
     return serve(workspace, request, say)
 
 
+def run_report(workspace: Workspace, args: argparse.Namespace):
+    request = report_cases.ReportRequest(
+        args.timeframe, args.model_id, _tuple(args.symbols), args.start, args.end
+    )
+    return report_cases.report(workspace, request)
+
+
 def run_demo(workspace: Workspace, args: argparse.Namespace):
     from regimes.app.demo import DemoRequest, run
 
@@ -211,6 +224,7 @@ COMMANDS: dict[str, Callable[[Workspace, argparse.Namespace], Any]] = {
     "backfill": run_backfill,
     "states": run_states,
     "serve": run_serve,
+    "report": run_report,
     "demo": run_demo,
 }
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from regimes.app import backfill as backfill_cases
 from regimes.app import data, features, rollout, training
+from regimes.app import report as report_cases
 from regimes.app.executors import Executor, LocalExecutor, executor_named
 from regimes.app.orchestrators import Orchestrator, PrefectOrchestrator
 from regimes.app.progress import Notify, Progress, no_progress, silent, ticking
@@ -24,6 +25,7 @@ from regimes.errors import BadInputError
 from regimes.timeframes import TIMEFRAMES
 
 DEMO_START = date(2024, 1, 2)
+SP500_SYMBOL = "^GSPC"
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,14 @@ def run(
     progress: Progress = no_progress,
 ) -> DemoResult:
     """synth -> resample -> features -> state vectors -> training (Prefect, grids on the
-    executor; 1d on the S&P 500) -> the last day live -> backfill into Delta -> the live
-    service over HTTP with a shadow."""
+    executor; 1d on the S&P 500) -> the last day live -> backfill into Delta ->
+    validation reports -> the live service over HTTP with a shadow."""
     from regimes.data import sql as db
 
     started = time.perf_counter()
     executor = executor_named(request.executor)
     orchestrator = PrefectOrchestrator()
-    steps = 8
+    steps = 9
     marks: list[tuple[str, float]] = []
 
     def step(header: str) -> None:
@@ -135,7 +137,13 @@ def run(
         stored = _backfill_all(workspace, executor, orchestrator, trained, say)
     say("")
     step(
-        f"== 8/{steps} the live service (Ray Serve, HTTP on 127.0.0.1): a shadow beside the "
+        f"== 8/{steps} validation reports from the stored states: the 1d S&P 500 model and "
+        f"the synthetic {REPORT_SYNTHETIC_TIMEFRAME} model (self-contained HTML + JSON)"
+    )
+    reports = _reports(workspace, trained, say) if stored else {}
+    say("")
+    step(
+        f"== 9/{steps} the live service (Ray Serve, HTTP on 127.0.0.1): a shadow beside the "
         "1h champion, the last day posted bar by bar"
     )
     from regimes.app.demo_service import run_service_step
@@ -156,6 +164,8 @@ def run(
     if stored:
         say(f"   state store:      {stored['store']} (Delta Lake; `regimes states` exports it)")
     plots = [r["latent_dim_plot"] for r in encode.timeframes.values() if "latent_dim_plot" in r]
+    for timeframe, written in reports.items():
+        say(f"   report {timeframe}:        {written['html']}")
     if plots:
         say(f"   latent-dim curves: {str(Path(plots[0]).parent)}/ ({len(plots)} PNG + CSV)")
     return DemoResult(
@@ -181,6 +191,7 @@ def run(
             "trained": trained,
             "live": live,
             "states": stored,
+            "reports": reports,
             "service": service,
             "truth": str(synth.truth),
             "bars_sha256": synth.bars_sha256,
@@ -271,12 +282,12 @@ def _ingest_sp500(workspace: Workspace, say: Notify) -> str:
     path = workspace.home / "sp500_daily.parquet"
     raw.rename_axis("date").to_parquet(path)
     zone = workspace.config.timeframes.session.timezone
-    report = data.ingest(workspace, data.IngestRequest(path, "^GSPC", "1d", tz=zone)).report
+    report = data.ingest(workspace, data.IngestRequest(path, SP500_SYMBOL, "1d", tz=zone)).report
     say(
-        f"   ingested {report.rows_written} daily bars of ^GSPC ({report.first_ts[:10]} .. "
-        f"{report.last_ts[:10]}) from {path}"
+        f"   ingested {report.rows_written} daily bars of {SP500_SYMBOL} "
+        f"({report.first_ts[:10]} .. {report.last_ts[:10]}) from {path}"
     )
-    return "^GSPC"
+    return SP500_SYMBOL
 
 
 def _train_all(
@@ -304,6 +315,8 @@ def _train_all(
             symbols=(symbol,) if timeframe == "1d" else None,
             grid=DEMO_GRID[timeframe],
             seed=request.seed,
+            # The demo writes its reports from the stored states after the backfill.
+            report=False,
         )
         try:
             [result] = training.train(workspace, train_request, executor, orchestrator).models
@@ -548,3 +561,34 @@ def _backfill_all(
         "summary": json.loads(summary.to_json(orient="records", date_format="iso")),
         "current_states": len(current),
     }
+
+
+REPORT_SYNTHETIC_TIMEFRAME = "1h"
+"""The synthetic timeframe the demo reports on (the fewest bars: a few seconds)."""
+
+
+def _reports(workspace: Workspace, trained: list[dict], say: Notify) -> dict:
+    """``regimes report`` of the 1d (S&P 500) model and one synthetic timeframe: paths,
+    states ordered by volatility, dwell vs implied dwell, Sharpe per strategy."""
+    from regimes.errors import RegimesError
+
+    models = {row["timeframe"]: row["model_id"] for row in trained}
+    written = {}
+    for timeframe in ("1d", REPORT_SYNTHETIC_TIMEFRAME):
+        if timeframe not in models:
+            continue
+        # The 1d champion is backfilled over the synthetic daily bars too (mostly
+        # UNKNOWN); its report is about the S&P 500 it was trained on.
+        symbols = (SP500_SYMBOL,) if timeframe == "1d" else None
+        request = report_cases.ReportRequest(timeframe, models[timeframe], symbols)
+        try:
+            result = report_cases.report(workspace, request)
+        except RegimesError as exc:
+            say(f"   {timeframe}: no report: {exc}")
+            continue
+        _say_all(say, result.summary())
+        answer = result.as_dict()
+        written[timeframe] = {k: answer[k] for k in ("html", "json", "html_bytes", "headline")}
+        written[timeframe]["verdicts_passed"] = result.verdicts.passed
+        written[timeframe]["seconds"] = answer["seconds"]
+    return written

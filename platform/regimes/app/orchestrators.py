@@ -89,6 +89,7 @@ class DirectOrchestrator:
                 executor=executor,
                 actor=self.actor,
                 scope=request.scope,
+                report=request.report,
             )
             for timeframe, unit_symbols in units
         ]
@@ -140,6 +141,7 @@ class PrefectOrchestrator:
                 grid=request.grid,
                 seed=request.seed,
                 executor=executor.name,
+                report=request.report,
                 **workspace.params(),
             )
         for row in rows:

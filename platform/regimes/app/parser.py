@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backfill(sub)
     _add_states(sub)
     _add_serve(sub)
+    _add_report(sub)
     _add_demo(sub)
     return parser
 
@@ -235,6 +236,12 @@ def _add_train(sub) -> None:
         choices=("ray", "local"),
         default="ray",
         help="where grid cells run (default ray)",
+    )
+    train.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="skip the validation report written for every trained model",
     )
     train.add_argument(
         "--orchestrator",
@@ -440,6 +447,25 @@ def _add_serve(sub) -> None:
         type=float,
         help="stop after this many seconds (default: run until interrupted)",
     )
+
+
+def _add_report(sub) -> None:
+    report = sub.add_parser(
+        "report",
+        help="write a model's validation report (self-contained HTML + JSON)",
+        description="Reads the model's stored states (Delta) and bars and writes "
+        "<home>/reports/validation/TF/MODEL_ID/report.html (figures embedded, opens "
+        "offline) and report.json (every figure it shows, and the verdicts the promotion "
+        "gates read): dwell times vs the transition matrix, transitions, posterior "
+        "confidence, OOD rates, state-conditioned returns with spell-bootstrap intervals, "
+        "and a walk-forward backtest (always in, state-gated, state-sized, after costs). "
+        "Horizons, costs and thresholds: config validation.yaml.",
+    )
+    report.add_argument("--timeframe", required=True, type=_timeframe)
+    report.add_argument("--model-id", required=True)
+    report.add_argument("--symbols", nargs="+", help="default: every symbol with stored states")
+    report.add_argument("--start", help="first ts (inclusive, timezone-aware)")
+    report.add_argument("--end", help="last ts (exclusive, timezone-aware)")
 
 
 def _add_demo(sub) -> None:

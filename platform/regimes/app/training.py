@@ -47,6 +47,8 @@ class TrainRequest:
     grid: dict | None = None
     seed: int = 0
     scope: str = "pooled"
+    report: bool = True
+    """Write the validation report of every trained model (``regimes report``)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,12 @@ def train(
 
     timeframes = list(request.timeframes or TIMEFRAMES)
     request = TrainRequest(
-        tuple(timeframes), request.symbols, request.grid, request.seed, request.scope
+        tuple(timeframes),
+        request.symbols,
+        request.grid,
+        request.seed,
+        request.scope,
+        request.report,
     )
     for timeframe in timeframes:
         expand_grid(workspace.config, timeframe, request.grid)
@@ -103,11 +110,29 @@ def train(
         check_trainable(workspace, timeframe, unit_symbols)
     started = time.perf_counter()
     models = orchestrator.train(workspace, request, units, executor, notify)
+    for row in models:
+        if row.get("report"):
+            notify(f"   {row['model_id']}: validation report {row['report']}")
+        elif row.get("report_error"):
+            notify(f"   {row['model_id']}: no validation report: {row['report_error']}")
     return TrainResult(
         models=models,
         registry=workspace.registry_root,
         seconds=time.perf_counter() - started,
     )
+
+
+def _validation_report(workspace: Workspace, row: dict) -> dict:
+    """The report of a model just trained and its verdicts (for the promotion gates);
+    a report that cannot be written is recorded, not fatal to the training."""
+    from regimes.app.report import report_trained
+    from regimes.errors import RegimesError
+
+    try:
+        written = report_trained(workspace, row["timeframe"], row["model_id"])
+    except RegimesError as exc:
+        return {"report": None, "report_error": str(exc)}
+    return {"report": str(written.html), "verdicts": written.verdicts.as_dict()}
 
 
 def check_trainable(workspace: Workspace, timeframe: str, symbols: Sequence[str] | None) -> None:
@@ -151,12 +176,14 @@ def train_unit(
     executor: Executor,
     actor: str,
     scope: str = "pooled",
+    report: bool = True,
 ) -> dict:
     """Train one unit (a timeframe, pooled or one symbol), register the winner as a
-    candidate of its scope, return its summary row."""
+    candidate of its scope, write its validation report (``report``), return its
+    summary row (with ``report`` and ``verdicts``)."""
     from regimes.training.units import train_and_register
 
-    return train_and_register(
+    row = train_and_register(
         workspace.engine,
         workspace.config,
         workspace.registry,
@@ -169,6 +196,9 @@ def train_unit(
         actor=actor,
         scope=scope,
     )
+    if report:
+        row.update(_validation_report(workspace, row))
+    return row
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,15 @@ from pydantic import (
 from regimes.config.metadata import ModelMetadata
 from regimes.config.spec import FeatureSpec
 from regimes.config.timeframes import TimeframeConfig, TimeframesConfig
+from regimes.config.validation import ValidationConfig
 from regimes.errors import ConfigError
 
 # --------------------------------------------------------------------------- loading
 
 DEFAULT_CONFIG_PACKAGE = "regimes.config.defaults"
 """The package that holds the default ``config/`` (mapped in ``pyproject.toml``)."""
+VALIDATION_FILE = "validation.yaml"
+"""Optional: a config directory without it gets the defaults of ValidationConfig."""
 
 
 def default_config_dir() -> Path:
@@ -90,6 +93,7 @@ class PlatformConfig:
     features: FeatureSpec
     timeframes: TimeframesConfig
     source_dir: Path
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def timeframe(self, name: str) -> TimeframeConfig:
         return self.timeframes.timeframes[name]
@@ -154,8 +158,17 @@ def load_metadata(path: str | Path) -> ModelMetadata:
     return _validate(ModelMetadata, data, path)
 
 
+def load_validation(path: str | Path) -> ValidationConfig:
+    """Load and validate ``validation.yaml``; the defaults when the file is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return ValidationConfig()
+    return _validate(ValidationConfig, _read_mapping(path), path)
+
+
 def load_config(config_dir: str | Path) -> PlatformConfig:
-    """Load ``features.yaml`` and ``timeframes.yaml`` from ``config_dir``."""
+    """Load ``features.yaml``, ``timeframes.yaml`` and (optional) ``validation.yaml``
+    from ``config_dir``."""
     config_dir = Path(config_dir)
     if not config_dir.is_dir():
         raise ConfigError(f"{config_dir}: config directory not found")
@@ -163,4 +176,5 @@ def load_config(config_dir: str | Path) -> PlatformConfig:
         features=load_feature_spec(config_dir / "features.yaml"),
         timeframes=load_timeframes(config_dir / "timeframes.yaml"),
         source_dir=config_dir,
+        validation=load_validation(config_dir / VALIDATION_FILE),
     )
