@@ -35,11 +35,13 @@ from regimes.live.api import (
     validation_message,
 )
 from regimes.live.api_keys import check_authorization, load_api_keys
+from regimes.live.monitoring import monitor_series
 from regimes.live.probation import ProbationSettings, probation_verdict, since
 from regimes.live.shadow import compare_answers
 from regimes.live.sharding import shards_of
 from regimes.live.sync import TimeframeSynchronizer
 from regimes.paths import artifact_dir, check_symbol
+from regimes.serve.dashboard import PAGE
 from regimes.serve.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -386,6 +388,82 @@ class Ingress:
                 out[shadow] = compare_answers(frames[champion], frames[shadow])
                 self.metrics.shadow(timeframe, shadow, out[shadow])
         return out
+
+    @app.get("/v1/monitor")
+    async def get_monitor(self, request: Request):
+        """What the dashboard draws, per served timeframe: entropy and UNKNOWN share over
+        time, occupancy now vs training, switch rate, shadow agreement, the last drift
+        verdicts; and the newest registry transitions."""
+        return await self._timed("/v1/monitor", request, self._monitor())
+
+    async def _monitor(self):
+        from regimes.storage.drift_reports import DriftReports
+
+        settings = self.workspace.settings
+        reports = DriftReports(settings.drift_reports_root, dict(settings.registry_options) or None)
+        stored = await asyncio.to_thread(reports.read)
+        out = {}
+        for timeframe, handles in self.shards.items():
+            roles = self.roles.get(timeframe, {})
+            champion = roles.get("champion")
+            replies = await asyncio.gather(*[h.comparison.remote() for h in handles])
+            frames = [r[champion] for r in replies if champion in r and len(r[champion])]
+            answers = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            counters = await self._champion_counts(timeframe, champion) if champion else {}
+            bars = counters.get("bars", 0)
+            mine = stored[stored["timeframe"] == timeframe]
+            drift = []
+            for model_id in (champion, *roles.get("shadows", [])):
+                rows = mine[mine["model_id"] == model_id]
+                if len(rows):
+                    summary = orjson.loads(rows["summary"].iloc[-1])
+                    drift.append(
+                        {
+                            "model_id": model_id,
+                            "created_at": summary["created_at"],
+                            "passed": summary["passed"],
+                            "failed": [c["name"] for c in summary["checks"] if not c["passed"]],
+                            "occupancy_reference": summary.get("state", {}).get(
+                                "occupancy_reference"
+                            ),
+                        }
+                    )
+            training = next(
+                (d["occupancy_reference"] for d in drift if d["model_id"] == champion), None
+            )
+            shadows = await self._compare(timeframe) if roles.get("shadows") else {}
+            out[timeframe] = {
+                "champion": champion,
+                "shadows": roles.get("shadows", []),
+                "series": monitor_series(answers),
+                "occupancy_training": training,
+                "switch_rate": counters.get("published_switches", 0) / bars if bars else None,
+                "shadow_agreement": {m: f.get("agreement") for m, f in shadows.items()},
+                "drift": drift,
+            }
+        events = self.workspace.registry.events().tail(10).iloc[::-1]
+        return {
+            "generated_at": pd.Timestamp.now(tz="UTC").isoformat(),
+            "timeframes": out,
+            "events": [
+                {
+                    "event_ts": pd.Timestamp(e.event_ts).isoformat(),
+                    "timeframe": e.timeframe,
+                    "model_id": e.model_id,
+                    "from_role": e.from_role,
+                    "to_role": e.to_role,
+                    "actor": e.actor,
+                    "reason": e.reason,
+                }
+                for e in events.itertuples(index=False)
+            ],
+        }
+
+    @app.get("/dashboard")
+    async def dashboard(self, request: Request):
+        """The monitoring page (self-contained; it refreshes itself from /v1/monitor)."""
+        self._authorize(request, write=False)
+        return Response(PAGE, media_type="text/html")
 
     @app.post("/v1/admin/reload")
     async def post_reload(self, request: Request):

@@ -344,6 +344,30 @@ def test_the_serve_command_refuses_what_it_cannot_serve(tmp_path, served):
     assert negative.returncode == 2 and "--for: expected a positive number" in negative.stderr
 
 
+def test_the_dashboard_draws_its_charts_from_the_service_in_chromium(served, tmp_path_factory):
+    from tests.browser import open_page
+
+    client = served["client"]
+    monitor = client.get("/v1/monitor").json()
+    cell = monitor["timeframes"][TF]
+    assert cell["series"]["answers"] > 0 and len(cell["series"]["times"]) > 1
+    assert all(v is None or v >= 0 for v in cell["series"]["entropy_mean"])
+    assert cell["occupancy_training"] is None or isinstance(cell["occupancy_training"], dict)
+    assert monitor["events"][0]["event_ts"] >= monitor["events"][-1]["event_ts"]
+    page = client.get("/dashboard")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "http" not in page.text.replace("http://www.w3.org/2000/svg", "")  # no CDN
+    shot = tmp_path_factory.getbasetemp() / "browser" / "dashboard.png"
+    base = str(client.base_url).rstrip("/")
+    check = open_page(f"{base}/dashboard", shot, settle_seconds=3.0)
+    print(f"screenshot: {shot}")
+    assert check.errors == []
+    assert all(url.startswith(base) for url in check.requests), check.requests
+    drawn = [c for c in check.charts if c["tag"] == "svg" and c["drawn"] > 5]
+    assert len(drawn) >= 3, check.charts
+    assert all(c["width"] >= 200 and c["height"] >= 100 for c in drawn)
+
+
 def test_a_champion_fed_another_market_is_rolled_back_by_itself(served):
     """After its promotion the champion is on probation: bars of a market twenty times
     as volatile make its answers UNKNOWN for model health, and the service rolls it back

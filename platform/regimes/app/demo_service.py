@@ -177,7 +177,10 @@ def run_service_step(workspace: Workspace, seed: int, say: Notify, progress: Pro
         say("GET /metrics (a few lines):")
         for line in shown:
             say("   " + line)
-        say(f"   service: {service.url} (OpenAPI {service.url}/v1/openapi.json); stopping it")
+        say(
+            f"   service: {service.url} (OpenAPI {service.url}/v1/openapi.json, dashboard "
+            f"{service.url}/dashboard); stopping it"
+        )
         client.close()
     return {
         "url": service.url,
