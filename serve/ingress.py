@@ -12,11 +12,8 @@ import asyncio
 import logging
 import os
 import time
-from datetime import UTC, datetime
 
-import numpy as np
 import orjson
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
@@ -31,14 +28,26 @@ from regimes.live.api import (
     BarsRequest,
     answer_records,
     parse_bars,
-    refused_records,
     validation_message,
 )
 from regimes.live.api_keys import check_authorization, load_api_keys
-from regimes.live.monitoring import monitor_series
+from regimes.live.gateway import (
+    ShardRouter,
+    bar_time,
+    composite,
+    drift_cells,
+    events_listing,
+    feed,
+    join_replies,
+    models_listing,
+    monitor_cell,
+    now_iso,
+    parse_at,
+    pool_comparisons,
+    pooled,
+)
 from regimes.live.probation import ProbationSettings, probation_verdict, since
 from regimes.live.shadow import compare_answers
-from regimes.live.sharding import shards_of
 from regimes.live.sync import TimeframeSynchronizer
 from regimes.paths import artifact_dir, check_symbol
 from regimes.serve.dashboard import PAGE
@@ -113,13 +122,6 @@ def _check_symbols(names: list[str]) -> None:
             raise ApiError(422, f"symbol: {exc}") from None
 
 
-def _none_if_nan(value):
-    if value is None:
-        return None
-    value = float(value)
-    return None if value != value else value
-
-
 def _regimes_cause(exc: BaseException) -> RegimesError | None:
     """The domain error inside a Ray task error, if that is what it is."""
     cause = getattr(exc, "cause", None)
@@ -150,8 +152,8 @@ class Ingress:
         self.sync = TimeframeSynchronizer({})
         self.roles: dict[str, dict] = {}
         self.labels: dict[str, dict[str, dict[int, str]]] = {}
-        self._unsynced: dict[str, list[pd.DataFrame]] = {tf: [] for tf in shards}
-        self._shards_cache: dict[int, dict[str, int]] = {}
+        self._unsynced: dict[str, list] = {tf: [] for tf in shards}
+        self.router = ShardRouter()
         self.probation: dict[str, dict] = {}
         await self._reload()
         self._poll = asyncio.create_task(self._poll_registry())
@@ -177,7 +179,7 @@ class Ingress:
             )
         return self.shards[timeframe]
 
-    async def _bars(self, request: Request) -> pd.DataFrame:
+    async def _bars(self, request: Request):
         """The body as the engine's bar frame (413, 400 and 422 refusals here)."""
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
@@ -234,7 +236,7 @@ class Ingress:
             return _json(
                 {
                     "timeframe": timeframe,
-                    "ts": pd.Timestamp(bars["ts"].iloc[0]).isoformat(),
+                    "ts": bar_time(bars),
                     "model_id": champion,
                     "answers": answer_records(answers, labels),
                     "refused": refused,
@@ -246,14 +248,9 @@ class Ingress:
         finally:
             self.metrics.request("/v1/bars/{timeframe}", status, time.perf_counter() - started)
 
-    async def _step(self, timeframe: str, handles: list, bars: pd.DataFrame):
-        shard_of_row = self._shard_of(bars["symbol"].tolist(), len(handles))
-        calls, positions = [], []
-        for index, handle in enumerate(handles):
-            rows = (shard_of_row == index).nonzero()[0]
-            if len(rows):
-                calls.append(handle.step.remote(bars.iloc[rows].reset_index(drop=True)))
-                positions.append(rows)
+    async def _step(self, timeframe: str, handles: list, bars):
+        parts = self.router.split(bars, len(handles))
+        calls = [handles[index].step.remote(part) for index, part, _ in parts]
         try:
             replies = await asyncio.gather(*calls)
         except RegimesError as exc:
@@ -265,15 +262,7 @@ class Ingress:
             raise ApiError(
                 503, f"{timeframe} engine shard unavailable: {type(exc).__name__}"
             ) from None
-        answers, refused = [], []
-        for (shard_answers, rejected), rows in zip(replies, positions, strict=True):
-            answers.append(shard_answers)
-            if len(rejected):
-                rejected = rejected.assign(row=rows[rejected["row"].astype(int).to_numpy()])
-                refused.extend(refused_records(rejected))
-        answers = [a for a in answers if len(a)]
-        frame = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame()
-        return frame, sorted(refused, key=lambda r: r["row"])
+        return join_replies(replies, [rows for _, _, rows in parts])
 
     @app.get("/v1/states")
     async def get_states(self, request: Request, timeframe: str, symbols: str):
@@ -284,15 +273,9 @@ class Ingress:
         handles = self._served(timeframe)
         names = [s.strip() for s in symbols.split(",") if s.strip()]
         _check_symbols(names)
-        shard_of_row = shards_of(names, len(handles))
-        calls = [
-            handles[index].latest.remote(
-                [n for n, s in zip(names, shard_of_row, strict=True) if s == index]
-            )
-            for index in sorted(set(shard_of_row.tolist()))
-        ]
-        frames = [f for f in await asyncio.gather(*calls) if len(f)]
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        groups = self.router.group(names, len(handles))
+        calls = [handles[index].latest.remote(group) for index, group in sorted(groups.items())]
+        frame = pooled(await asyncio.gather(*calls))
         champion = self.roles.get(timeframe, {}).get("champion")
         records = answer_records(frame, self.labels.get(timeframe, {}).get(champion, {}))
         found = {r["symbol"] for r in records}
@@ -314,25 +297,11 @@ class Ingress:
         if not self.sync.knows(symbol):
             raise ApiError(404, f"symbol {symbol!r} has no answer in any served timeframe")
         try:
-            when = pd.Timestamp(at) if at else pd.Timestamp(datetime.now(UTC))
-        except ValueError:
-            raise ApiError(422, f"at: not a time: {at!r}") from None
-        if when.tzinfo is None:
-            raise ApiError(422, f"at: expected a time zone, got {at!r}")
-        record = self.sync.composite([symbol], when).iloc[0].to_dict()
-        timeframes = {}
-        for timeframe in self.sync.ttl:
-            state = record[f"state_{timeframe}"]
-            champion = self.roles.get(timeframe, {}).get("champion")
-            timeframes[timeframe] = {
-                "state_id": int(state),
-                "label": self.labels.get(timeframe, {}).get(champion, {}).get(int(state)),
-                "state_prob": _none_if_nan(record[f"prob_{timeframe}"]),
-                "age_s": _none_if_nan(record[f"age_s_{timeframe}"]),
-                "reason": record[f"reason_{timeframe}"],
-                "model_id": champion,
-            }
-        return {"symbol": symbol, "at": when.isoformat(), "timeframes": timeframes}
+            when = parse_at(at)
+        except BadInputError as exc:
+            raise ApiError(422, str(exc)) from None
+        champions = {tf: roles.get("champion") for tf, roles in self.roles.items()}
+        return composite(self.sync, symbol, when, champions, self.labels)
 
     @app.get("/v1/models")
     async def get_models(self, request: Request):
@@ -340,25 +309,8 @@ class Ingress:
         return await self._timed("/v1/models", request, self._models())
 
     async def _models(self):
-        registry = self.workspace.registry
-        out = {}
-        for timeframe in self.shards:
-            current = registry.current(timeframe)
-            current = current[
-                current["role"].isin(["champion", "shadow"]) & current["symbol"].isna()
-            ]
-            out[timeframe] = [
-                {
-                    "model_id": row.model_id,
-                    "role": row.role,
-                    "since": pd.Timestamp(row.since).isoformat(),
-                    "actor": row.actor,
-                    "reason": row.reason,
-                    "served": row.model_id in self._served_models(timeframe),
-                }
-                for row in current.itertuples(index=False)
-            ]
-        return {"timeframes": out}
+        served = {tf: self._served_models(tf) for tf in self.shards}
+        return models_listing(self.workspace.registry, list(self.shards), served)
 
     @app.get("/v1/shadow/{timeframe}")
     async def get_shadow(self, request: Request, timeframe: str):
@@ -375,11 +327,7 @@ class Ingress:
         replies = await asyncio.gather(*[h.comparison.remote() for h in handles])
         roles = self.roles.get(timeframe, {})
         champion = roles.get("champion")
-        pooled: dict[str, list] = {}
-        for reply in replies:
-            for model_id, frame in reply.items():
-                pooled.setdefault(model_id, []).append(frame)
-        frames = {m: pd.concat(f, ignore_index=True) for m, f in pooled.items()}
+        frames = pool_comparisons(replies)
         if champion not in frames:
             return {}
         out = {}
@@ -407,56 +355,15 @@ class Ingress:
             roles = self.roles.get(timeframe, {})
             champion = roles.get("champion")
             replies = await asyncio.gather(*[h.comparison.remote() for h in handles])
-            frames = [r[champion] for r in replies if champion in r and len(r[champion])]
-            answers = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            answers = pooled(r.get(champion) for r in replies)
             counters = await self._champion_counts(timeframe, champion) if champion else {}
-            bars = counters.get("bars", 0)
-            mine = stored[stored["timeframe"] == timeframe]
-            drift = []
-            for model_id in (champion, *roles.get("shadows", [])):
-                rows = mine[mine["model_id"] == model_id]
-                if len(rows):
-                    summary = orjson.loads(rows["summary"].iloc[-1])
-                    drift.append(
-                        {
-                            "model_id": model_id,
-                            "created_at": summary["created_at"],
-                            "passed": summary["passed"],
-                            "failed": [c["name"] for c in summary["checks"] if not c["passed"]],
-                            "occupancy_reference": summary.get("state", {}).get(
-                                "occupancy_reference"
-                            ),
-                        }
-                    )
-            training = next(
-                (d["occupancy_reference"] for d in drift if d["model_id"] == champion), None
-            )
+            drift = drift_cells(stored, timeframe, [champion, *roles.get("shadows", [])])
             shadows = await self._compare(timeframe) if roles.get("shadows") else {}
-            out[timeframe] = {
-                "champion": champion,
-                "shadows": roles.get("shadows", []),
-                "series": monitor_series(answers),
-                "occupancy_training": training,
-                "switch_rate": counters.get("published_switches", 0) / bars if bars else None,
-                "shadow_agreement": {m: f.get("agreement") for m, f in shadows.items()},
-                "drift": drift,
-            }
-        events = self.workspace.registry.events().tail(10).iloc[::-1]
+            out[timeframe] = monitor_cell(answers, counters, drift, roles, shadows)
         return {
-            "generated_at": pd.Timestamp.now(tz="UTC").isoformat(),
+            "generated_at": now_iso(),
             "timeframes": out,
-            "events": [
-                {
-                    "event_ts": pd.Timestamp(e.event_ts).isoformat(),
-                    "timeframe": e.timeframe,
-                    "model_id": e.model_id,
-                    "from_role": e.from_role,
-                    "to_role": e.to_role,
-                    "actor": e.actor,
-                    "reason": e.reason,
-                }
-                for e in events.itertuples(index=False)
-            ],
+            "events": events_listing(self.workspace.registry),
         }
 
     @app.get("/dashboard")
@@ -521,27 +428,8 @@ class Ingress:
 
     def _feed_sync(self) -> None:
         for timeframe, frames in self._unsynced.items():
-            if not frames:
-                continue
-            frame = pd.concat(frames, ignore_index=True)
-            frames.clear()
-            # Only the newest two per symbol matter to the synchroniser.
-            frame = frame.groupby("symbol", sort=False).tail(2)
-            frame = frame[frame["model_id"] == self.roles.get(timeframe, {}).get("champion")]
-            if len(frame):
-                self.sync.update(frame)
-
-    def _shard_of(self, symbols: list[str], shards: int):
-        """:func:`shards_of`, remembered per symbol (a symbol comes back every bar)."""
-        cache = self._shards_cache.setdefault(shards, {})
-        if len(cache) > 1_000_000:
-            cache.clear()
-        found = [cache.get(s) for s in symbols]
-        if None in found:
-            fresh = [s for s, f in zip(symbols, found, strict=True) if f is None]
-            cache.update(zip(fresh, shards_of(fresh, shards).tolist(), strict=True))
-            found = [cache[s] for s in symbols]
-        return np.asarray(found, dtype=np.int64)
+            if frames:
+                feed(self.sync, frames, self.roles.get(timeframe, {}).get("champion"))
 
     def _served_models(self, timeframe: str) -> set[str]:
         roles = self.roles.get(timeframe, {})

@@ -15,7 +15,6 @@ import logging
 import os
 import time
 
-import pandas as pd
 from ray import serve
 
 from regimes.app.workspace import Workspace
@@ -73,7 +72,7 @@ class EngineShardDeployment:
 
     # -- requests
 
-    async def step(self, bars: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    async def step(self, bars):
         answers, rejected = self.shard.step(bars)
         if self.shard.queued:
             self._shadow_work.set()
@@ -84,10 +83,10 @@ class EngineShardDeployment:
             await self._checkpoint()
         return {"champion": self.shard.champion, "shadows": self.shard.shadows}
 
-    async def latest(self, symbols: list[str] | None = None) -> pd.DataFrame:
+    async def latest(self, symbols: list[str] | None = None):
         return self.shard.latest(symbols)
 
-    async def comparison(self) -> dict[str, pd.DataFrame]:
+    async def comparison(self) -> dict:
         self.shard.drain_shadows()
         return self.shard.comparison_frames()
 
