@@ -90,7 +90,9 @@ def kmeans_accuracy(results, winner_key, frame, folds, truth_of, K, K_true) -> f
         kmeans = KMeans(n_clusters=K, n_init=4, random_state=0).fit(Z_train)
         predicted.append(kmeans.predict(Z_test))
         labels.append(truth_of(z_test))
-    return headline_accuracy(matched_accuracy(np.concatenate(predicted), np.concatenate(labels), K, K_true))
+    return headline_accuracy(
+        matched_accuracy(np.concatenate(predicted), np.concatenate(labels), K, K_true)
+    )
 
 
 def run_case(name: str, timeframe: str, level: str) -> dict:
@@ -137,7 +139,9 @@ def run_case(name: str, timeframe: str, level: str) -> dict:
     truth = truth_of(test_states)
     figures["oracle"] = float((merged["oracle"].to_numpy()[known] == truth[known]).mean())
     figures["kmeans"] = kmeans_accuracy(results, winner["cell"], frame, folds, truth_of, K, K_true)
-    figures["grid"] = summary[["K", "val_loglik_per_bar", "mean_dwell", "stable"]].to_dict("records")
+    figures["grid"] = summary[["K", "val_loglik_per_bar", "mean_dwell", "stable"]].to_dict(
+        "records"
+    )
     figures["seconds"] = time.perf_counter() - started
     figures["case"] = (name, timeframe, level)
     return figures

@@ -67,10 +67,9 @@ def sp500_figures(config) -> dict:
     weights = posterior[train]
     state_vol = np.sqrt((weights * r[train, None] ** 2).sum(0) / weights.sum(0)) * np.sqrt(252)
     implied = posterior @ state_vol
-    realised = (
-        (returns**2).rolling(HORIZON).mean().shift(-HORIZON).pow(0.5).reindex(z["ts"]).to_numpy()
-        * np.sqrt(252)
-    )
+    realised = (returns**2).rolling(HORIZON).mean().shift(-HORIZON).pow(0.5).reindex(
+        z["ts"]
+    ).to_numpy() * np.sqrt(252)
     ok = np.isfinite(realised)
     after = ok & ~train & (z["ts"] >= last.train_end).to_numpy()
     ts = pd.DatetimeIndex(z["ts"])

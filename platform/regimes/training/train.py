@@ -110,6 +110,13 @@ def train_timeframe(
         **final.metrics(),
         "skipped_symbols": skipped,
     }
+    k_low, k_high = config.timeframe(timeframe).k_range
+    if cell.n_states < k_low:
+        metrics["k_note"] = (
+            f"K={cell.n_states} is below the plan's {timeframe} range [{k_low}, {k_high}]: "
+            "held-out likelihood and persistence favour fewer regimes in these data"
+        )
+        logger.info("training %s: %s", timeframe, metrics["k_note"])
     test_states = _winner_test_states(results, cell)
     metrics["test"] = _test_summary(results, cell)
     if truth_accuracy is not None and test_states is not None:

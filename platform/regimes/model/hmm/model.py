@@ -99,8 +99,8 @@ class RegimeHMM(BaseEstimator):
         ``baum_welch``: maximum likelihood from k-means starts. ``jump``: a statistical
         jump model (:mod:`regimes.model.hmm.jump`) finds a persistent state path, and the
         HMM is estimated from it (each state's mean and covariance, transition counts
-        plus the sticky prior); no Baum-Welch, which on misspecified emissions trades
-        regimes for likelihood.
+        and the sticky transition matrix of ``expected_dwell``); no Baum-Welch, which on
+        misspecified emissions trades regimes for likelihood.
     jump_penalty : float
         The jump model's penalty per state change, per dimension of z (the loss is a
         squared distance, which grows with d).
@@ -299,13 +299,9 @@ class RegimeHMM(BaseEstimator):
             _to_full(_to_hmmlearn_layout(full, self.covariance_type), self.covariance_type, K, d),
             self.eig_floor,
         )
-        counts = np.zeros((K, K))
-        bounds = np.cumsum([0, *lengths])
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-            path = states[start:end]
-            np.add.at(counts, (path[:-1], path[1:]), 1.0)
-        counts += self.transition_prior * sticky_transmat(K, self.expected_dwell) + 1.0
-        transmat = counts / counts.sum(axis=1, keepdims=True)
+        # The path's own switch counts are shrunk by the penalty (it is more persistent
+        # than the data by construction): the transitions are the plan's sticky matrix.
+        transmat = sticky_transmat(K, self.expected_dwell)
         startprob = np.full(K, 1.0 / K)
         return GaussianHMMParams(startprob, transmat, means, full), True, 0, loss
 
