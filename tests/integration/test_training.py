@@ -145,7 +145,8 @@ def test_ray_grid_matches_serial_and_survives_a_killed_worker(trained_home, tmp_
 @pytest.mark.parametrize(
     "grid, message",
     [
-        ({"K": [3]}, r"K=3 outside the 15m range \[6, 12\]"),
+        ({"K": [1]}, r"K=1 outside \[2, 12\] \(the 15m range \[6, 12\] and below it\)"),
+        ({"K": [13]}, r"K=13 outside \[2, 12\]"),
         ({"d": [20]}, r"d=20 outside the 15m range \[6, 16\]"),
         ({"covariance": ["banded"]}, "covariance 'banded' not among"),
         ({"encoder": ["lstm"]}, "encoder 'lstm'"),

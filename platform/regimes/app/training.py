@@ -66,6 +66,9 @@ class TrainResult:
             format_table(table[[c for c in SUMMARY_COLUMNS if c in table.columns]]),
         ]
         lines += [f"  {row['timeframe']}: {row['path']}" for row in self.models]
+        lines += [
+            f"  {row['timeframe']}: {row['k_note']}" for row in self.models if row.get("k_note")
+        ]
         return lines
 
     def as_dict(self) -> dict[str, Any]:

@@ -46,6 +46,9 @@ class RegimeSpec:
     """Slow regimes: annualized volatility. Fast regimes: multiplier of sigma_t."""
     volume: float
     """Multiplier of the symbol's base volume."""
+    wick: float = 1.0
+    """Multiplier of the bars' wicks (high above, low below the body): range beyond the
+    move itself."""
 
 
 SLOW_REGIMES: tuple[RegimeSpec, ...] = (
@@ -104,6 +107,9 @@ class SynthMarket:
     bars: pd.DataFrame
     truth: pd.DataFrame
     params: dict
+    config: SynthConfig | None = None
+    """What generated it: with ``params`` (each symbol's beta, base volume), the true
+    parameters an oracle filter needs (:mod:`regimes.training.oracle`)."""
 
     def bars_sha256(self) -> str:
         return content_sha256(self.bars, BAR_COLUMNS)
@@ -128,8 +134,18 @@ def trading_days(start: date, count: int, session: Session | None) -> pd.Datetim
     return pd.DatetimeIndex(days)
 
 
+def season_profiles(per_day: int) -> tuple[np.ndarray, np.ndarray]:
+    """The intraday multipliers of volatility and of volume for each minute of a session
+    of ``per_day`` minutes (U-shaped: busier at the open and the close)."""
+    minute_of_session = np.arange(per_day)
+    u = 2.0 * minute_of_session / max(per_day - 1, 1) - 1.0
+    return 0.75 + 0.6 * u**2, 0.55 + 1.3 * u**2
+
+
 def _regime_path(rng: np.random.Generator, n: int, n_states: int, mean: float, minimum: int):
     """Semi-Markov path: geometric durations (at least ``minimum``), a new state each switch."""
+    if n_states == 1:
+        return np.zeros(n, dtype=np.int16)
     path = np.empty(n, dtype=np.int16)
     position = 0
     state = int(rng.integers(n_states))
@@ -160,9 +176,7 @@ def generate(config: SynthConfig, session: Session | None) -> SynthMarket:
     per_day = n // len(days)
     minute_of_session = np.tile(np.arange(per_day), len(days))
     first_of_day = minute_of_session == 0
-    u = 2.0 * minute_of_session / max(per_day - 1, 1) - 1.0
-    season_vol = 0.75 + 0.6 * u**2
-    season_volume = 0.55 + 1.3 * u**2
+    season_vol, season_volume = (np.tile(p, len(days)) for p in season_profiles(per_day))
 
     root = np.random.SeedSequence(config.seed)
     market_seed, *symbol_seeds = root.spawn(config.symbols + 1)
@@ -176,6 +190,8 @@ def generate(config: SynthConfig, session: Session | None) -> SynthMarket:
     fast_drift = np.array([r.drift for r in config.fast_regimes])
     fast_vol = np.array([r.vol for r in config.fast_regimes])
     fast_volume = np.array([r.volume for r in config.fast_regimes])
+    slow_wick = np.array([r.wick for r in config.slow_regimes])
+    fast_wick = np.array([r.wick for r in config.fast_regimes])
 
     bar_frames, truth_frames, symbol_params = [], [], {}
     width = max(3, len(str(config.symbols - 1)))
@@ -201,7 +217,9 @@ def generate(config: SynthConfig, session: Session | None) -> SynthMarket:
         overnight[0] = 0.0
         log_close = np.log(base_price) + np.cumsum(overnight + returns)
         log_open = log_close - returns
-        wick = np.abs(rng.standard_normal((2, n))) * 0.5 * sigma
+        wick = (
+            np.abs(rng.standard_normal((2, n))) * 0.5 * sigma * (slow_wick[slow] * fast_wick[fast])
+        )
         open_ = np.exp(log_open)
         close = np.exp(log_close)
         high = np.maximum(open_, close) * np.exp(wick[0])
@@ -280,7 +298,7 @@ def generate(config: SynthConfig, session: Session | None) -> SynthMarket:
         "session": None if session is None else json.loads(session.model_dump_json()),
         "symbols": symbol_params,
     }
-    return SynthMarket(bars=bars, truth=truth, params=params)
+    return SynthMarket(bars=bars, truth=truth, params=params, config=config)
 
 
 def write_truth(market: SynthMarket, out_dir: str | Path) -> tuple[Path, Path]:

@@ -21,6 +21,7 @@ from regimes.config.loading import PlatformConfig
 from regimes.config.spec import FeatureSpec
 from regimes.data import sql as db
 from regimes.errors import BadInputError
+from regimes.features.definitions import warmup_lengths
 from regimes.features.selection import selected_features
 from regimes.features.store import load_features
 from regimes.model.encoders.base import Encoder, make_windows
@@ -106,6 +107,11 @@ class StateVectorPipeline:
         The previous model's features: selection prefers them when scores are close.
     encoder_params : dict, optional
         Extra constructor arguments of the encoder.
+    variance_target : float
+        Explained variance that picks d when ``latent_dim`` is None.
+    regime_horizon : float, optional
+        Bars a regime of this timeframe lasts: turns on feature selection by regime
+        persistence (:func:`regimes.model.selection.excess_persistence`).
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class StateVectorPipeline:
         previous_selection: Sequence[str] | None = None,
         encoder_params: dict | None = None,
         variance_target: float = 0.9,
+        regime_horizon: float | None = None,
     ):
         if encoder not in ENCODER_KINDS:
             raise BadInputError(
@@ -131,6 +138,7 @@ class StateVectorPipeline:
         self.previous_selection = list(previous_selection) if previous_selection else None
         self.encoder_params = dict(encoder_params or {})
         self.variance_target = variance_target
+        self.regime_horizon = regime_horizon
 
     # -- fitting
 
@@ -150,13 +158,17 @@ class StateVectorPipeline:
                 "history is needed"
             )
         stationary = stationarize(train, spec, candidates, train["close"])
-        stationary_usable = stationary.loc[usable].assign(ts=train.loc[usable, "ts"].to_numpy())
+        stationary_usable = stationary.loc[usable].assign(
+            ts=train.loc[usable, "ts"].to_numpy(), symbol=train.loc[usable, "symbol"].to_numpy()
+        )
         self.selection_ = select_features(
             stationary_usable,
             candidates,
             tf_config.feature_budget,
             pre.selection,
             self.previous_selection,
+            horizon=self.regime_horizon,
+            windows=warmup_lengths(spec) if self.regime_horizon is not None else None,
         )
         self.features_ = list(self.selection_.selected)
         X = stationary.loc[usable, self.features_].to_numpy()

@@ -7,7 +7,13 @@ configured list, and never exceeds its budget:
 2. of each pair with |Spearman rho| above ``max_abs_correlation``, drop one — the one
    outside the previous model's selection if exactly one of them was in it, otherwise the
    more redundant one (higher mean |rho| with the rest);
-3. while over budget, drop the most redundant feature; a feature of the previous
+3. with a regime horizon h (bars), drop features that carry no regime information:
+   a feature's *excess persistence* is its lag-L autocorrelation (per symbol) minus
+   what its own rolling window explains (1 - L / window for overlapping windows),
+   the smaller over L = h/2 and h; calendar features (``tod_sin``) are known in advance
+   and score 0. Features below ``MIN_EXCESS_PERSISTENCE`` are dropped, but the
+   ``MIN_FEATURES`` best always stay (the encoder needs d >= 6 inputs);
+4. while over budget, drop the most redundant feature; a feature of the previous
    selection is kept over a new one when their redundancy scores are within
    ``stability_tolerance`` (stability across retrains).
 
@@ -37,6 +43,7 @@ class SelectionReport:
     selected: list[str] = field(default_factory=list)
     dropped: list[dict] = field(default_factory=list)
     fit_range: FitRange | None = None
+    persistence: dict[str, float] = field(default_factory=dict)
 
     def drop(self, name: str, reason: str) -> None:
         self.dropped.append({"feature": name, "reason": reason})
@@ -47,6 +54,7 @@ class SelectionReport:
             "budget": self.budget,
             "selected": self.selected,
             "dropped": self.dropped,
+            "persistence": self.persistence,
             "fit_range": None
             if self.fit_range is None
             else {
@@ -57,14 +65,59 @@ class SelectionReport:
         }
 
 
+MIN_EXCESS_PERSISTENCE = 0.05
+MIN_FEATURES = 6
+CALENDAR_FEATURES = frozenset({"tod_sin"})
+CURRENT_BAR_FEATURES = frozenset({"clv", "range_1", "vol_z_60", "relvol_60", "range_z_60"})
+"""Features whose value is the current bar measured against its window: they overlap
+their neighbours by one bar, whatever the window."""
+
+
+def excess_persistence(
+    train: pd.DataFrame, names: Sequence[str], horizon: float, windows: dict[str, int]
+) -> dict[str, float]:
+    """Per feature: the smallest, over lags L in {h/2, h}, of its lag-L autocorrelation
+    within each symbol minus the overlap of its own window (max(0, 1 - L / window)).
+
+    A feature that follows a regime lasting about ``horizon`` bars keeps its value over
+    such lags beyond what its rolling window alone would give; per-bar noise and
+    long-window smoothing do not.
+    """
+    lags = sorted({max(1, int(round(horizon / 2))), max(1, int(round(horizon)))})
+    groups = train["symbol"].to_numpy() if "symbol" in train else np.zeros(len(train))
+    scores = {}
+    for name in names:
+        if name in CALENDAR_FEATURES:
+            scores[name] = 0.0
+            continue
+        values = train[name].to_numpy(dtype=float)
+        window = 1 if name in CURRENT_BAR_FEATURES else max(int(windows.get(name, 1)), 1)
+        worst = np.inf
+        for lag in lags:
+            same = groups[lag:] == groups[:-lag]
+            a, b = values[:-lag][same], values[lag:][same]
+            ok = np.isfinite(a) & np.isfinite(b)
+            if ok.sum() < 10 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+                worst = min(worst, 0.0)
+                continue
+            rho = float(np.corrcoef(a[ok], b[ok])[0, 1])
+            worst = min(worst, rho - max(0.0, 1.0 - lag / window))
+        scores[name] = float(worst)
+    return scores
+
+
 def select_features(
     train: pd.DataFrame,
     candidates: Sequence[str],
     budget: int,
     config: SelectionConfig,
     previous: Sequence[str] | None = None,
+    horizon: float | None = None,
+    windows: dict[str, int] | None = None,
 ) -> SelectionReport:
-    """Select features from ``candidates`` on training rows ``train`` (with ``ts``)."""
+    """Select features from ``candidates`` on training rows ``train`` (with ``ts`` and,
+    for the persistence step, ``symbol``). ``horizon`` (bars) turns on step 3 with each
+    feature's rolling window from ``windows``."""
     unknown = [c for c in candidates if c not in FIXED_FEATURES]
     if unknown:
         raise BadInputError(f"selection: unknown feature(s) {unknown}; only the fixed list")
@@ -122,6 +175,22 @@ def select_features(
             loser, winner = (i, j) if redundancy(i) >= redundancy(j) else (j, i)
         alive[loser] = False
         report.drop(kept[loser], f"collinear with {kept[winner]} (|rho| = {value:.3f})")
+
+    if horizon is not None:
+        survivors = [kept[i] for i in np.flatnonzero(alive)]
+        scores = excess_persistence(train, survivors, horizon, windows or {})
+        ranked = sorted(survivors, key=lambda n: -scores[n])
+        protected = set(ranked[:MIN_FEATURES])
+        report.persistence = {n: round(v, 4) for n, v in scores.items()}
+        for i in np.flatnonzero(alive):
+            name = kept[i]
+            if scores[name] < MIN_EXCESS_PERSISTENCE and name not in protected:
+                alive[i] = False
+                report.drop(
+                    name,
+                    f"no regime persistence over {horizon:g} bars (excess autocorrelation "
+                    f"{scores[name]:.3f} < {MIN_EXCESS_PERSISTENCE})",
+                )
 
     while alive.sum() > budget:
         scores = {i: redundancy(i) for i in np.flatnonzero(alive)}

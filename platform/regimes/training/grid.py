@@ -35,14 +35,23 @@ SELECTION_RULE = (
     "Among grid cells that fitted on every fold, keep those whose decoded regimes are "
     "stable on every fold (mean dwell >= {min_dwell} bars, occupancy balance >= "
     "{min_balance} and, when a champion exists, a Hungarian co-occupancy "
-    "alignment cost to it <= {alignment}); choose the highest mean validation "
-    "log-likelihood per bar; cells within {tie} nats/bar of the best are tied and the "
-    "lowest mean BIC per bar among them wins, then the smallest K x d. If no cell is "
-    "stable, the same ordering applies to all cells and the winner is marked unstable."
+    "alignment cost to it <= {alignment}). Score each by held-out likelihood and "
+    "persistence, as a statistical jump model does: the mean validation log-likelihood "
+    "per bar minus a jump penalty of {jump} nats per dimension of z for every change of "
+    "the filtered state (x d x the validation switches per bar). The highest score wins; "
+    "cells within {tie} nats/bar of it are tied and the smallest K, then the lowest mean "
+    "BIC per bar, then the smallest K x d wins. K may lie below the timeframe's range. "
+    "If no cell is stable, the same applies to all cells and the winner is marked "
+    "unstable. Test-window figures are reported, never used to select."
 )
 MIN_DWELL_BARS = 2.0
 MIN_OCCUPANCY_BALANCE = 0.2
 TIE_NATS_PER_BAR = 0.01
+JUMP_PENALTY_NATS_PER_DIM = 4.0
+"""The selection's price of one state change, per dimension of z (log-likelihoods of d
+dimensions grow with d, and so does what a spurious state can buy)."""
+BELOW_RANGE_K = (2, 3, 4)
+"""K tried below the timeframe's range by default: the data may hold fewer regimes."""
 OOD_QUANTILE = 0.005
 
 
@@ -77,11 +86,18 @@ def expand_grid(config: PlatformConfig, timeframe: str, grid: dict | None = None
         )
     encoders = list(grid.get("encoder", ["pca"]))
     ds = list(grid.get("d", [d_low]))
-    ks = list(grid.get("K", sorted({k_low, (k_low + k_high) // 2, k_high})))
-    covariances = list(grid.get("covariance", tf.covariance_types))
+    default_ks = {k for k in BELOW_RANGE_K if k < k_low} | {k_low, (k_low + k_high) // 2, k_high}
+    ks = list(grid.get("K", sorted(default_ks)))
+    # Diagonal covariances by default (the plan's advice for stability); the grid pays
+    # for the K below the range with it.
+    default_covariances = ["diag"] if "diag" in tf.covariance_types else tf.covariance_types[:1]
+    covariances = list(grid.get("covariance", default_covariances))
     for k in ks:
-        if not (isinstance(k, int) and k_low <= k <= k_high):
-            raise BadInputError(f"grid: K={k!r} outside the {timeframe} range [{k_low}, {k_high}]")
+        if not (isinstance(k, int) and 2 <= k <= k_high):
+            raise BadInputError(
+                f"grid: K={k!r} outside [2, {k_high}] (the {timeframe} range [{k_low}, "
+                f"{k_high}] and below it)"
+            )
     for d in ds:
         if d is not None and not (isinstance(d, int) and d_low <= d <= d_high):
             raise BadInputError(f"grid: d={d!r} outside the {timeframe} range [{d_low}, {d_high}]")
@@ -110,6 +126,19 @@ class CellResult:
     # The fitted (pipeline, hmm) when asked for (the last fold's: the winner's final
     # model is exactly that fit, so it is not fitted a second time).
     fitted: tuple | None = field(default=None, repr=False, compare=False)
+    # The fold's test window decoded (symbol, ts, raw, published): scored, never used
+    # to select.
+    test_states: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
+
+def switch_rate(states: np.ndarray, lengths) -> float:
+    """State changes per bar within sequences (the jump rate a jump penalty charges)."""
+    bounds = np.cumsum([0, *lengths])
+    switches = sum(
+        int(np.count_nonzero(np.diff(states[a:b])))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    )
+    return float(switches / max(len(states), 1))
 
 
 def occupancy_balance(states: np.ndarray, K: int) -> float:
@@ -138,6 +167,7 @@ def fit_cell(
         latent_dim=cell.latent_dim,
         previous_selection=previous_selection,
         encoder_params=encoder_params,
+        regime_horizon=EXPECTED_DWELL[timeframe],
     ).fit(train)
     pipeline.check_fold(fold)
     z_train, Z, lengths = z_sequences(pipeline.transform(train), pipeline.d)
@@ -227,6 +257,7 @@ def evaluate_cell(
             "val_bic_per_bar": float(scores["bic"] / scores["n"]),
             "val_aic_per_bar": float(scores["aic"] / scores["n"]),
             "mean_dwell": float(mean_dwell(states, lengths_val)),
+            "val_switch_rate": switch_rate(states, lengths_val),
             "occupancy_balance": occupancy_balance(states, hmm.K),
             "val_entropy": float(entropy(log_alpha).mean()),
             "val_bars": int(len(Z_val)),
@@ -234,10 +265,60 @@ def evaluate_cell(
         if previous is not None:
             report = align_to_previous(previous, z_val, log_alpha, validation)
             metrics["alignment_cost"] = report.cost
+        test_states = decode_test_window(frame, fold, pipeline, hmm, config, timeframe)
+        if test_states is not None:
+            metrics.update(test_metrics(test_states, hmm.K))
         metrics["seconds"] = round(_time.perf_counter() - started, 3)
-        return CellResult(cell, fold.index, metrics, fitted=(pipeline, hmm) if keep_fit else None)
+        return CellResult(
+            cell,
+            fold.index,
+            metrics,
+            fitted=(pipeline, hmm) if keep_fit else None,
+            test_states=test_states,
+        )
     except (BadInputError, TrainingError, np.linalg.LinAlgError) as exc:
         return CellResult(cell, fold.index, error=f"{type(exc).__name__}: {exc}")
+
+
+def decode_test_window(frame, fold, pipeline, hmm, config, timeframe) -> pd.DataFrame | None:
+    """The fold's test window decoded by a model fitted on its training window: the
+    filter runs from the validation start (as a live engine would have) and the test
+    rows' raw and published (anti-chatter) states are returned; None without a test
+    window."""
+    from regimes.training.recovery import published_states
+
+    if fold.test_start is None:
+        return None
+    window = frame[(frame["ts"] >= fold.val_start) & (frame["ts"] < fold.test_end)]
+    z, Z, lengths = z_sequences(pipeline.transform(window), pipeline.d)
+    if len(Z) == 0:
+        return None
+    log_alpha, loglik = filter_sequences(Z, lengths, hmm.params_)
+    published = published_states(log_alpha, lengths, config.timeframe(timeframe).anti_chatter)
+    test = (z["ts"] >= fold.test_start).to_numpy()
+    out = z.loc[test, ["symbol", "ts"]].reset_index(drop=True)
+    out["raw"] = log_alpha[test].argmax(axis=1).astype(np.int16)
+    out["published"] = published[test].astype(np.int16)
+    out["loglik"] = loglik[test]
+    return out
+
+
+def test_metrics(test_states: pd.DataFrame, K: int) -> dict[str, float]:
+    """What a fold's test window says without truth: predictive log-likelihood per bar,
+    mean dwell of the raw and the published states, occupancy balance."""
+    from regimes.training.recovery import sequence_lengths
+
+    lengths = sequence_lengths(test_states["symbol"].to_numpy())
+    raw = test_states["raw"].to_numpy().astype(np.int64)
+    return {
+        "test_loglik_per_bar": float(test_states["loglik"].mean()),
+        "test_mean_dwell": float(mean_dwell(raw, lengths)),
+        "test_published_dwell": float(
+            mean_dwell(test_states["published"].to_numpy().astype(np.int64), lengths)
+        ),
+        "test_occupancy_balance": occupancy_balance(raw, K),
+        "test_bars": int(len(test_states)),
+    }
 
 
 def summarize_grid(results: Sequence[CellResult], folds: int) -> pd.DataFrame:
@@ -280,14 +361,22 @@ def select_winner(summary: pd.DataFrame) -> tuple[pd.Series, str]:
         min_balance=MIN_OCCUPANCY_BALANCE,
         tie=TIE_NATS_PER_BAR,
         alignment=ALIGNMENT_THRESHOLD,
+        jump=JUMP_PENALTY_NATS_PER_DIM,
     )
     complete = summary[summary["folds_ok"] == summary["folds"]]
     if complete.empty:
         errors = "; ".join(f"{r.cell}: {r.error}" for r in summary.itertuples() if r.error)
         raise TrainingError(f"no grid cell fitted on every fold: {errors}")
-    pool = complete[complete["stable"]] if complete["stable"].any() else complete
-    best = pool["val_loglik_per_bar"].max()
-    tied = pool[pool["val_loglik_per_bar"] >= best - TIE_NATS_PER_BAR].copy()
+    pool = (complete[complete["stable"]] if complete["stable"].any() else complete).copy()
+    pool["selection_score"] = penalised_score(pool)
+    best = pool["selection_score"].max()
+    tied = pool[pool["selection_score"] >= best - TIE_NATS_PER_BAR].copy()
     tied["size"] = tied["K"] * tied["d"]
-    winner = tied.sort_values(["val_bic_per_bar", "size", "cell"]).iloc[0]
+    winner = tied.sort_values(["K", "val_bic_per_bar", "size", "cell"]).iloc[0]
     return winner, rule
+
+
+def penalised_score(summary: pd.DataFrame) -> pd.Series:
+    """Validation log-likelihood per bar minus the jump penalty (see SELECTION_RULE)."""
+    switches = summary["val_switch_rate"] if "val_switch_rate" in summary else 0.0
+    return summary["val_loglik_per_bar"] - JUMP_PENALTY_NATS_PER_DIM * summary["d"] * switches

@@ -71,8 +71,10 @@ def train_timeframe(
     ``runner(frame, tasks, config, timeframe, seed, previous, keep_fit_fold)`` evaluates
     ``(fold, cell)`` tasks (keeping the fits of fold ``keep_fit_fold``) and returns their
     :class:`CellResult`; the default runs them here, one after the other (the engines
-    layer passes a Ray runner). ``truth_accuracy(pipeline, hmm, frame)`` optionally scores
-    the final model against known regimes (synthetic data) into its metrics.
+    layer passes a Ray runner). ``truth_accuracy(test_states, K)`` optionally scores the
+    winner's decoded walk-forward test windows (every fold's, each decoded by the
+    fold's own fit; columns fold, symbol, ts, raw, published) against known regimes
+    (synthetic data) into ``metrics["truth"]``.
     """
     from regimes.model.artifact import write_artifact
     from regimes.paths import inputs_hash, make_model_id
@@ -108,8 +110,17 @@ def train_timeframe(
         **final.metrics(),
         "skipped_symbols": skipped,
     }
-    if truth_accuracy is not None:
-        metrics["truth"] = truth_accuracy(final.pipeline, final.hmm, frame, last)
+    k_low, k_high = config.timeframe(timeframe).k_range
+    if cell.n_states < k_low:
+        metrics["k_note"] = (
+            f"K={cell.n_states} is below the plan's {timeframe} range [{k_low}, {k_high}]: "
+            "held-out likelihood and persistence favour fewer regimes in these data"
+        )
+        logger.info("training %s: %s", timeframe, metrics["k_note"])
+    test_states = _winner_test_states(results, cell)
+    metrics["test"] = _test_summary(results, cell)
+    if truth_accuracy is not None and test_states is not None:
+        metrics["truth"] = truth_accuracy(test_states, final.hmm.K)
 
     resolved = {
         "timeframe": timeframe,
@@ -136,6 +147,29 @@ def train_timeframe(
     return TrainingResult(
         timeframe, model_id, str(path), winner.dropna().to_dict(), summary, payload, rule
     )
+
+
+def _winner_test_states(results, cell) -> pd.DataFrame | None:
+    """The winner's test windows, each decoded by its own fold's fit, in fold order."""
+    frames = [
+        r.test_states.assign(fold=r.fold)
+        for r in sorted(results, key=lambda r: r.fold)
+        if r.cell.key == cell.key and r.test_states is not None
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _test_summary(results, cell) -> dict:
+    """The winner's test-window figures per fold and their mean (never used to select)."""
+    folds = [
+        {"fold": r.fold, **{k: v for k, v in r.metrics.items() if k.startswith("test_")}}
+        for r in sorted(results, key=lambda r: r.fold)
+        if r.cell.key == cell.key and r.error is None and "test_bars" in r.metrics
+    ]
+    if not folds:
+        return {}
+    keys = [k for k in folds[0] if k != "fold"]
+    return {"folds": folds, "mean": {k: float(np.nanmean([f[k] for f in folds])) for k in keys}}
 
 
 @dataclass

@@ -100,4 +100,5 @@ def train_and_register(
         "val_bic": validation["bic"],
         "symbol": symbol,
         "role": registry.role(timeframe, result.model_id),
+        "k_note": result.metadata["metrics"].get("k_note"),
     }

@@ -95,7 +95,18 @@ class RegimeHMM(BaseEstimator):
     n_iter, tol : int, float
         Baum-Welch limits.
     random_state : int
+    estimator : {"baum_welch", "jump"}
+        ``baum_welch``: maximum likelihood from k-means starts. ``jump``: a statistical
+        jump model (:mod:`regimes.model.hmm.jump`) finds a persistent state path, and the
+        HMM is estimated from it (each state's mean and covariance, transition counts
+        and the sticky transition matrix of ``expected_dwell``); no Baum-Welch, which on
+        misspecified emissions trades regimes for likelihood.
+    jump_penalty : float
+        The jump model's penalty per state change, per dimension of z (the loss is a
+        squared distance, which grows with d).
     """
+
+    ESTIMATORS = frozenset({"baum_welch", "jump"})
 
     def __init__(
         self,
@@ -109,6 +120,8 @@ class RegimeHMM(BaseEstimator):
         n_iter=50,
         tol=1e-3,
         random_state=0,
+        estimator="baum_welch",
+        jump_penalty=3.0,
     ):
         self.n_states = n_states
         self.covariance_type = covariance_type
@@ -120,6 +133,8 @@ class RegimeHMM(BaseEstimator):
         self.n_iter = n_iter
         self.tol = tol
         self.random_state = random_state
+        self.estimator = estimator
+        self.jump_penalty = jump_penalty
 
     # -- validation
 
@@ -139,6 +154,12 @@ class RegimeHMM(BaseEstimator):
                 raise BadInputError(f"{name}: expected > 0, got {getattr(self, name)!r}")
         if self.transition_prior < 0:
             raise BadInputError(f"transition_prior: expected >= 0, got {self.transition_prior!r}")
+        if self.estimator not in self.ESTIMATORS:
+            raise BadInputError(
+                f"estimator: expected one of {sorted(self.ESTIMATORS)}, got {self.estimator!r}"
+            )
+        if not self.jump_penalty >= 0:
+            raise BadInputError(f"jump_penalty: expected >= 0, got {self.jump_penalty!r}")
         if not (isinstance(self.n_restarts, int | np.integer) and self.n_restarts >= 1):
             raise BadInputError(f"n_restarts: expected an integer >= 1, got {self.n_restarts!r}")
         needed = n_parameters(K, d, self.covariance_type)
@@ -168,7 +189,8 @@ class RegimeHMM(BaseEstimator):
         for restart, seed in enumerate(base.spawn(self.n_restarts)):
             seed_int = int(seed.generate_state(1)[0])
             try:
-                params, converged, iterations = self._fit_once(Z, lengths, seed_int)
+                fit_once = self._fit_jump if self.estimator == "jump" else self._fit_once
+                params, converged, iterations, jump_loss = fit_once(Z, lengths, seed_int)
             except (np.linalg.LinAlgError, ValueError, TrainingError) as exc:
                 restarts.append({"restart": restart, "error": str(exc)})
                 continue
@@ -182,8 +204,13 @@ class RegimeHMM(BaseEstimator):
                     "iterations": iterations,
                 }
             )
-            if np.isfinite(loglik) and (best is None or loglik > best[0]):
-                best = (loglik, params, restart)
+            # The jump model's restarts compete on its own objective (the penalised loss,
+            # negated), Baum-Welch's on the log-likelihood.
+            objective = loglik if jump_loss is None else -jump_loss
+            if jump_loss is not None:
+                restarts[-1]["jump_loss"] = jump_loss
+            if np.isfinite(loglik) and (best is None or objective > best[3]):
+                best = (loglik, params, restart, objective)
         if best is None:
             raise TrainingError(
                 f"HMM: every restart failed (K={K}, d={d}): "
@@ -248,7 +275,35 @@ class RegimeHMM(BaseEstimator):
             GaussianHMMParams(startprob, transmat, result.means, full_covars),
             result.converged,
             result.iterations,
+            None,
         )
+
+    def _fit_jump(self, Z: np.ndarray, lengths: list[int], seed: int):
+        """The HMM estimated from a jump model's state path (see ``estimator``)."""
+        from regimes.model.hmm.jump import fit_jump_model
+
+        K, d = self.n_states, Z.shape[1]
+        _, states, loss = fit_jump_model(Z, lengths, K, self.jump_penalty * d, seed)
+        global_cov = np.cov(Z, rowvar=False).reshape(d, d)
+        means, full = np.empty((K, d)), np.empty((K, d, d))
+        for k in range(K):
+            members = Z[states == k]
+            if len(members) == 0:
+                raise TrainingError(f"jump model left state {k} empty (K={K} too large)")
+            means[k] = members.mean(axis=0)
+            covariance = (
+                np.cov(members, rowvar=False).reshape(d, d) if len(members) > d else global_cov
+            )
+            full[k] = covariance + np.eye(d) * self.diag_loading
+        full = _floor_eigen(
+            _to_full(_to_hmmlearn_layout(full, self.covariance_type), self.covariance_type, K, d),
+            self.eig_floor,
+        )
+        # The path's own switch counts are shrunk by the penalty (it is more persistent
+        # than the data by construction): the transitions are the plan's sticky matrix.
+        transmat = sticky_transmat(K, self.expected_dwell)
+        startprob = np.full(K, 1.0 / K)
+        return GaussianHMMParams(startprob, transmat, means, full), True, 0, loss
 
     # -- scores
 
