@@ -31,7 +31,7 @@ SP500_SYMBOL = "^GSPC"
 @dataclass(frozen=True)
 class DemoRequest:
     symbols: int = 6
-    days: int = 100
+    days: int = 70
     seed: int = 7
     executor: str = "ray"
 

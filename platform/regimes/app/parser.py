@@ -478,7 +478,7 @@ def _add_demo(sub) -> None:
         "read back from the database and Delta and where every output went.",
     )
     demo.add_argument("--symbols", type=int, default=6, help="synthetic symbols (default 6)")
-    demo.add_argument("--days", type=int, default=100, help="trading days (default 100)")
+    demo.add_argument("--days", type=int, default=70, help="trading days (default 70)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument(
         "--executor",
