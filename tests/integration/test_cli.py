@@ -98,6 +98,11 @@ def test_demo_runs_end_to_end_and_says_where_things_went(home):
     assert set(out["reports"]) == {"1d"} and "validation reports" in result.stderr
     assert (home / "reports" / "validation" / "1d").is_dir()
     assert out["reports"]["1d"]["html"].endswith("report.html")
+    # Step 9: the live service over HTTP, every champion's timeframe (no 1h champion on
+    # three days, so no shadow).
+    served = {row["timeframe"]: row for row in out["service"]["requests"]}
+    assert set(served) == set(trained) and served["1d"]["answers"] > 0
+    assert "no 1h champion: no shadow" in result.stderr and "/dashboard" in result.stderr
 
 
 def test_ingest_and_resample_via_cli(home, tmp_path):

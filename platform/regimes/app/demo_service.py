@@ -75,8 +75,16 @@ def run_service_step(workspace: Workspace, seed: int, say: Notify, progress: Pro
     import pandas as pd
 
     from regimes.data import sql as db
+    from regimes.errors import RegimesError
 
-    shadow = add_shadow(workspace, seed, say)
+    shadow = None
+    if workspace.registry.champion(SHADOW_TIMEFRAME) is None:
+        say(f"   no {SHADOW_TIMEFRAME} champion: no shadow to run beside it")
+    else:
+        try:
+            shadow = add_shadow(workspace, seed, say)
+        except RegimesError as exc:
+            say(f"   no shadow: {exc}")
     summary = db.bars_summary(workspace.engine)
     synthetic = summary[summary["symbol"].str.startswith("SYN")]
     symbols = sorted(synthetic["symbol"].unique())
@@ -160,10 +168,14 @@ def run_service_step(workspace: Workspace, seed: int, say: Notify, progress: Pro
             say(f"   {timeframe:>3}: {state}, {age}")
         if reply.status_code != 200:
             say(f"   {reply.status_code}: {record.get('error')}")
-        comparison = client.get(f"/v1/shadow/{SHADOW_TIMEFRAME}").json()
-        figures = comparison["shadows"].get(shadow or "", {})
-        say("")
-        say(f"GET /v1/shadow/{SHADOW_TIMEFRAME}: champion {comparison['champion']} vs {shadow}:")
+        figures = {}
+        if shadow is not None:
+            comparison = client.get(f"/v1/shadow/{SHADOW_TIMEFRAME}").json()
+            figures = comparison["shadows"].get(shadow, {})
+            say("")
+            say(
+                f"GET /v1/shadow/{SHADOW_TIMEFRAME}: champion {comparison['champion']} vs {shadow}:"
+            )
         if figures:
             say(
                 f"   bars compared {figures['bars_compared']}, agreement "
