@@ -4,6 +4,7 @@ where it was; two rollouts of one timeframe at once are refused."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -98,3 +99,29 @@ def test_two_rollouts_of_one_timeframe_are_refused(two_models_home, tmp_path):
         (home / "locks" / f"rollout-{TF}.lock").write_text('{"pid": 999999}')
         with pytest.raises(BadInputError, match="it stays a shadow"):
             run_rollout(workspace, request, DirectOrchestrator())
+
+
+def test_the_validation_reports_verdicts_join_the_gate(two_models_home, tmp_path):
+    """A model whose validation report failed its dwell verdict is refused by the gate,
+    the verdict's reason in the refusal."""
+    from regimes.errors import GateFailedError
+    from regimes.validation.verdicts import ValidationVerdicts, Verdict
+
+    home, models = _home(two_models_home, tmp_path, LENIENT)
+    candidate = models[1].model_id
+    verdicts = ValidationVerdicts(
+        candidate,
+        TF,
+        (
+            Verdict("dwell", False, "states [2]: dwell off by more than 2.0x"),
+            Verdict("confidence", True, "median max(alpha) 0.99 >= 0.6"),
+        ),
+    )
+    folder = home / "reports" / "validation" / TF / candidate
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps({"verdicts": verdicts.as_dict()}))
+    with Workspace.open(home=home, environ={}) as workspace:
+        request = RolloutRequest(TF, candidate, actor="test")
+        with pytest.raises(GateFailedError, match="validation dwell.*dwell off by more than"):
+            run_rollout(workspace, request, DirectOrchestrator())
+        assert workspace.registry.role(TF, candidate) == "candidate"

@@ -264,9 +264,34 @@ def promotion_checks(
     """The gates a promotion to ``to`` must pass, and the drift report id behind them."""
     gates = load_gates(workspace.config_dir).for_timeframe(timeframe)
     run = drift(workspace, DriftRequest(timeframe, model_id), say)
-    checks = list(run.checks)
+    checks = list(run.checks) + validation_checks(workspace, timeframe, model_id)
     if to == "champion" and workspace.registry.champion(timeframe) not in (None, model_id):
         checks += shadow_checks(
             shadow_comparison(workspace, timeframe, model_id, 10 * gates.shadow_min_bars), gates
         )
     return checks, run.report["report_id"]
+
+
+def validation_checks(workspace: Workspace, timeframe: str, model_id: str) -> list[Check]:
+    """The verdicts of the model's validation report (``regimes report``; training writes
+    one), where it exists: one check each; a verdict without enough data fails."""
+    from regimes.validation.verdicts import ValidationVerdicts
+
+    path = workspace.reports_dir / "validation" / timeframe / model_id / "report.json"
+    if not path.is_file():
+        return []
+    try:
+        verdicts = ValidationVerdicts.from_dict(json.loads(path.read_text())["verdicts"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(f"{path}: unreadable validation verdicts ({exc})") from None
+    return [
+        Check(
+            f"validation {verdict.name}",
+            None if verdict.passed is None else float(verdict.passed),
+            1.0,
+            verdict.passed is True,
+            verdict.reason if verdict.passed is not None else "too little data",
+            at_least=True,
+        )
+        for verdict in verdicts.checks
+    ]
