@@ -275,7 +275,13 @@ def test_promote_shadow_and_rollback_through_the_cli(tmp_path):
     listed = last_json(run("models", "--timeframe", "1h", home=home))
     assert {m["model_id"]: m["role"] for m in listed["models"]} == roles()
 
-    back = last_json(run("rollback", "--timeframe", "1h", "--reason", "drifted", home=home))
+    refused = run(
+        "rollback", "--timeframe", "1h", "--to", "1h-c", "--reason", "x", home=home, check=False
+    )
+    assert refused.returncode == 2 and "not an earlier good champion" in refused.stderr
+    back = last_json(
+        run("rollback", "--timeframe", "1h", "--to", "1h-a", "--reason", "drifted", home=home)
+    )
     assert back["champion"] == "1h-a" and back["retired"] == "1h-b"
     assert roles() == {"1h-a": "champion", "1h-b": "retired", "1h-c": "shadow"}
     version = Registry(registry_root).version()

@@ -91,6 +91,22 @@ def test_the_lifecycle_records_every_transition_with_actor_reason_evidence_and_v
     assert json.loads(current.loc["m2", "evidence"]) == gate
 
 
+def test_rollback_to_a_named_earlier_champion(registry):
+    for model_id in ("m1", "m2", "m3"):
+        _register(registry, model_id)
+        registry.promote("1h", model_id, actor="ops", reason="better")
+    version = registry.version()
+    for bad in ("m3", "nope"):
+        with pytest.raises(BadInputError, match=f"rollback --to {bad}: not an earlier good"):
+            registry.rollback("1h", actor="oncall", reason="x", to=bad)
+    assert registry.version() == version
+    back = registry.rollback("1h", actor="oncall", reason="both flap", to="m1")
+    assert (back.model_id, back.to_role) == ("m1", "champion")
+    # m2 was not rolled back (never champion-then-refused): it stays a good one to return to.
+    assert registry.champion("1h") == "m1" and registry.last_good_champion("1h") == "m2"
+    assert _roles(registry) == {"m1": "champion", "m2": "retired", "m3": "retired"}
+
+
 def test_rollback_restores_the_last_good_champions_newest_first(registry):
     for model_id in ("m1", "m2", "m3"):
         _register(registry, model_id)

@@ -142,7 +142,9 @@ def run_drift(workspace: Workspace, args: argparse.Namespace):
 
 
 def run_rollback(workspace: Workspace, args: argparse.Namespace):
-    request = rollout.RollbackRequest(args.timeframe, _actor(args), args.reason, args.symbol)
+    request = rollout.RollbackRequest(
+        args.timeframe, _actor(args), args.reason, args.symbol, to=args.to
+    )
     return rollout.rollback(workspace, request)
 
 

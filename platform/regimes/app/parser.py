@@ -299,10 +299,17 @@ def _add_rollback(sub) -> None:
         "rollback",
         help="retire the champion and bring back the last good one",
         description="One atomic registry commit: the champion of the scope becomes retired "
-        "and the champion before it is champion again (refused when there is none).",
+        "and the champion before it (or --to, an earlier good champion) is champion again "
+        "(refused when there is none).",
     )
     rollback.add_argument("--timeframe", required=True, type=_timeframe)
     rollback.add_argument("--symbol", help="the scope's symbol, for per-symbol models")
+    rollback.add_argument(
+        "--to",
+        metavar="MODEL_ID",
+        help="the earlier champion to return to (default: the newest good one); a champion "
+        "that was itself rolled back is not good and is refused",
+    )
     _actor_and_reason(rollback)
 
 

@@ -163,6 +163,7 @@ class RollbackRequest:
     reason: str
     symbol: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    to: str | None = None  # an earlier good champion; default the newest
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ def rollback(workspace: Workspace, request: RollbackRequest) -> RollbackResult:
         reason=request.reason,
         symbol=request.symbol,
         evidence=request.evidence or None,
+        to=request.to,
     )
     _publish(workspace, transition)
     return RollbackResult(transition=transition, retired=str(retired))

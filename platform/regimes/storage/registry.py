@@ -347,13 +347,16 @@ class Registry:
         reason: str,
         symbol: str | None = None,
         evidence: Mapping[str, Any] | None = None,
+        to: str | None = None,
     ) -> Transition:
-        """Retire the scope's champion and make the last good champion champion again.
+        """Retire the scope's champion and make the last good champion (or ``to``, one of
+        the earlier good champions) champion again.
 
         Raises
         ------
         BadInputError
-            The scope has no champion, or no earlier champion to return to.
+            The scope has no champion, no earlier champion to return to, or ``to`` is
+            not one of its earlier good champions.
         RegistryConflictError
             The scope's champion changed since this object last read the registry.
         """
@@ -372,9 +375,15 @@ class Registry:
                     f"rollback: {name} has no earlier champion to return to "
                     f"(champion {scope.champion} is the first)"
                 )
+            target = scope.last_good[-1] if to is None else to
+            if target not in scope.last_good:
+                raise BadInputError(
+                    f"rollback --to {to}: not an earlier good champion of {name}; it can "
+                    f"return to {', '.join(reversed(scope.last_good))} (newest first)"
+                )
             return [
                 note.row(timeframe, symbol, scope.champion, "champion", "retired"),
-                note.row(timeframe, symbol, scope.last_good[-1], "retired", "champion"),
+                note.row(timeframe, symbol, target, "retired", "champion"),
             ]
 
         def watched(view: _Snapshot, latest: _Snapshot):
