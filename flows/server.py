@@ -81,8 +81,26 @@ def ensure_prefect_server(prefect_home: str | Path, timeout: float = 90.0) -> Pr
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, **QUIET, "PREFECT_HOME": str(prefect_home)}
-    log = open(prefect_home / "server.log", "ab")  # noqa: SIM115 - owned by the child
-    process = subprocess.Popen(
+    with open(prefect_home / "server.log", "ab") as log:  # the child keeps its own copy
+        process = _start_server(port, env, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ConfigError(
+                f"the local Prefect server exited with code {process.returncode}; see "
+                f"{prefect_home / 'server.log'}"
+            )
+        if _healthy(api_url, timeout=1.0):
+            os.environ["PREFECT_API_URL"] = api_url
+            os.environ["PREFECT_HOME"] = str(prefect_home)
+            return PrefectServer(api_url, process)
+        time.sleep(0.5)
+    process.terminate()
+    raise ConfigError(f"the local Prefect server did not become healthy within {timeout:.0f}s")
+
+
+def _start_server(port: int, env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -101,17 +119,3 @@ def ensure_prefect_server(prefect_home: str | Path, timeout: float = 90.0) -> Pr
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ConfigError(
-                f"the local Prefect server exited with code {process.returncode}; see "
-                f"{prefect_home / 'server.log'}"
-            )
-        if _healthy(api_url, timeout=1.0):
-            os.environ["PREFECT_API_URL"] = api_url
-            os.environ["PREFECT_HOME"] = str(prefect_home)
-            return PrefectServer(api_url, process)
-        time.sleep(0.5)
-    process.terminate()
-    raise ConfigError(f"the local Prefect server did not become healthy within {timeout:.0f}s")

@@ -132,6 +132,26 @@ def run_rollout(workspace: Workspace, args: argparse.Namespace):
     return run_rollout(workspace, request, orchestrator_named(args.orchestrator), say)
 
 
+def run_monitor(workspace: Workspace, args: argparse.Namespace):
+    from regimes.app.monitor import MonitorRequest, run_monitor
+
+    request = MonitorRequest(
+        tuple(args.timeframes) if args.timeframes else None,
+        act=args.act,
+        seed=args.seed,
+        shadow_wait_s=args.wait,
+        replay_shadow=args.replay_shadow,
+        now=args.now,
+    )
+    return run_monitor(
+        workspace,
+        request,
+        orchestrator_named(args.orchestrator),
+        executor_named(args.executor),
+        say,
+    )
+
+
 def run_drift(workspace: Workspace, args: argparse.Namespace):
     from regimes.app.drift import DriftRequest, drift
 
@@ -222,6 +242,7 @@ COMMANDS: dict[str, Callable[[Workspace, argparse.Namespace], Any]] = {
     "rollback": run_rollback,
     "drift": run_drift,
     "rollout": run_rollout,
+    "monitor": run_monitor,
     "replay": run_replay,
     "backfill": run_backfill,
     "states": run_states,

@@ -130,6 +130,14 @@ def _answers(workspace, model, symbols, end):
 
 def drift(workspace: Workspace, request: DriftRequest, say: Notify = silent) -> DriftRun:
     """Compute, judge, write and record one drift report."""
+    return drift_with_answers(workspace, request, say)[0]
+
+
+def drift_with_answers(
+    workspace: Workspace, request: DriftRequest, say: Notify = silent
+) -> tuple[DriftRun, pd.DataFrame, Windows]:
+    """:func:`drift`, and the model's replayed answers over every stored bar before the
+    current window's end with the windows it used (the monitor's triggers read them)."""
     from regimes.data import sql as db
     from regimes.storage.drift_reports import DriftReports
 
@@ -195,7 +203,7 @@ def drift(workspace: Workspace, request: DriftRequest, say: Notify = silent) -> 
     DriftReports(settings.drift_reports_root, dict(settings.registry_options) or None).append(
         summary
     )
-    return DriftRun(summary, checks, time.perf_counter() - started)
+    return DriftRun(summary, checks, time.perf_counter() - started), answers, windows
 
 
 def _kind(figures: dict, prefix: str) -> dict:

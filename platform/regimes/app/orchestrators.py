@@ -105,6 +105,13 @@ class DirectOrchestrator:
 
         return [step(workspace, request, notify) for step in STEPS]
 
+    def monitor(self, workspace, request, executor, notify=silent) -> dict:
+        """The monitor's verdicts (and responses) in this process."""
+        from regimes.app.monitor import monitor
+
+        run = monitor(workspace, request, self, executor, notify)
+        return {"verdicts": [v.as_dict() for v in run.verdicts], "report": run.report}
+
 
 class PrefectOrchestrator:
     """The ``train`` and ``backfill`` Prefect flows, on the server at ``PREFECT_API_URL``
@@ -182,6 +189,20 @@ class PrefectOrchestrator:
         for row in steps:
             raise_failure(row)
         return steps
+
+    def monitor(self, workspace, request, executor, notify=silent) -> dict:
+        """The ``monitor`` Prefect flow (its train and rollout as subflows)."""
+        from dataclasses import asdict
+
+        with self.session(workspace) as api_url:
+            from regimes.flows.monitor import monitor as monitor_flow
+
+            notify(f"monitor: Prefect flow 'monitor' on {api_url}")
+            fields = asdict(request)
+            fields["timeframes"] = list(request.timeframes) if request.timeframes else None
+            outcome = monitor_flow(executor=executor.name, **fields, **workspace.params())
+        raise_failure(outcome)
+        return outcome
 
 
 def orchestrator_named(name: str) -> Orchestrator:

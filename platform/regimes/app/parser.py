@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rollback(sub)
     _add_drift(sub)
     _add_rollout(sub)
+    _add_monitor(sub)
     _add_replay(sub)
     _add_backfill(sub)
     _add_states(sub)
@@ -353,6 +354,39 @@ def _add_rollout(sub) -> None:
         "--orchestrator", choices=("prefect", "direct"), default="prefect", help="how it runs"
     )
     rollout.add_argument("--actor", help="who (recorded; default: cli:<user name>)")
+
+
+def _add_monitor(sub) -> None:
+    monitor = sub.add_parser(
+        "monitor",
+        help="retrain triggers of each champion; with --act, retrain and roll out",
+        description="Per timeframe with a champion: the retrain triggers (cadence since "
+        "the promotion; log-likelihood decay and z-score against trailing windows; entropy "
+        "spikes; occupancy collapse; PSI/KL drift of features, z and states - thresholds "
+        "in config/gates.yaml). With --act, a timeframe whose trigger fired is retrained "
+        "and its new model rolled out (or its shadow's rollout resumed). Verdicts go to "
+        "reports/monitor/. Runs as the Prefect flow 'monitor' (scheduled in "
+        "infra/prefect.yaml) or directly.",
+    )
+    monitor.add_argument("--timeframe", nargs="+", type=_timeframe, dest="timeframes")
+    monitor.add_argument("--act", action="store_true", help="retrain and roll out when fired")
+    monitor.add_argument(
+        "--replay-shadow",
+        action="store_true",
+        help="give a new shadow answers over the stored bars (a backfill) instead of "
+        "waiting for live bars",
+    )
+    monitor.add_argument(
+        "--wait", type=float, default=0.0, help="seconds a rollout waits for shadow bars (0)"
+    )
+    monitor.add_argument("--now", help="the time the cadence counts to (default now, UTC)")
+    monitor.add_argument("--seed", type=int, default=0, help="seed of a retrain (default 0)")
+    monitor.add_argument(
+        "--orchestrator", choices=("prefect", "direct"), default="prefect", help="how it runs"
+    )
+    monitor.add_argument(
+        "--executor", choices=("ray", "local"), default="local", help="where a retrain's grid runs"
+    )
 
 
 def _add_replay(sub) -> None:

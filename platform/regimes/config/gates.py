@@ -33,6 +33,12 @@ class GateSettings(BaseModel):
     probation_bars: int = Field(500, ge=1)
     probation_min_bars: int = Field(50, ge=1)
     probation_max_ood_rate: float = Field(0.3, ge=0, le=1)
+    trigger_loglik_decay: float = Field(1.0, gt=0)
+    trigger_loglik_z: float = Field(3.0, gt=0)
+    trigger_trailing_windows: int = Field(4, ge=2)
+    trigger_entropy_quantile: float = Field(0.99, gt=0, lt=1)
+    trigger_entropy_share: float = Field(0.05, gt=0, le=1)
+    trigger_top_state_share: float = Field(0.9, gt=0, le=1)
 
 
 class GatesConfig(BaseModel):
