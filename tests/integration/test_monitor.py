@@ -175,3 +175,33 @@ def test_monitor_through_the_cli_reports_and_refuses_bad_input(two_models_home, 
         result = run("monitor", "--orchestrator", "direct", *args, home=home, check=False)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_demo_rollout_step(two_models_home, tmp_path):
+    """Demo step 10 on the 15m models: the shadow rolled out, a rollback, the drifted days
+    fail the drift gate, the monitor reports its triggers."""
+    from regimes.app import rollout
+    from regimes.app.demo_rollout import SHOCK_DAYS, run_rollout_step
+
+    home, models = _home(two_models_home, tmp_path, shocked=False)
+    (home / "config" / "gates.yaml").write_text(
+        GATES.replace("max_drifted_share: 1.0", "max_drifted_share: 0.34")
+    )
+    lines: list[str] = []
+    with Workspace.open(home=home, environ={}) as workspace:
+        shadow = models[1].model_id
+        request = rollout.PromoteRequest(TF, shadow, "t", "t", to="shadow", force=True)
+        rollout.promote(workspace, request)
+        out = run_rollout_step(workspace, shadow, lines.append, timeframe=TF)
+        assert out["rollout"]["outcome"] == "champion", lines
+        assert out["rollback"]["champion"] == models[0].model_id
+        assert workspace.registry.champion(TF) == models[0].model_id
+        drifted = out["drift"]["drifted days"]
+        assert not drifted["passed"] and drifted["failed"], lines
+        assert os.path.isfile(drifted["html"]) and os.path.isfile(drifted["json"])
+        [verdict] = out["monitor"]["verdicts"]
+        assert verdict["champion"] == models[0].model_id and verdict["fired"], lines
+        days = sorted(db.read_bars(workspace.engine, "1m")["ts"].dt.normalize().unique())
+        assert len(days) > SHOCK_DAYS
+    text = "\n".join(lines)
+    assert "rollout" in text and "rollback" in text and "FAIL" in text

@@ -63,13 +63,14 @@ def run(
 ) -> DemoResult:
     """synth -> resample -> features -> state vectors -> training (Prefect, grids on the
     executor; 1d on the S&P 500) -> the last day live -> backfill into Delta ->
-    validation reports -> the live service over HTTP with a shadow."""
+    validation reports -> the live service over HTTP with a shadow -> rollout, rollback,
+    a drifted market against the drift gate and the retrain triggers."""
     from regimes.data import sql as db
 
     started = time.perf_counter()
     executor = executor_named(request.executor)
     orchestrator = PrefectOrchestrator()
-    steps = 9
+    steps = 10
     marks: list[tuple[str, float]] = []
 
     def step(header: str) -> None:
@@ -149,6 +150,15 @@ def run(
     from regimes.app.demo_service import run_service_step
 
     service = run_service_step(workspace, request.seed, say, progress)
+    say("")
+    step(
+        f"== 10/{steps} rollout and drift: the 1h shadow through its gates to champion, a "
+        "rollback, then a drifted market that fails the drift gate and fires the retrain "
+        "triggers"
+    )
+    from regimes.app.demo_rollout import run_rollout_step
+
+    rollouts = run_rollout_step(workspace, service.get("shadow", {}).get("model_id"), say)
     elapsed = time.perf_counter() - started
     ends = [at for _, at in marks[1:]] + [time.perf_counter()]
     step_seconds = {name: round(end - at, 1) for (name, at), end in zip(marks, ends, strict=True)}
@@ -193,6 +203,7 @@ def run(
             "states": stored,
             "reports": reports,
             "service": service,
+            "rollout": rollouts,
             "truth": str(synth.truth),
             "bars_sha256": synth.bars_sha256,
             "seconds": round(elapsed, 3),
