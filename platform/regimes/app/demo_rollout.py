@@ -17,7 +17,7 @@ from regimes.app.orchestrators import DirectOrchestrator
 from regimes.app.progress import Notify
 from regimes.app.workspace import Workspace
 
-SHOCK_DAYS = 3
+SHOCK_DAYS = 5
 SHOCK_FACTOR = 3.0
 
 
