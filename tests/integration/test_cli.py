@@ -103,6 +103,9 @@ def test_demo_runs_end_to_end_and_says_where_things_went(home):
     served = {row["timeframe"]: row for row in out["service"]["requests"]}
     assert set(served) == set(trained) and served["1d"]["answers"] > 0
     assert "no 1h champion: no shadow" in result.stderr and "/dashboard" in result.stderr
+    # Step 10 (rollout, rollback, drift, monitor) needs a 1h champion; its path on trained
+    # models is tests/integration/test_monitor.py::test_the_demo_rollout_step.
+    assert out["rollout"] == {} and "no 1h champion: nothing to roll out" in result.stderr
 
 
 def test_ingest_and_resample_via_cli(home, tmp_path):
@@ -163,6 +166,7 @@ def test_help_texts_name_every_command():
         "features",
         "encode",
         "train",
+        "monitor",
         "models",
         "replay",
         "backfill",

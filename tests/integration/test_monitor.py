@@ -192,7 +192,7 @@ def test_the_demo_rollout_step(two_models_home, tmp_path):
         shadow = models[1].model_id
         request = rollout.PromoteRequest(TF, shadow, "t", "t", to="shadow", force=True)
         rollout.promote(workspace, request)
-        out = run_rollout_step(workspace, shadow, lines.append, timeframe=TF)
+        out = run_rollout_step(workspace, shadow, lines.append, timeframe=TF, drift_timeframe=TF)
         assert out["rollout"]["outcome"] == "champion", lines
         assert out["rollback"]["champion"] == models[0].model_id
         assert workspace.registry.champion(TF) == models[0].model_id

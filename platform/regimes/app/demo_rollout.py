@@ -17,16 +17,22 @@ from regimes.app.orchestrators import DirectOrchestrator
 from regimes.app.progress import Notify
 from regimes.app.workspace import Workspace
 
+DRIFT_TIMEFRAME = "15m"
 SHOCK_DAYS = 5
 SHOCK_FACTOR = 3.0
 
 
 def run_rollout_step(
-    workspace: Workspace, shadow: str | None, say: Notify, timeframe: str = TIMEFRAME
+    workspace: Workspace,
+    shadow: str | None,
+    say: Notify,
+    timeframe: str = TIMEFRAME,
+    drift_timeframe: str = DRIFT_TIMEFRAME,
 ) -> dict:
-    """Rollout of ``shadow`` (its answers replayed over the stored bars first), a
-    rollback, the drifted days' drift report and the monitor's triggers, on
-    ``timeframe``."""
+    """Rollout of ``shadow`` (its answers replayed over the stored bars first) and a
+    rollback on ``timeframe``; the drifted days' drift reports and the monitor's
+    triggers on ``drift_timeframe`` (more bars per day than 1h: a few days make a
+    window the gate judges)."""
     registry = workspace.registry
     if registry.champion(timeframe) is None:
         say(f"   no {timeframe} champion: nothing to roll out")
@@ -43,9 +49,12 @@ def run_rollout_step(
             say("   " + line)
         out["rollback"] = back.as_dict()
     say("")
-    out["drift"] = _drifted_days(workspace, say, timeframe)
+    if registry.champion(drift_timeframe) is None:
+        say(f"   no {drift_timeframe} champion: no drift gate to show")
+        return out
+    out["drift"] = _drifted_days(workspace, say, drift_timeframe)
     say("")
-    out["monitor"] = _monitor(workspace, say, timeframe)
+    out["monitor"] = _monitor(workspace, say, drift_timeframe)
     return out
 
 

@@ -20,7 +20,6 @@ from regimes.live.api_keys import KEYS_ENV
 from regimes.timeframes import TIMEFRAME_DURATION, TIMEFRAMES
 
 SHADOW_TIMEFRAME = "1h"
-SHADOW_GRID = {"K": [5], "covariance": ["diag"]}
 METRIC_LINES = (
     "regimes_bars_total",
     "regimes_http_request_duration_seconds_count",
@@ -36,8 +35,15 @@ def _free_port() -> int:
 
 
 def add_shadow(workspace: Workspace, seed: int, say: Notify) -> str | None:
-    """Train a second 1h model (another K and seed) and put it in the shadow role."""
-    request = training.TrainRequest((SHADOW_TIMEFRAME,), None, SHADOW_GRID, seed + 1)
+    """Train a second 1h model (the champion's K and covariance, another seed: a candidate
+    that should agree with it) and put it in the shadow role."""
+    from regimes.model.loaded import LoadedModel
+
+    registry = workspace.registry
+    champion = registry.champion(SHADOW_TIMEFRAME)
+    metadata = LoadedModel.load(registry.artifact_path(SHADOW_TIMEFRAME, champion)).metadata
+    grid = {"K": [int(metadata["K"])], "covariance": [metadata["covariance_type"]]}
+    request = training.TrainRequest((SHADOW_TIMEFRAME,), None, grid, seed + 1)
     [result] = training.train(
         workspace, request, LocalExecutor(), DirectOrchestrator("demo")
     ).models
@@ -45,7 +51,7 @@ def add_shadow(workspace: Workspace, seed: int, say: Notify) -> str | None:
         SHADOW_TIMEFRAME,
         result["model_id"],
         actor="demo",
-        reason="a candidate with K=5 runs beside the champion before any switch",
+        reason="a candidate (another seed) runs beside the champion before any switch",
         to="shadow",
     )
     say(f"   promote {result['model_id']} --to shadow: the drift gate runs first")
