@@ -54,7 +54,9 @@ def _weekly_layout(config: MarketConfig) -> tuple[int, int, set[int], list[tuple
     if config.calendar == "24x5":
         return 17 * 60 - _DAY, _DAY, {0, 1, 2, 3, 4}, []
     if config.calendar == "24x7":
-        start = 0 if config.day_start is None else config.day_start.hour * 60 + config.day_start.minute
+        start = (
+            0 if config.day_start is None else config.day_start.hour * 60 + config.day_start.minute
+        )
         return (start - _DAY if start else 0), _DAY, set(range(7)), []
     opening = config.open.hour * 60 + config.open.minute
     closing = config.close.hour * 60 + config.close.minute
@@ -142,6 +144,10 @@ class MarketCalendar:
         """Name and configuration, as JSON-ready data (what an artifact stores)."""
         return {"name": self.name, **self.config.model_dump(mode="json", exclude_defaults=True)}
 
+    def model_dump_json(self) -> str:
+        """The JSON of :meth:`as_dict` (a live snapshot compares it)."""
+        return json.dumps(self.as_dict(), sort_keys=True)
+
     @classmethod
     def from_dict(cls, data: dict) -> MarketCalendar:
         data = dict(data)
@@ -172,7 +178,10 @@ class MarketCalendar:
                 f"market {self.name}: {self.config.open:%H:%M}-{self.config.close:%H:%M} "
                 f"{self.timezone} ({days}{halts})"
             )
-        return f"market {self.name}: exchange calendar {kind} ({self.timezone}, holidays and early closes)"
+        return (
+            f"market {self.name}: exchange calendar {kind} ({self.timezone}, holidays and "
+            "early closes)"
+        )
 
     # ------------------------------------------------------------------ schedules
 
@@ -190,7 +199,8 @@ class MarketCalendar:
     def _covering(self, index: pd.DatetimeIndex) -> pd.DataFrame:
         start, end = index.min(), index.max()
         return self.schedule(
-            (start - pd.Timedelta(days=2)).tz_localize(None), (end + pd.Timedelta(days=2)).tz_localize(None)
+            (start - pd.Timedelta(days=2)).tz_localize(None),
+            (end + pd.Timedelta(days=2)).tz_localize(None),
         )
 
     def _locate(self, ts) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -281,9 +291,7 @@ class MarketCalendar:
         stamps = starts + within * minute
         keep = np.ones(len(stamps), dtype=bool)
         for start, end in self._breaks(schedule):
-            keep &= ~(
-                (stamps >= np.repeat(start, counts)) & (stamps < np.repeat(end, counts))
-            )
+            keep &= ~((stamps >= np.repeat(start, counts)) & (stamps < np.repeat(end, counts)))
         return pd.DatetimeIndex(stamps[keep], tz="UTC")
 
     def bin_open_times(self, ts, timeframe: str) -> pd.Series:
@@ -309,6 +317,22 @@ class MarketCalendar:
         closes = pd.DatetimeIndex(schedule["close"]).as_unit("ns").asi8[safe]
         position = (ts_ns - opens) / (closes - opens).astype(float)
         return np.where(inside, position, np.nan)
+
+    def open_time_between(self, start, end) -> pd.Timedelta:
+        """How long the market was open (breaks left out) from ``start`` to ``end``
+        (UTC): the age of a state in market time, which a weekend or holiday does not
+        add to."""
+        start, end = pd.Timestamp(start), pd.Timestamp(end)
+        if end <= start:
+            return pd.Timedelta(0)
+        schedule = self._covering(pd.DatetimeIndex([start, end]))
+        lo, hi = start.as_unit("ns").value, end.as_unit("ns").value
+        opens = pd.DatetimeIndex(schedule["open"]).as_unit("ns").asi8
+        closes = pd.DatetimeIndex(schedule["close"]).as_unit("ns").asi8
+        total = np.clip(np.minimum(closes, hi) - np.maximum(opens, lo), 0, None).sum()
+        for halt_start, halt_end in self._breaks(schedule):
+            total -= np.clip(np.minimum(halt_end, hi) - np.maximum(halt_start, lo), 0, None).sum()
+        return pd.Timedelta(int(total), unit="ns")
 
     def check_in_session(self, ts: pd.Series) -> np.ndarray:
         """Mask of timestamps inside closed hours (for per-row refusals)."""

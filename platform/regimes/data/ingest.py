@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from regimes.config.timeframes import Session
-from regimes.data.calendars import MarketCalendar
 from regimes.data import sql as db
 from regimes.data.bars import bin_open_times, session_open_utc
+from regimes.data.calendars import MarketCalendar
 from regimes.errors import BadInputError
 from regimes.paths import check_symbol
 from regimes.timeframes import check_timeframe

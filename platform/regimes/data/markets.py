@@ -10,6 +10,7 @@ every other market is a :class:`~regimes.data.calendars.MarketCalendar`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 
 from regimes.config.markets import MarketsConfig
@@ -92,6 +93,16 @@ class MarketBook:
             groups.setdefault(self.market_of(symbol), []).append(symbol)
         return dict(sorted(groups.items()))
 
+    def market_calendars(self, symbols: Iterable[str]) -> dict[str, MarketCalendar]:
+        """The market calendar of each of ``symbols`` not on the legacy session (what the
+        synchroniser needs to count state ages in market time)."""
+        found = {}
+        for symbol in symbols:
+            calendar = self.calendar_of(symbol)
+            if isinstance(calendar, MarketCalendar):
+                found[symbol] = calendar
+        return found
+
     def check_assignment(self, symbol: str, market: str) -> str:
         """``market`` for ``symbol`` at ingest, refused when the config maps it elsewhere."""
         self.config.check_market(market)
@@ -101,6 +112,38 @@ class MarketBook:
                 f"--market {market}: markets.yaml maps symbol {symbol} to market {mapped}"
             )
         return market
+
+
+class SymbolCalendars:
+    """The calendar of each symbol of a model trained over several markets.
+
+    Passed where a single calendar goes (features, the live engine): time of day is
+    then computed per symbol on its own market's day.
+    """
+
+    def __init__(self, calendars: Mapping[str, Calendar]):
+        self.calendars = dict(sorted(calendars.items()))
+
+    def __repr__(self) -> str:
+        return f"SymbolCalendars({len(self.calendars)} symbols)"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, SymbolCalendars) and self.as_dict() == other.as_dict()
+
+    def of(self, symbol: str) -> Calendar:
+        """The calendar of ``symbol``; refused for a symbol the model was not trained on."""
+        if symbol not in self.calendars:
+            raise BadInputError(
+                f"symbol {symbol}: not in the model's universe of several markets, so its "
+                f"market is unknown (known: {sorted(self.calendars)[:10]})"
+            )
+        return self.calendars[symbol]
+
+    def as_dict(self) -> dict:
+        return {symbol: calendar_as_dict(c) for symbol, c in self.calendars.items()}
+
+    def model_dump_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
 
 
 def calendar_as_dict(calendar: Calendar) -> dict | None:
@@ -120,3 +163,17 @@ def calendar_from_dict(data: dict) -> Calendar:
         session = data["session"]
         return None if session is None else Session.model_validate(session)
     return MarketCalendar.from_dict(data)
+
+
+def calendars_from_dict(data: dict) -> Calendar | SymbolCalendars:
+    """A single calendar, or per-symbol calendars (``{"symbols": {symbol: calendar}}``)."""
+    if "symbols" in data:
+        return SymbolCalendars({s: calendar_from_dict(c) for s, c in data["symbols"].items()})
+    return calendar_from_dict(data)
+
+
+def calendars_as_dict(calendar: Calendar | SymbolCalendars) -> dict:
+    """The inverse of :func:`calendars_from_dict`."""
+    if isinstance(calendar, SymbolCalendars):
+        return {"symbols": calendar.as_dict()}
+    return calendar_as_dict(calendar)
