@@ -89,6 +89,7 @@ def test_xnys_year_aligned_and_resampled(xnys_2024):
     assert len(aligned) == len(minutes)
     assert report.gap_rows_added == 390 + 2
     assert report.trading_days == 252
+    assert report.short_days == 3  # 07-03, 11-29, 12-24: marked short, not gaps
     gaps = aligned.loc[aligned["is_gap"], "ts"]
     assert calendar.in_session(pd.DatetimeIndex(gaps)).all()
 
@@ -105,9 +106,9 @@ def test_xnys_year_aligned_and_resampled(xnys_2024):
     half_day = hourly.loc[
         pd.DatetimeIndex(hourly["ts"]).tz_convert("America/New_York").date == date(2024, 11, 29)
     ]
-    assert [t.strftime("%H:%M") for t in pd.DatetimeIndex(half_day["ts"]).tz_convert(
-        "America/New_York"
-    )] == ["09:30", "10:30", "11:30", "12:30"]
+    assert [
+        t.strftime("%H:%M") for t in pd.DatetimeIndex(half_day["ts"]).tz_convert("America/New_York")
+    ] == ["09:30", "10:30", "11:30", "12:30"]
     assert half_day["volume"].tolist() == [60.0, 60.0, 60.0, 30.0]
     assert len(hourly) == 249 * 7 + 3 * 4
 
@@ -119,24 +120,36 @@ def test_24x5_week_from_sunday_open_to_friday_close():
     fx = _calendar("fx", calendar="24x5")
     schedule = fx.schedule("2024-01-06", "2024-01-14")
     assert [d.strftime("%a %d") for d in schedule.index] == [
-        "Mon 08", "Tue 09", "Wed 10", "Thu 11", "Fri 12"
+        "Mon 08",
+        "Tue 09",
+        "Wed 10",
+        "Thu 11",
+        "Fri 12",
     ]
     assert schedule["open"].iloc[0] == _ny("2024-01-07 17:00")  # Sunday
     assert schedule["close"].iloc[-1] == _ny("2024-01-12 17:00")  # Friday
     week = fx.minutes(schedule.index)
     assert len(week) == 5 * 1440
     probes = pd.DatetimeIndex(
-        [_ny(t) for t in ("2024-01-07 16:59", "2024-01-07 17:00", "2024-01-12 16:59",
-                          "2024-01-12 17:00", "2024-01-13 12:00")]
+        [
+            _ny(t)
+            for t in (
+                "2024-01-07 16:59",
+                "2024-01-07 17:00",
+                "2024-01-12 16:59",
+                "2024-01-12 17:00",
+                "2024-01-13 12:00",
+            )
+        ]
     )
     assert fx.in_session(probes).tolist() == [False, True, True, False, False]
 
     aligned, report = align_minutes(_minute_bars("EURUSD", week, np.array([5])), fx)
     assert report.gap_rows_added == 1  # the weekend is not a gap
     daily = resample(aligned, "1d", fx, 0.2)
-    assert [t.strftime("%a %H:%M") for t in pd.DatetimeIndex(daily["ts"]).tz_convert(
-        "America/New_York"
-    )] == ["Sun 17:00", "Mon 17:00", "Tue 17:00", "Wed 17:00", "Thu 17:00"]
+    assert [
+        t.strftime("%a %H:%M") for t in pd.DatetimeIndex(daily["ts"]).tz_convert("America/New_York")
+    ] == ["Sun 17:00", "Mon 17:00", "Tue 17:00", "Wed 17:00", "Thu 17:00"]
     hourly = resample(aligned, "1h", fx, 0.2)
     assert len(hourly) == 5 * 24 and not hourly["is_gap"].any()
     tod = time_of_day(pd.DatetimeIndex([_ny("2024-01-09 05:00")]).asi8, fx)
@@ -289,8 +302,12 @@ def test_ttl_counts_market_time_over_weekends_and_holidays():
             r"breaks\[1\].*overlaps",
         ),
         (
-            {"calendar": "custom", "open": "09:00", "close": "17:00",
-             "breaks": [{"start": "18:00", "end": "18:30"}]},
+            {
+                "calendar": "custom",
+                "open": "09:00",
+                "close": "17:00",
+                "breaks": [{"start": "18:00", "end": "18:30"}],
+            },
             r"breaks\[0\].*inside the session",
         ),
         ({"calendar": "24x5", "open": "09:00"}, "custom only"),

@@ -198,6 +198,7 @@ class ResampleResult:
     gap_rows_added: int
     outside_session: int
     seconds: float
+    short_days: int = 0
 
     def summary(self) -> list[str]:
         lines = [
@@ -210,6 +211,10 @@ class ResampleResult:
             for timeframe, rows in self.rows_written.items()
             if timeframe != "1m"
         ]
+        if self.short_days:
+            lines.append(
+                f"  early closes (short days, not gaps) aligned: {self.short_days} symbol-days"
+            )
         return lines
 
     def as_dict(self) -> dict[str, Any]:
@@ -219,6 +224,7 @@ class ResampleResult:
             "rows_written": self.rows_written,
             "gap_rows_added": self.gap_rows_added,
             "outside_session": self.outside_session,
+            **({"short_days": self.short_days} if self.short_days else {}),
             "seconds": round(self.seconds, 3),
         }
 
@@ -246,4 +252,5 @@ def resample(
         gap_rows_added=report.gap_rows_added,
         outside_session=report.outside_session,
         seconds=time.perf_counter() - started,
+        short_days=report.short_days,
     )

@@ -45,6 +45,8 @@ class AlignmentReport:
     gap_rows_added: int
     outside_session: int
     trading_days: int
+    short_days: int = 0
+    """Trading days that close early (a market calendar's half days): short, not gaps."""
 
 
 def _check_frame(frame: pd.DataFrame, what: str) -> None:
@@ -167,11 +169,15 @@ def align_minutes(
     aligned["is_gap"] = aligned["is_gap"].astype("boolean").fillna(True).astype(bool)
     aligned.index.name = "ts"
     result = aligned.reset_index().loc[:, list(BAR_COLUMNS)]
+    short = 0
+    if isinstance(session, MarketCalendar) and len(days):
+        short = int(session.schedule(days.min(), days.max())["early_close"].sum())
     report = AlignmentReport(
         bars_in=len(frame),
         gap_rows_added=int(added.sum()),
         outside_session=int((~inside).sum()),
         trading_days=len(days),
+        short_days=short,
     )
     return result, report
 
@@ -277,6 +283,8 @@ class ResampleReport:
     rows_written: dict[str, int]
     gap_rows_added: int
     outside_session: int
+    short_days: int = 0
+    """Early-close days aligned, summed over symbols."""
 
 
 def market_calendar(
@@ -321,7 +329,7 @@ def resample_symbols(
         raise BadInputError(f"resample: no 1m bars stored for symbol(s) {unknown}")
     calendars = _symbol_calendars(engine, session, known, chosen, markets)
     written = {"1m": 0, **{tf: 0 for tf in targets}}
-    gaps = outside = 0
+    gaps = outside = short = 0
     iterate = progress or (lambda items: items)
     for symbol in iterate(chosen):
         session, calendar = calendars[symbol]
@@ -329,6 +337,7 @@ def resample_symbols(
         aligned, report = align_minutes(minutes, session, calendar)
         gaps += report.gap_rows_added
         outside += report.outside_session
+        short += report.short_days
         frames = [aligned.loc[aligned["is_gap"]]]  # 1m gap rows; real 1m bars stay as stored
         written["1m"] += int(aligned["is_gap"].sum())
         for timeframe in targets:
@@ -343,5 +352,9 @@ def resample_symbols(
             gap_rows_of=["1m"],
         )
     return ResampleReport(
-        symbols=len(chosen), rows_written=written, gap_rows_added=gaps, outside_session=outside
+        symbols=len(chosen),
+        rows_written=written,
+        gap_rows_added=gaps,
+        outside_session=outside,
+        short_days=short,
     )
