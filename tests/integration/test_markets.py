@@ -15,6 +15,7 @@ from regimes.app.backfill import BackfillRequest, backfill
 from regimes.app.executors import LocalExecutor
 from regimes.app.orchestrators import DirectOrchestrator
 from regimes.app.replay import ReplayRequest, replay
+from regimes.app.report import periods_per_year
 from regimes.app.states import ExportRequest, export_states
 from regimes.app.workspace import Workspace
 from regimes.config.loading import default_config_dir, load_config
@@ -64,12 +65,14 @@ def mixed_home(tmp_path_factory):
         trained = training.train(
             workspace,
             training.TrainRequest(
-                timeframes=("1h",), symbols=("EURUSD", "BTC000"), grid=GRID, report=False
+                timeframes=("1h",), symbols=("EURUSD", "BTC000"), grid=GRID, report=True
             ),
             LocalExecutor(),
             DirectOrchestrator(),
         )
         model_id = trained.models[0]["model_id"]
+        row = trained.models[0]
+        assert row.get("report") and not row.get("report_error"), row.get("report_error")
     return home, model_id
 
 
@@ -99,6 +102,8 @@ def test_a_model_over_two_markets_carries_both_calendars_and_replays(mixed_home,
     with Workspace.open(home=home, environ={}) as workspace:
         model = LoadedModel.load(workspace.models_dir / "timeframe=1h" / f"model_id={model_id}")
         calendars = model.session.as_dict()
+        # annualised on the two calendars: (262 FX days + 366 days) / 2 x 24 one-hour bars
+        assert periods_per_year(model) == pytest.approx((262 + 366) / 2 * 24)
         assert calendars["EURUSD"]["calendar"] == "24x5"
         assert calendars["BTC000"]["calendar"] == "24x7"
         out = tmp_path / "replay.parquet"

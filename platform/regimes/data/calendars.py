@@ -334,6 +334,17 @@ class MarketCalendar:
             total -= np.clip(np.minimum(halt_end, hi) - np.maximum(halt_start, lo), 0, None).sum()
         return pd.Timedelta(int(total), unit="ns")
 
+    def year_shape(self, year: int) -> tuple[int, float]:
+        """(trading days, mean open minutes per trading day) of ``year``: what annualises
+        a figure on this market (e.g. 252 days of 390 minutes for XNYS, 365 x 1440 24x7)."""
+        schedule = self.schedule(f"{year}-01-01", f"{year}-12-31")
+        if not len(schedule):
+            return 0, 0.0
+        first, last = schedule["open"].iloc[0], schedule["close"].iloc[-1]
+        return len(schedule), self.open_time_between(first, last).total_seconds() / 60 / len(
+            schedule
+        )
+
     def check_in_session(self, ts: pd.Series) -> np.ndarray:
         """Mask of timestamps inside closed hours (for per-row refusals)."""
         valid = ts.notna().to_numpy()
