@@ -334,3 +334,42 @@ def test_a_symbol_without_a_market_is_refused_when_there_is_no_default():
         MarketsConfig(default="nyse", markets={"fx": MarketConfig(calendar="24x5")})
     with pytest.raises(ValueError, match="symbols.X: unknown market 'nope'"):
         MarketsConfig(symbols={"X": "nope"})
+
+
+def test_live_features_use_each_symbols_market_like_the_batch():
+    from regimes.config.loading import default_config_dir, load_config
+    from regimes.features.batch import compute_batch
+    from regimes.features.online import OnlineFeatureBuffer
+
+    spec = load_config(default_config_dir()).features
+    fx = _calendar("fx", calendar="24x5")
+    calendars = SymbolCalendars({"EURUSD": fx, "SPY": EQUITY})
+    stamps = {
+        "EURUSD": pd.date_range(_ny("2024-01-08 03:00"), periods=3, freq="1h"),
+        "SPY": pd.date_range(_ny("2024-01-08 09:30"), periods=3, freq="1h"),
+    }
+    frames = [_minute_bars(symbol, ts).assign(timeframe="1h") for symbol, ts in stamps.items()]
+    bars = pd.concat(frames, ignore_index=True)
+    batch = compute_batch(bars, spec, calendars).set_index(["symbol", "ts"])["tod_sin"]
+    buffer = OnlineFeatureBuffer(spec, calendars)
+    column = buffer.names.index("tod_sin")
+    for step in range(3):
+        ts = pd.DatetimeIndex([stamps["EURUSD"][step], stamps["SPY"][step]])
+        result = buffer.update(
+            ["EURUSD", "SPY"],
+            ts,
+            open=[1, 1],
+            high=[1, 1],
+            low=[1, 1],
+            close=[1, 1],
+            volume=[1, 1],
+        )
+        expected = [batch.loc[("EURUSD", ts[0])], batch.loc[("SPY", ts[1])]]
+        assert result.values[:, column] == pytest.approx(expected)
+    # 03:00 New York is 10 hours into the FX day (opened 17:00); 09:30 is the equity open
+    assert batch.loc[("EURUSD", _ny("2024-01-08 03:00"))] == pytest.approx(
+        np.sin(2 * np.pi * 10 / 24)
+    )
+    assert batch.loc[("SPY", _ny("2024-01-08 09:30"))] == pytest.approx(0.0)
+    restored = OnlineFeatureBuffer.restore(buffer.snapshot(), spec, calendars)
+    assert restored.symbols == ["EURUSD", "SPY"]

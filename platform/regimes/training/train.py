@@ -135,7 +135,8 @@ def train_timeframe(
         "universe": sorted(frame["symbol"].unique().tolist()),
         "aligned_to": None if previous is None else previous.model_id,
     }
-    markets = universe_calendars(engine, config, resolved["universe"])
+    # Symbols left out as too short still get their calendar: a backfill answers for them.
+    markets = universe_calendars(engine, config, sorted([*resolved["universe"], *skipped]))
     if markets is not None:  # absent for the session of timeframes.yaml: ids as before
         resolved["markets"] = markets
     digest = inputs_hash(resolved, data_fingerprint(frame), seed)
