@@ -184,6 +184,10 @@ def test_an_unknown_calendar_in_markets_yaml_names_file_and_field(tmp_path):
     config_dir = tmp_path / "config"
     shutil.copytree(default_config_dir(), config_dir)
     text = (config_dir / "markets.yaml").read_text()
-    (config_dir / "markets.yaml").write_text(text.replace("{calendar: XNYS}", "{calendar: XNYZ}"))
-    with pytest.raises(ConfigError, match=r"markets.yaml: markets.nyse.calendar: unknown calendar"):
+    (config_dir / "markets.yaml").write_text(
+        text.replace("crypto: {calendar: 24x7}", "crypto: {calendar: XNYZ}")
+    )
+    with pytest.raises(
+        ConfigError, match=r"markets.yaml: markets.crypto.calendar: unknown calendar 'XNYZ'"
+    ):
         load_config(config_dir)

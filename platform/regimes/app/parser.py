@@ -112,8 +112,9 @@ def _add_synth(sub) -> None:
     )
     synth.add_argument(
         "--market",
-        help="a market of markets.yaml (e.g. fx for 24x5, crypto for 24x7, nyse for the XNYS "
-        "calendar with its holidays); recorded for the symbols; truth then goes to "
+        help="a market of markets.yaml (e.g. fx for 24x5, crypto for 24x7, or one on an "
+        "exchange calendar such as XNYS with its holidays); recorded for the symbols; truth "
+        "then goes to "
         "<home>/synth/<market>/ (default: the session of timeframes.yaml)",
     )
     synth.add_argument(
