@@ -191,3 +191,25 @@ def test_an_unknown_calendar_in_markets_yaml_names_file_and_field(tmp_path):
         ConfigError, match=r"markets.yaml: markets.crypto.calendar: unknown calendar 'XNYZ'"
     ):
         load_config(config_dir)
+
+
+def test_daily_bars_of_a_24x5_market_open_at_17_new_york(tmp_path):
+    with Workspace.open(home=tmp_path / "home", environ={}) as workspace:
+        path = tmp_path / "fx_daily.csv"
+        rows = [
+            "2024-01-08,1,1,1,1,1",  # Monday's FX day: opens Sunday 17:00 New York
+            "2024-01-08T22:00:00Z,1,1,1,1,1",  # Tuesday's day, stamped with its open
+            "2024-01-13,1,1,1,1,1",  # a Saturday: no FX day
+        ]
+        path.write_text("ts,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+        with pytest.raises(BadInputError, match=r"1 bad row\(s\).*row 3.*trading day's date"):
+            data.ingest(workspace, data.IngestRequest(path, "EURUSD", "1d", market="fx"))
+        path.write_text("ts,open,high,low,close,volume\n" + "\n".join(rows[:2]) + "\n")
+        report = data.ingest(
+            workspace, data.IngestRequest(path, "EURUSD", "1d", market="fx")
+        ).report
+        assert report.moved_to_session_open == 1
+        stored = db.read_bars(workspace.engine, "1d", "EURUSD")
+        assert list(
+            pd.DatetimeIndex(stored["ts"]).tz_convert("America/New_York").strftime("%a %H:%M")
+        ) == ["Sun 17:00", "Mon 17:00"]

@@ -345,8 +345,32 @@ class MarketCalendar:
             schedule
         )
 
-    def check_in_session(self, ts: pd.Series) -> np.ndarray:
-        """Mask of timestamps inside closed hours (for per-row refusals)."""
+    def place_daily(self, utc: pd.Series, wall: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """The open time of the 1d bar of each row, stamped with its trading day's date
+        (midnight, wall clock in the market's zone; ``wall`` holds the wall-clock time of
+        rows written without an offset) or that day's open itself (NaT for neither), and
+        which rows were moved from midnight."""
+        result = pd.Series(pd.NaT, index=utc.index, dtype="datetime64[ns, UTC]")
+        moved = pd.Series(False, index=utc.index)
+        valid = utc.notna()
+        if not valid.any():
+            return result, moved
+        wall = wall.copy()
+        aware = wall.isna() & valid
+        wall[aware] = utc[aware].dt.tz_convert(self.timezone).dt.tz_localize(None)
+        stamps = pd.DatetimeIndex(utc[valid])
+        schedule = self._covering(stamps)
+        at_open = utc.isin(pd.DatetimeIndex(schedule["open"])) & valid
+        result[at_open] = utc[at_open]
+        midnight = valid & ~at_open & (wall == wall.dt.normalize())
+        day_open = schedule["open"].reindex(pd.DatetimeIndex(wall[midnight]))
+        placed = pd.Series(day_open.to_numpy(), index=wall[midnight].index).dropna()
+        result[placed.index] = placed
+        moved[placed.index] = True
+        return result, moved
+
+    def closed_mask(self, ts: pd.Series) -> np.ndarray:
+        """Which timestamps (NaT allowed) fall in closed hours (for per-row refusals)."""
         valid = ts.notna().to_numpy()
         closed = np.zeros(len(ts), dtype=bool)
         if valid.any():

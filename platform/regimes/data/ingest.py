@@ -316,34 +316,12 @@ def align_daily(parsed: ParsedTimes, session: Session | None) -> tuple[pd.Series
 def _align_daily_market(
     parsed: ParsedTimes, calendar: MarketCalendar
 ) -> tuple[pd.Series, pd.Series, str]:
-    """:func:`align_daily` on a market calendar: a row gives the trading day's date
-    (midnight, wall clock in the market's zone or UTC) or the day's open itself."""
-    utc = parsed.utc
-    result = pd.Series(pd.NaT, index=utc.index, dtype="datetime64[ns, UTC]")
-    moved = pd.Series(False, index=utc.index)
-    valid = utc.notna()
+    """:func:`align_daily` on a market calendar (:meth:`MarketCalendar.place_daily`)."""
+    result, moved = calendar.place_daily(parsed.utc, parsed.wall)
     reason = (
         "a 1d bar must be stamped with its trading day's date (midnight) or that day's "
         f"open ({calendar.hours()})"
     )
-    if not valid.any():
-        return result, moved, reason
-    wall = parsed.wall.copy()
-    aware = wall.isna() & valid
-    wall[aware] = utc[aware].dt.tz_convert(calendar.timezone).dt.tz_localize(None)
-    stamps = pd.DatetimeIndex(utc[valid])
-    schedule = calendar.schedule(
-        (stamps.min() - pd.Timedelta(days=2)).tz_localize(None),
-        (stamps.max() + pd.Timedelta(days=2)).tz_localize(None),
-    )
-    by_open = pd.Series(schedule["open"].to_numpy(), index=pd.DatetimeIndex(schedule["open"]))
-    at_open = utc.isin(by_open.index) & valid
-    result[at_open] = utc[at_open]
-    midnight = valid & ~at_open & (wall == wall.dt.normalize())
-    day_open = schedule["open"].reindex(pd.DatetimeIndex(wall[midnight]))
-    placed = pd.Series(day_open.to_numpy(), index=wall[midnight].index)
-    result[placed.dropna().index] = placed.dropna()
-    moved[placed.dropna().index] = True
     return result, moved, reason
 
 
@@ -392,7 +370,7 @@ def validate_bars(
         offgrid = valid & ((ts.dt.second != 0) | (ts.dt.microsecond != 0) | (ts.dt.nanosecond != 0))
         flag(offgrid.to_numpy(), "ts is not on a whole minute (not a bar open time)")
         if isinstance(session, MarketCalendar):
-            closed = pd.Series(session.check_in_session(ts), index=ts.index) & ~offgrid
+            closed = pd.Series(session.closed_mask(ts), index=ts.index) & ~offgrid
             flag(closed.to_numpy(), f"ts is in closed hours ({session.hours()})")
             offgrid = offgrid | closed
         if timeframe != "1m":
