@@ -213,3 +213,27 @@ def test_daily_bars_of_a_24x5_market_open_at_17_new_york(tmp_path):
         assert list(
             pd.DatetimeIndex(stored["ts"]).tz_convert("America/New_York").strftime("%a %H:%M")
         ) == ["Sun 17:00", "Mon 17:00"]
+
+
+def test_the_session_markets_days_come_from_its_own_symbols_only(tmp_path):
+    """A day no equity traded is a holiday for the equities, even when FX traded then."""
+    with Workspace.open(home=tmp_path / "home", environ={}) as workspace:
+        start = pd.Timestamp("2024-01-08").date()  # a Monday
+        data.synth(workspace, data.SynthRequest(symbols=2, days=3, seed=1, start=start))
+        data.synth(
+            workspace,
+            data.SynthRequest(symbols=1, days=3, seed=2, start=start, market="fx", prefix="FX"),
+        )
+        equities = db.read_bars(workspace.engine, "1m", ["SYN000", "SYN001"])
+        local_day = pd.DatetimeIndex(equities["ts"]).tz_convert("America/New_York").day
+        db.rewrite_bars(
+            workspace.engine,
+            equities.loc[local_day != 9],  # nobody traded Tuesday
+            ["SYN000", "SYN001"],
+            timeframes=["1m"],
+        )
+        result = data.resample(workspace, data.ResampleRequest(timeframes=("1d",)))
+        daily = db.read_bars(workspace.engine, "1d")
+        per_symbol = daily.groupby("symbol").size().to_dict()
+        assert per_symbol == {"FX000": 3, "SYN000": 2, "SYN001": 2}
+        assert not daily["is_gap"].any() and result.short_days == 0
