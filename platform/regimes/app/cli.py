@@ -59,13 +59,27 @@ def _parse_grid(text: str | None) -> dict | None:
 
 
 def run_synth(workspace: Workspace, args: argparse.Namespace):
-    request = data.SynthRequest(args.symbols, args.days, args.seed, args.start, args.missing_rate)
+    request = data.SynthRequest(
+        args.symbols,
+        args.days,
+        args.seed,
+        args.start,
+        args.missing_rate,
+        market=args.market,
+        prefix=args.prefix,
+    )
     return data.synth(workspace, request, progress_bar)
 
 
 def run_ingest(workspace: Workspace, args: argparse.Namespace):
     request = data.IngestRequest(
-        args.file, args.symbol, args.timeframe, args.drop_bad, args.tz, args.ts_format
+        args.file,
+        args.symbol,
+        args.timeframe,
+        args.drop_bad,
+        args.tz,
+        args.ts_format,
+        market=args.market,
     )
     return data.ingest(workspace, request)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from regimes.app.progress import Progress, items_progress, no_progress
 from regimes.app.workspace import Workspace
+from regimes.paths import check_symbol
 from regimes.timeframes import TIMEFRAMES
 
 
@@ -22,6 +23,10 @@ class SynthRequest:
     seed: int = 0
     start: date = date(2024, 1, 2)
     missing_rate: float = 0.002
+    market: str | None = None
+    """A market of ``markets.yaml`` (default: the default market, as before markets)."""
+    prefix: str = "SYN"
+    """Symbol names are the prefix and a number (``SYN000``)."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,19 @@ def synth(
         seed=request.seed,
         start=request.start,
         missing_rate=request.missing_rate,
+        symbol_prefix=check_symbol(request.prefix),
     ).validate()
     started = time.perf_counter()
-    market = generate(synth_config, workspace.config.timeframes.session)
+    book = workspace.markets()
+    if request.market is None:
+        calendar, truth_dir = workspace.config.timeframes.session, workspace.synth_dir
+    else:
+        calendar = book.calendar(book.config.check_market(request.market))
+        truth_dir = workspace.synth_dir / request.market
+    market = generate(synth_config, calendar)
     engine = workspace.engine
     # The truth first: a file-system problem then stops us before the database changes.
-    truth_path, params_path = write_truth(market, workspace.synth_dir)
+    truth_path, params_path = write_truth(market, truth_dir)
     frames = [group for _, group in market.bars.groupby("symbol", sort=True)]
     written = 0
     for frame in items_progress(progress, "writing 1m bars")(frames):
@@ -90,6 +102,9 @@ def synth(
         # timeframe) are replaced in the same transaction, so nothing stale survives.
         symbol = frame["symbol"].iloc[0]
         written += db.rewrite_bars(engine, frame, [symbol], timeframes=TIMEFRAMES)
+    if request.market is not None:
+        symbols = market.bars["symbol"].unique().tolist()
+        db.assign_markets(engine, {s: book.check_assignment(s, request.market) for s in symbols})
     return SynthResult(
         symbols=sorted(market.bars["symbol"].unique().tolist()),
         days=synth_config.days,
@@ -114,6 +129,8 @@ class IngestRequest:
     drop_bad: bool = False
     tz: str = "UTC"
     ts_format: str | None = None
+    market: str | None = None
+    """The symbol's market (recorded); default: its mapped, recorded or default market."""
 
 
 @dataclass(frozen=True)
@@ -149,15 +166,21 @@ def ingest(workspace: Workspace, request: IngestRequest) -> IngestResult:
     """Load one file of bars; a bad row refuses the file unless ``drop_bad``."""
     from regimes.data.ingest import ingest_file
 
+    book = workspace.markets()
+    if request.market is not None:
+        market = book.check_assignment(check_symbol(request.symbol), request.market)
+    else:
+        market = book.market_of(check_symbol(request.symbol))
     report = ingest_file(
         workspace.engine,
         request.file,
         request.symbol,
         request.timeframe,
-        session=workspace.config.timeframes.session,
+        session=book.calendar(market),
         drop_bad=request.drop_bad,
         tz=request.tz,
         ts_format=request.ts_format,
+        market=request.market,
     )
     return IngestResult(report)
 
@@ -175,6 +198,7 @@ class ResampleResult:
     gap_rows_added: int
     outside_session: int
     seconds: float
+    short_days: int = 0
 
     def summary(self) -> list[str]:
         lines = [
@@ -187,6 +211,10 @@ class ResampleResult:
             for timeframe, rows in self.rows_written.items()
             if timeframe != "1m"
         ]
+        if self.short_days:
+            lines.append(
+                f"  early closes (short days, not gaps) aligned: {self.short_days} symbol-days"
+            )
         return lines
 
     def as_dict(self) -> dict[str, Any]:
@@ -196,6 +224,7 @@ class ResampleResult:
             "rows_written": self.rows_written,
             "gap_rows_added": self.gap_rows_added,
             "outside_session": self.outside_session,
+            **({"short_days": self.short_days} if self.short_days else {}),
             "seconds": round(self.seconds, 3),
         }
 
@@ -215,6 +244,7 @@ def resample(
         symbols=list(request.symbols) if request.symbols else None,
         timeframes=list(request.timeframes),
         progress=items_progress(progress, "resampling"),
+        markets=workspace.markets(),
     )
     return ResampleResult(
         symbols=report.symbols,
@@ -222,4 +252,5 @@ def resample(
         gap_rows_added=report.gap_rows_added,
         outside_session=report.outside_session,
         seconds=time.perf_counter() - started,
+        short_days=report.short_days,
     )

@@ -111,6 +111,16 @@ def _add_synth(sub) -> None:
         default=0.002,
         help="fraction of 1m bars dropped as missing (default 0.002)",
     )
+    synth.add_argument(
+        "--market",
+        help="a market of markets.yaml (e.g. fx for 24x5, crypto for 24x7, or one on an "
+        "exchange calendar such as XNYS with its holidays); recorded for the symbols; truth "
+        "then goes to "
+        "<home>/synth/<market>/ (default: the session of timeframes.yaml)",
+    )
+    synth.add_argument(
+        "--prefix", default="SYN", help="symbol names are PREFIX000, PREFIX001, ... (default SYN)"
+    )
 
 
 def _add_ingest(sub) -> None:
@@ -137,6 +147,11 @@ def _add_ingest(sub) -> None:
         "--ts-format",
         help="strftime format of the ts column, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601, "
         "or one format inferred from the first row and applied to all)",
+    )
+    ingest.add_argument(
+        "--market",
+        help="the symbol's market in markets.yaml, recorded for later steps (default: the "
+        "market markets.yaml maps it to, the one recorded earlier, or the default market)",
     )
 
 

@@ -193,11 +193,45 @@ def periods_per_year(model: LoadedModel) -> float:
     session's length (24 h without a session)."""
     from regimes.timeframes import TIMEFRAME_DURATION
 
+    shapes = _year_shapes(model)
+    if shapes is not None:  # market calendars: their own days and hours (mean over symbols)
+        days = sum(d for d, _ in shapes) / len(shapes)
+        minutes = sum(m for _, m in shapes) / len(shapes)
+        if model.timeframe == "1d":
+            return days
+        return days * minutes / (TIMEFRAME_DURATION[model.timeframe].total_seconds() / 60)
     if model.timeframe == "1d":
         return 252.0
     minutes = model.session.minutes if model.session is not None else 24 * 60
     days = 252 if model.session is not None else 365
     return days * minutes / (TIMEFRAME_DURATION[model.timeframe].total_seconds() / 60)
+
+
+def _year_shapes(model: LoadedModel) -> list[tuple[int, float]] | None:
+    """(days, minutes per day) of each calendar of a model on market calendars, over the
+    year its training window ends in; None for a model on the timeframes.yaml session."""
+    import pandas as pd
+
+    from regimes.config.timeframes import Session
+    from regimes.data.calendars import MarketCalendar
+    from regimes.data.markets import SymbolCalendars
+
+    session = model.session
+    if not isinstance(session, MarketCalendar | SymbolCalendars):
+        return None
+    calendars = (
+        list(session.calendars.values()) if isinstance(session, SymbolCalendars) else [session]
+    )
+    year = pd.Timestamp(model.metadata["training_window"]["end"]).year
+    shapes = []
+    for calendar in calendars:
+        if isinstance(calendar, MarketCalendar):
+            shapes.append(calendar.year_shape(year))
+        elif isinstance(calendar, Session):
+            shapes.append((252, float(calendar.minutes)))
+        else:
+            shapes.append((365, 24.0 * 60))
+    return shapes
 
 
 def _write(

@@ -190,6 +190,15 @@ class Workspace:
             self._engine = engine
         return self._engine
 
+    def markets(self):
+        """The :class:`~regimes.data.markets.MarketBook`: markets of the config plus the
+        market recorded for each symbol in the database (read now: ingest may add some)."""
+        from regimes.data import sql as db
+        from regimes.data.markets import MarketBook
+
+        config = self.config
+        return MarketBook(config.markets, config.timeframes.session, db.read_markets(self.engine))
+
     @property
     def registry(self) -> Registry:
         """The model registry at :attr:`registry_root`, made once per Workspace."""

@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
 )
 
+from regimes.config.markets import MarketsConfig
 from regimes.config.metadata import ModelMetadata
 from regimes.config.spec import FeatureSpec
 from regimes.config.timeframes import TimeframeConfig, TimeframesConfig
@@ -31,6 +32,8 @@ DEFAULT_CONFIG_PACKAGE = "regimes.config.defaults"
 """The package that holds the default ``config/`` (mapped in ``pyproject.toml``)."""
 VALIDATION_FILE = "validation.yaml"
 """Optional: a config directory without it gets the defaults of ValidationConfig."""
+MARKETS_FILE = "markets.yaml"
+"""Optional: without it every symbol is in one market, the session of timeframes.yaml."""
 
 
 def default_config_dir() -> Path:
@@ -94,6 +97,7 @@ class PlatformConfig:
     timeframes: TimeframesConfig
     source_dir: Path
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    markets: MarketsConfig = field(default_factory=MarketsConfig)
 
     def timeframe(self, name: str) -> TimeframeConfig:
         return self.timeframes.timeframes[name]
@@ -166,9 +170,17 @@ def load_validation(path: str | Path) -> ValidationConfig:
     return _validate(ValidationConfig, _read_mapping(path), path)
 
 
+def load_markets(path: str | Path) -> MarketsConfig:
+    """Load and validate ``markets.yaml``; one default market when the file is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return MarketsConfig()
+    return _validate(MarketsConfig, _read_mapping(path), path)
+
+
 def load_config(config_dir: str | Path) -> PlatformConfig:
-    """Load ``features.yaml``, ``timeframes.yaml`` and (optional) ``validation.yaml``
-    from ``config_dir``."""
+    """Load ``features.yaml``, ``timeframes.yaml`` and (optional) ``validation.yaml`` and
+    ``markets.yaml`` from ``config_dir``."""
     config_dir = Path(config_dir)
     if not config_dir.is_dir():
         raise ConfigError(f"{config_dir}: config directory not found")
@@ -177,4 +189,5 @@ def load_config(config_dir: str | Path) -> PlatformConfig:
         timeframes=load_timeframes(config_dir / "timeframes.yaml"),
         source_dir=config_dir,
         validation=load_validation(config_dir / VALIDATION_FILE),
+        markets=load_markets(config_dir / MARKETS_FILE),
     )

@@ -27,6 +27,7 @@ import pandas as pd
 
 from regimes.config.timeframes import Session
 from regimes.data import sql as db
+from regimes.data.calendars import MarketCalendar
 from regimes.data.sql import BAR_COLUMNS, PRICE_COLUMNS
 from regimes.errors import BadInputError
 from regimes.timeframes import TIMEFRAME_DURATION, TIMEFRAMES, check_timeframe
@@ -44,6 +45,8 @@ class AlignmentReport:
     gap_rows_added: int
     outside_session: int
     trading_days: int
+    short_days: int = 0
+    """Trading days that close early (a market calendar's half days): short, not gaps."""
 
 
 def _check_frame(frame: pd.DataFrame, what: str) -> None:
@@ -66,7 +69,10 @@ def session_minute_of_day(ts_utc, session: Session | None):
 
 
 def session_local_days(ts_utc, session: Session | None):
-    """The local calendar day (naive midnight) of each UTC timestamp, as a DatetimeIndex."""
+    """The local calendar day (naive midnight) of each UTC timestamp, as a DatetimeIndex;
+    for a market calendar, the trading day (NaT when closed)."""
+    if isinstance(session, MarketCalendar):
+        return session.trading_day(ts_utc)
     index = pd.DatetimeIndex(ts_utc)
     if session is not None and session.timezone != "UTC":
         index = index.tz_convert(session.timezone)
@@ -79,6 +85,11 @@ def session_open_utc(local_days, session: Session | None):
     Wall-clock arithmetic: 09:30 New York is 09:30 local on a daylight-saving day too.
     """
     days = pd.DatetimeIndex(local_days)
+    if isinstance(session, MarketCalendar):
+        opens = session.schedule(days.min(), days.max())["open"] if len(days) else None
+        if opens is None:
+            return pd.DatetimeIndex([], tz="UTC")
+        return pd.DatetimeIndex(opens.reindex(days).to_numpy(), tz="UTC")
     if session is None:
         return days.tz_localize("UTC")
     wall = days + pd.Timedelta(session.open_offset)
@@ -87,7 +98,9 @@ def session_open_utc(local_days, session: Session | None):
     )
 
 
-def _in_session(ts: pd.Series, session: Session | None) -> np.ndarray:
+def _in_session(ts: pd.Series, session: Session | MarketCalendar | None) -> np.ndarray:
+    if isinstance(session, MarketCalendar):
+        return session.in_session(pd.DatetimeIndex(ts))
     if session is None:
         return np.ones(len(ts), dtype=bool)
     index = pd.DatetimeIndex(ts)
@@ -103,6 +116,8 @@ def _in_session(ts: pd.Series, session: Session | None) -> np.ndarray:
 
 def session_minutes(local_days: pd.DatetimeIndex, session: Session | None) -> pd.DatetimeIndex:
     """Every 1-minute bar open time (UTC) of the sessions on the given local days."""
+    if isinstance(session, MarketCalendar):
+        return session.minutes(local_days)
     if len(local_days) == 0:
         return pd.DatetimeIndex([], tz="UTC")
     days = pd.DatetimeIndex(local_days).normalize().unique().sort_values()
@@ -138,7 +153,10 @@ def align_minutes(
     inside = _in_session(frame["ts"], session)
     kept = frame.loc[inside, list(BAR_COLUMNS)]
     days = session_local_days(kept["ts"], session).unique()
-    if calendar is not None and len(days):
+    if isinstance(session, MarketCalendar) and len(days):
+        # Holidays and weekends come from the market's calendar, not from other symbols.
+        days = session.schedule(days.min(), days.max()).index
+    elif calendar is not None and len(days):
         market = pd.DatetimeIndex(calendar).normalize()
         market = market[(market >= days.min()) & (market <= days.max())]
         days = days.union(market)
@@ -151,11 +169,15 @@ def align_minutes(
     aligned["is_gap"] = aligned["is_gap"].astype("boolean").fillna(True).astype(bool)
     aligned.index.name = "ts"
     result = aligned.reset_index().loc[:, list(BAR_COLUMNS)]
+    short = 0
+    if isinstance(session, MarketCalendar) and len(days):
+        short = int(session.schedule(days.min(), days.max())["early_close"].sum())
     report = AlignmentReport(
         bars_in=len(frame),
         gap_rows_added=int(added.sum()),
         outside_session=int((~inside).sum()),
         trading_days=len(days),
+        short_days=short,
     )
     return result, report
 
@@ -164,6 +186,8 @@ def bin_open_times(ts: pd.Series, timeframe: str, session: Session | None) -> pd
     """The open time (UTC) of the ``timeframe`` bar each ``ts`` belongs to, anchored at
     the open of the session of the bar's local day (midnight UTC without a session)."""
     check_timeframe(timeframe)
+    if isinstance(session, MarketCalendar):
+        return session.bin_open_times(ts, timeframe)
     step = pd.Timedelta(TIMEFRAME_DURATION[timeframe])
     anchor = pd.Series(session_open_utc(session_local_days(ts, session), session), index=ts.index)
     if timeframe == "1d":
@@ -231,6 +255,26 @@ def forward_fill_non_price(
     return result
 
 
+def _symbol_calendars(engine, session, known, chosen, markets) -> dict:
+    """(calendar, trading days of the legacy session or None) of each chosen symbol."""
+    if markets is None:
+        days = market_calendar(engine, session)
+        return {symbol: (session, days) for symbol in chosen}
+    result = {}
+    for market, members in markets.group(known).items():
+        chosen_here = [s for s in members if s in set(chosen)]
+        if not chosen_here:
+            continue
+        calendar = markets.calendar(market)
+        days = (
+            market_calendar(engine, calendar, members if len(members) < len(known) else None)
+            if markets.is_legacy(market)
+            else None
+        )
+        result.update({symbol: (calendar, days) for symbol in chosen_here})
+    return result
+
+
 @dataclass(frozen=True)
 class ResampleReport:
     """What :func:`resample_symbols` wrote, per timeframe."""
@@ -239,11 +283,16 @@ class ResampleReport:
     rows_written: dict[str, int]
     gap_rows_added: int
     outside_session: int
+    short_days: int = 0
+    """Early-close days aligned, summed over symbols."""
 
 
-def market_calendar(engine, session: Session | None) -> pd.DatetimeIndex:
-    """Local days on which any symbol has an in-session 1-minute bar."""
-    times = db.distinct_bar_times(engine, "1m")
+def market_calendar(
+    engine, session: Session | None, symbols: Sequence[str] | None = None
+) -> pd.DatetimeIndex:
+    """Local days on which any symbol (of ``symbols``, default all) has an in-session
+    1-minute bar."""
+    times = db.distinct_bar_times(engine, "1m", symbols)
     inside = times[_in_session(pd.Series(times), session)]
     return session_local_days(inside, session).unique().sort_values()
 
@@ -255,6 +304,7 @@ def resample_symbols(
     symbols: Sequence[str] | None = None,
     timeframes: Sequence[str] = TIMEFRAMES[1:],
     progress=None,
+    markets=None,
 ) -> ResampleReport:
     """Align every symbol's stored 1m bars, then write their gap rows and resampled bars.
 
@@ -262,7 +312,10 @@ def resample_symbols(
     entirely is marked as gaps. Per symbol, one transaction replaces its 1m gap rows and
     its bars of the target timeframes: a symbol is either fully resampled or untouched,
     and a rerun under other settings leaves nothing stale. ``progress`` wraps the symbol
-    iterable (e.g. a progress bar).
+    iterable (e.g. a progress bar). ``markets`` (a
+    :class:`~regimes.data.markets.MarketBook`) gives each symbol its market's calendar;
+    without it every symbol is on ``session``. The days of a ``session`` market are the
+    union of its symbols' days; a market calendar brings its own (holidays included).
     """
     targets = [check_timeframe(tf) for tf in timeframes if tf != "1m"]
     known = db.list_symbols(engine, "1m")
@@ -274,15 +327,17 @@ def resample_symbols(
     unknown = [s for s in chosen if s not in set(known)]
     if unknown:
         raise BadInputError(f"resample: no 1m bars stored for symbol(s) {unknown}")
-    calendar = market_calendar(engine, session)
+    calendars = _symbol_calendars(engine, session, known, chosen, markets)
     written = {"1m": 0, **{tf: 0 for tf in targets}}
-    gaps = outside = 0
+    gaps = outside = short = 0
     iterate = progress or (lambda items: items)
     for symbol in iterate(chosen):
+        session, calendar = calendars[symbol]
         minutes = db.read_bars(engine, "1m", symbol)
         aligned, report = align_minutes(minutes, session, calendar)
         gaps += report.gap_rows_added
         outside += report.outside_session
+        short += report.short_days
         frames = [aligned.loc[aligned["is_gap"]]]  # 1m gap rows; real 1m bars stay as stored
         written["1m"] += int(aligned["is_gap"].sum())
         for timeframe in targets:
@@ -297,5 +352,9 @@ def resample_symbols(
             gap_rows_of=["1m"],
         )
     return ResampleReport(
-        symbols=len(chosen), rows_written=written, gap_rows_added=gaps, outside_session=outside
+        symbols=len(chosen),
+        rows_written=written,
+        gap_rows_added=gaps,
+        outside_session=outside,
+        short_days=short,
     )

@@ -28,6 +28,7 @@ import pandas as pd
 from regimes.config.timeframes import Session
 from regimes.data import sql as db
 from regimes.data.bars import bin_open_times, session_open_utc
+from regimes.data.calendars import MarketCalendar
 from regimes.errors import BadInputError
 from regimes.paths import check_symbol
 from regimes.timeframes import check_timeframe
@@ -64,9 +65,13 @@ class IngestReport:
     dropped: list[RowProblem] = field(default_factory=list)
     first_ts: str | None = None
     last_ts: str | None = None
+    market: str | None = None
+    """The market recorded for the symbol (``--market``), if one was given."""
 
     def as_dict(self) -> dict:
+        extra = {} if self.market is None else {"market": self.market}
         return {
+            **extra,
             "file": self.file,
             "symbol": self.symbol,
             "timeframe": self.timeframe,
@@ -272,7 +277,9 @@ def parse_timestamps(raw: pd.Series, tz: str = "UTC", ts_format: str | None = No
     return ParsedTimes(utc, wall, reasons)
 
 
-def _session_text(session: Session | None) -> str:
+def _session_text(session: Session | MarketCalendar | None) -> str:
+    if isinstance(session, MarketCalendar):
+        return f"the trading day's open ({session.hours()})"
     if session is None:
         return "midnight UTC"
     return f"the session open {session.open:%H:%M} {session.timezone}"
@@ -285,6 +292,8 @@ def align_daily(parsed: ParsedTimes, session: Session | None) -> tuple[pd.Series
     problem. Returns the new UTC ts, a mask of rows moved from midnight, and a reason
     for the rows that fit neither.
     """
+    if isinstance(session, MarketCalendar):
+        return _align_daily_market(parsed, session)
     local_wall = parsed.wall.copy()
     aware = local_wall.isna() & parsed.utc.notna()
     if aware.any():
@@ -301,6 +310,18 @@ def align_daily(parsed: ParsedTimes, session: Session | None) -> tuple[pd.Series
         result[ok] = session_open_utc(pd.DatetimeIndex(days[ok]), session)
     moved = midnight & ~at_open & ok
     reason = f"a 1d bar must be stamped with its date (midnight) or {_session_text(session)}"
+    return result, moved, reason
+
+
+def _align_daily_market(
+    parsed: ParsedTimes, calendar: MarketCalendar
+) -> tuple[pd.Series, pd.Series, str]:
+    """:func:`align_daily` on a market calendar (:meth:`MarketCalendar.place_daily`)."""
+    result, moved = calendar.place_daily(parsed.utc, parsed.wall)
+    reason = (
+        "a 1d bar must be stamped with its trading day's date (midnight) or that day's "
+        f"open ({calendar.hours()})"
+    )
     return result, moved, reason
 
 
@@ -348,6 +369,10 @@ def validate_bars(
         valid = ts.notna()
         offgrid = valid & ((ts.dt.second != 0) | (ts.dt.microsecond != 0) | (ts.dt.nanosecond != 0))
         flag(offgrid.to_numpy(), "ts is not on a whole minute (not a bar open time)")
+        if isinstance(session, MarketCalendar):
+            closed = pd.Series(session.closed_mask(ts), index=ts.index) & ~offgrid
+            flag(closed.to_numpy(), f"ts is in closed hours ({session.hours()})")
+            offgrid = offgrid | closed
         if timeframe != "1m":
             on_grid = ts.where(valid & ~offgrid)
             anchored = bin_open_times(on_grid.dropna(), timeframe, session)
@@ -424,15 +449,18 @@ def ingest_file(
     symbol: str,
     timeframe: str,
     *,
-    session: Session | None = None,
+    session: Session | MarketCalendar | None = None,
     drop_bad: bool = False,
     tz: str = "UTC",
     ts_format: str | None = None,
+    market: str | None = None,
 ) -> IngestReport:
     """Validate ``path`` and upsert its bars in one transaction.
 
     ``session`` places 1d bars at the session open and defines the grid intraday bars of
-    5m and up must sit on (default: no session, midnight UTC anchors).
+    5m and up must sit on (default: no session, midnight UTC anchors). A market calendar
+    also refuses bars in its closed hours. ``market`` (its name) is recorded as the
+    symbol's market once the bars are written.
 
     Raises
     ------
@@ -463,9 +491,12 @@ def ingest_file(
         reordered_rows=reordered,
         moved_to_session_open=moved,
         dropped=problems,
+        market=market,
     )
     db.create_schema(engine)
     report.rows_written = db.upsert_bars(engine, frame)
+    if market is not None:
+        db.assign_markets(engine, {symbol: market})
     report.first_ts = frame["ts"].iloc[0].isoformat()
     report.last_ts = frame["ts"].iloc[-1].isoformat()
     if reordered:

@@ -120,6 +120,14 @@ computed_features = Table(
     Column("feature_spec_sha256", String(64), nullable=False, default=""),
 )
 
+symbols = Table(
+    "symbols",
+    metadata,
+    Column("symbol", String(64), primary_key=True),
+    Column("market", String(64), nullable=False),
+)
+"""The market each symbol was ingested or generated in (``--market``; ``docs/data.md``)."""
+
 _SQL_TYPES = {"timestamp": UTCDateTime, "int64": Integer, "bool": Boolean}
 _NAME_LENGTHS = {"symbol": 64, "timeframe": 8, "model_id": 64}
 
@@ -623,17 +631,42 @@ def list_symbols(engine: Engine, timeframe: str) -> list[str]:
         return [row[0] for row in connection.execute(statement)]
 
 
-def distinct_bar_times(engine: Engine, timeframe: str) -> pd.DatetimeIndex:
-    """Every ts at which any symbol has a real (non-gap) bar of ``timeframe``, sorted."""
-    statement = (
-        select(bars.c.ts)
-        .where(bars.c.timeframe == check_timeframe(timeframe), bars.c.is_gap.is_(False))
-        .distinct()
-        .order_by(bars.c.ts)
+def distinct_bar_times(
+    engine: Engine, timeframe: str, symbols: Sequence[str] | None = None
+) -> pd.DatetimeIndex:
+    """Every ts at which any symbol (of ``symbols``, default all) has a real (non-gap) bar
+    of ``timeframe``, sorted."""
+    statement = select(bars.c.ts).where(
+        bars.c.timeframe == check_timeframe(timeframe), bars.c.is_gap.is_(False)
     )
+    if symbols is not None:
+        statement = statement.where(bars.c.symbol.in_(list(symbols)))
+    statement = statement.distinct().order_by(bars.c.ts)
     with engine.connect() as connection:
         values = connection.execute(statement).scalars().all()
     return pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+
+
+def assign_markets(engine: Engine, assignments: dict[str, str]) -> None:
+    """Record the market of each symbol (upsert, one transaction)."""
+    if not assignments:
+        return
+    create_schema(engine)
+    rows = [{"symbol": check_symbol(s), "market": m} for s, m in sorted(assignments.items())]
+    insert = _insert_for(engine, symbols)
+    statement = insert.on_conflict_do_update(
+        index_elements=["symbol"], set_={"market": insert.excluded.market}
+    )
+    with engine.begin() as connection:
+        connection.execute(statement, rows)
+
+
+def read_markets(engine: Engine) -> dict[str, str]:
+    """The recorded market of every symbol (empty before any was recorded)."""
+    if not inspect(engine).has_table("symbols"):
+        return {}
+    with engine.connect() as connection:
+        return dict(connection.execute(select(symbols.c.symbol, symbols.c.market)).all())
 
 
 def delete_orphan_features(engine: Engine, timeframe: str) -> int:

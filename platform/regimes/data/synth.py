@@ -29,6 +29,7 @@ import pandas as pd
 
 from regimes.config.timeframes import Session
 from regimes.data.bars import session_minutes
+from regimes.data.calendars import MarketCalendar
 from regimes.data.sql import BAR_COLUMNS
 from regimes.errors import BadInputError
 
@@ -121,9 +122,13 @@ def content_sha256(frame: pd.DataFrame, columns) -> str:
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()
 
 
-def trading_days(start: date, count: int, session: Session | None) -> pd.DatetimeIndex:
+def trading_days(
+    start: date, count: int, session: Session | MarketCalendar | None
+) -> pd.DatetimeIndex:
     """``count`` consecutive local trading days from ``start`` (session weekdays, no
-    holidays), as naive midnights."""
+    holidays; a market calendar's own days, holidays left out), as naive midnights."""
+    if isinstance(session, MarketCalendar):
+        return session.trading_days(start, count)
     weekdays = set(session.weekdays) if session is not None else set(range(7))
     days = []
     current = pd.Timestamp(start)
@@ -158,8 +163,32 @@ def _regime_path(rng: np.random.Generator, n: int, n_states: int, mean: float, m
     return path
 
 
-def generate(config: SynthConfig, session: Session | None) -> SynthMarket:
-    """Generate the market of ``config`` on the trading ``session``.
+def _day_layout(grid: pd.DatetimeIndex, days: pd.DatetimeIndex, session) -> tuple:
+    """(minute of the session of each grid minute, first minute of each day, minutes of
+    each day, whether each minute opens after a closed spell).
+
+    A fixed session has the same number of minutes every day; a market calendar's days
+    differ (early closes, daylight-saving changes, breaks)."""
+    if not isinstance(session, MarketCalendar):
+        per_day = len(grid) // len(days)
+        minute_of_session = np.tile(np.arange(per_day), len(days))
+        counts = np.full(len(days), per_day)
+        return minute_of_session, np.arange(len(days)) * per_day, counts, minute_of_session == 0
+    day_of_minute = np.searchsorted(days.to_numpy(), session.trading_day(grid).to_numpy())
+    counts = np.bincount(day_of_minute, minlength=len(days))
+    starts = np.cumsum(counts) - counts
+    minute_of_session = np.arange(len(grid)) - starts[day_of_minute]
+    step = np.diff(grid.asi8, prepend=grid.asi8[0] - 60_000_000_000)
+    after_closed = step > 60_000_000_000
+    return minute_of_session, starts, counts, after_closed
+
+
+def generate(config: SynthConfig, session: Session | MarketCalendar | None) -> SynthMarket:
+    """Generate the market of ``config`` on the trading ``session`` or market calendar.
+
+    On a market calendar the days are its trading days (holidays skipped, early closes
+    short) and the opening jump applies after a closed spell only (not at the midnight
+    of a 24x7 market).
 
     Examples
     --------
@@ -173,10 +202,9 @@ def generate(config: SynthConfig, session: Session | None) -> SynthMarket:
     days = trading_days(config.start, config.days, session)
     grid = session_minutes(days, session)
     n = len(grid)
-    per_day = n // len(days)
-    minute_of_session = np.tile(np.arange(per_day), len(days))
-    first_of_day = minute_of_session == 0
-    season_vol, season_volume = (np.tile(p, len(days)) for p in season_profiles(per_day))
+    minute_of_session, day_starts, day_counts, first_of_day = _day_layout(grid, days, session)
+    profiles = season_profiles(int(day_counts.max()))
+    season_vol, season_volume = (p[minute_of_session] for p in profiles)
 
     root = np.random.SeedSequence(config.seed)
     market_seed, *symbol_seeds = root.spawn(config.symbols + 1)
@@ -234,7 +262,7 @@ def generate(config: SynthConfig, session: Session | None) -> SynthMarket:
         missing = rng.random(n) < config.missing_rate
         for day in np.flatnonzero(rng.random(len(days)) < config.outage_rate):
             length = int(rng.integers(5, 31))
-            begin = day * per_day + int(rng.integers(0, max(per_day - length, 1)))
+            begin = day_starts[day] + int(rng.integers(0, max(day_counts[day] - length, 1)))
             missing[begin : begin + length] = True
         missing[0] = False  # every symbol's history starts with a real bar
         # Round to ticks; rounding is monotone, so low <= open, close <= high still holds.
@@ -295,9 +323,13 @@ def generate(config: SynthConfig, session: Session | None) -> SynthMarket:
             "fast.vol": "multiplier of the bar's sigma",
             "volume": "multiplier of the symbol's base volume",
         },
-        "session": None if session is None else json.loads(session.model_dump_json()),
+        "session": None
+        if session is None or isinstance(session, MarketCalendar)
+        else json.loads(session.model_dump_json()),
         "symbols": symbol_params,
     }
+    if isinstance(session, MarketCalendar):
+        params["market"] = session.as_dict()
     return SynthMarket(bars=bars, truth=truth, params=params, config=config)
 
 

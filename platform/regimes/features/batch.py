@@ -298,7 +298,7 @@ def compute_batch(
     fields = {
         k: ordered[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close", "volume")
     }
-    tod = time_of_day(ts_ns, session)  # once for all symbols: time zones cost per call
+    tod = time_of_day(ts_ns, session, symbols)  # once for all symbols: zones cost per call
     values = np.full((len(ordered), len(names)), np.nan)
     count = np.empty(len(ordered), dtype=np.int64)
     for start, end in zip(starts, ends, strict=True):

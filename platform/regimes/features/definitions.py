@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from regimes.config.spec import FeatureSpec
-from regimes.config.timeframes import Session
 from regimes.data.bars import session_minute_of_day
+from regimes.data.calendars import MarketCalendar
+from regimes.data.markets import SymbolCalendars
 from regimes.errors import BadInputError
 
 SNAPSHOT_VERSION = 2  # 2: trackers grouped by window (regimes.features.trackers)
@@ -232,10 +233,18 @@ def _assemble(
     return out
 
 
-def time_of_day(ts_ns: np.ndarray, session: Session | None) -> np.ndarray:
+def time_of_day(ts_ns: np.ndarray, session, symbols=None) -> np.ndarray:
     """Fraction of the session elapsed at each bar open (0 at the open), in the
-    session's local time; without a session, the fraction of the UTC day."""
+    session's local time; without a session, the fraction of the UTC day.
+
+    ``session`` may also be a market calendar (the position in the market's trading
+    day, e.g. from 17:00 New York for FX) or per-symbol calendars of a model over
+    several markets (``symbols`` then names each row's symbol)."""
     ts_ns = np.asarray(ts_ns, dtype=np.int64)
+    if isinstance(session, MarketCalendar):
+        return session.time_of_day(ts_ns)
+    if isinstance(session, SymbolCalendars):
+        return _time_of_day_per_symbol(ts_ns, session, symbols)
     unique, inverse = np.unique(ts_ns, return_inverse=True)
     if len(unique) <= _FEW_TIMESTAMPS:
         # The live path: one or a few timestamps per step; pandas would cost more than
@@ -255,6 +264,20 @@ def time_of_day(ts_ns: np.ndarray, session: Session | None) -> np.ndarray:
 
 
 _FEW_TIMESTAMPS = 8
+
+
+def _time_of_day_per_symbol(ts_ns: np.ndarray, calendars: SymbolCalendars, symbols) -> np.ndarray:
+    if symbols is None or len(symbols) != len(ts_ns):
+        raise BadInputError("time_of_day: a model over several markets needs each row's symbol")
+    symbols = np.asarray(symbols, dtype=object)
+    out = np.empty(len(ts_ns))
+    groups: dict[int, tuple[object, list[int]]] = {}
+    for position, symbol in enumerate(symbols):
+        calendar = calendars.of(symbol)
+        groups.setdefault(id(calendar), (calendar, []))[1].append(position)
+    for calendar, positions in groups.values():
+        out[positions] = time_of_day(ts_ns[positions], calendar)
+    return out
 
 
 def _derived_series(bar: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from regimes.config.spec import FIXED_FEATURES, FeatureSpec
 from regimes.config.timeframes import Session
+from regimes.data.markets import SymbolCalendars
 from regimes.errors import BadInputError
 from regimes.features.batch import _check_names, _std_keys, valid_bars
 from regimes.features.definitions import (
@@ -36,9 +37,11 @@ from regimes.paths import check_symbol
 _DERIVED = ("r1sq", "rv")
 
 
-def _time_of_day(ts_ns: np.ndarray, session: Session | None) -> np.ndarray:
+def _time_of_day(ts_ns: np.ndarray, session, symbols=None) -> np.ndarray:
     """:func:`time_of_day`, computed once when every bar of the step has the same time
     (a live step), which saves sorting the timestamps."""
+    if isinstance(session, SymbolCalendars):
+        return time_of_day(ts_ns, session, symbols)
     if len(ts_ns) > 1 and (ts_ns == ts_ns[0]).all():
         return np.repeat(time_of_day(ts_ns[:1], session), len(ts_ns))
     return time_of_day(ts_ns, session)
@@ -327,7 +330,10 @@ class OnlineFeatureBuffer:
         else:
             rows, bar, stamps = idx[real], {k: v[real] for k, v in arrays.items()}, ts_ns[real]
         if len(rows):
-            bar["tod"] = _time_of_day(stamps, self.session)
+            names = None
+            if isinstance(self.session, SymbolCalendars):
+                names = [self.symbols[row] for row in rows]
+            bar["tod"] = _time_of_day(stamps, self.session, names)
             count = self.count[rows] + 1
             self.count[rows] = count
             assembled = _assemble(self.spec, self.names, bar, self._push(rows, bar), count)

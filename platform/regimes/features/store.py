@@ -46,6 +46,14 @@ class FeatureUnitResult:
         return asdict(self)
 
 
+def symbol_calendar(engine, config: PlatformConfig, symbol: str):
+    """The calendar of ``symbol``'s market (config mapping, recorded market or default)."""
+    from regimes.data.markets import MarketBook
+
+    book = MarketBook(config.markets, config.timeframes.session, db.read_markets(engine))
+    return book.calendar_of(symbol)
+
+
 def compute_and_store(
     engine, config: PlatformConfig, symbol: str, timeframe: str
 ) -> FeatureUnitResult:
@@ -57,7 +65,8 @@ def compute_and_store(
     bars = db.read_bars(engine, timeframe, symbol)
     if bars.empty:
         raise BadInputError(f"features: no {timeframe} bars stored for {symbol}")
-    frame = compute_batch(bars, config.features, config.timeframes.session, names)
+    calendar = symbol_calendar(engine, config, symbol)
+    frame = compute_batch(bars, config.features, calendar, names)
     written = db.rewrite_features(
         engine, frame, symbol, timeframe, config.features.version, config.features.fingerprint()
     )

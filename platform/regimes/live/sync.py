@@ -15,7 +15,9 @@ shadow's, a candidate's) are ignored, and a champion change starts the scope afr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import pandas as pd
 
@@ -32,6 +34,10 @@ class TimeframeSynchronizer:
     ----------
     ttl : dict
         Per timeframe, how long a state stays valid after its bar closed.
+    calendars : mapping of str to MarketCalendar, optional
+        Per symbol, its market's calendar: a state's age is then counted in market time
+        (only while the market is open), so a daily state is not stale over an FX
+        weekend or an equity holiday. Symbols not in it age in wall-clock time.
 
     Examples
     --------
@@ -41,17 +47,20 @@ class TimeframeSynchronizer:
     '1h-model-a'
     """
 
-    def __init__(self, ttl: dict[str, timedelta]):
+    def __init__(self, ttl: dict[str, timedelta], calendars: Mapping[str, Any] | None = None):
         for timeframe in ttl:
             check_timeframe(timeframe)
         self.ttl = dict(ttl)
+        self.calendars = dict(calendars or {})
         self._champions: dict[tuple[str, str | None], str] = {}
         # (symbol, timeframe) -> (model_id, newest records of that model)
         self._latest: dict[tuple[str, str], tuple[str, list[dict]]] = {}
 
     @classmethod
-    def from_config(cls, config) -> TimeframeSynchronizer:
-        return cls({tf: config.timeframe(tf).state_ttl for tf in TIMEFRAMES})
+    def from_config(cls, config, calendars=None) -> TimeframeSynchronizer:
+        """TTLs of ``config``; ``calendars`` (symbol -> calendar, e.g.
+        :meth:`regimes.data.markets.MarketBook.market_calendars`) count ages in market time."""
+        return cls({tf: config.timeframe(tf).state_ttl for tf in TIMEFRAMES}, calendars)
 
     def set_champion(
         self,
@@ -143,6 +152,13 @@ class TimeframeSynchronizer:
             kept.append(record)
             del kept[:-2]  # the newest and the one before (for queries before it closed)
 
+    def _market_age(self, symbol: str, since, at, age: float) -> tuple[float, str]:
+        """A state's age in seconds for its TTL: market time on a market calendar."""
+        calendar = self.calendars.get(symbol)
+        if calendar is None or not hasattr(calendar, "open_time_between"):
+            return age, ""
+        return calendar.open_time_between(since, at).total_seconds(), " in market time"
+
     def composite(self, symbols, at) -> pd.DataFrame:
         """One record per symbol at time ``at`` (UTC): per timeframe the state, its
         probability, its age in seconds and why it is UNKNOWN (if it is)."""
@@ -161,10 +177,14 @@ class TimeframeSynchronizer:
                 if usable:
                     record = usable[-1]
                     age = (at - record["final_at"]).total_seconds()
+                    market_age, clock = self._market_age(symbol, record["final_at"], at, age)
                     if record["is_unknown"]:
                         reason = record["ood_reason"] or "unknown"
-                    elif age > self.ttl[timeframe].total_seconds():
-                        reason = f"stale: {timedelta(seconds=age)} old, TTL {self.ttl[timeframe]}"
+                    elif market_age > self.ttl[timeframe].total_seconds():
+                        reason = (
+                            f"stale: {timedelta(seconds=market_age)} old{clock}, "
+                            f"TTL {self.ttl[timeframe]}"
+                        )
                     else:
                         state, prob, reason = record["state_id"], record["state_prob"], None
                 row[f"state_{timeframe}"] = state

@@ -35,6 +35,8 @@ from pydantic import TypeAdapter, ValidationError
 from regimes.config.loading import PlatformConfig, format_validation_error
 from regimes.config.spec import FeatureSpec
 from regimes.config.timeframes import AntiChatter, OODConfig, Session, TimeframeConfig
+from regimes.data.calendars import MarketCalendar
+from regimes.data.markets import SymbolCalendars, calendars_from_dict
 from regimes.errors import ArtifactIntegrityError
 from regimes.features.selection import selected_features
 from regimes.model.artifact import METADATA_FILE, load_pickle, read_file, verify_artifact
@@ -94,7 +96,7 @@ class LoadedModel:
     model_id: str
     timeframe: str
     feature_spec: FeatureSpec = field(repr=False)
-    session: Session | None = field(repr=False)
+    session: Session | MarketCalendar | SymbolCalendars | None = field(repr=False)
     feature_names: tuple[str, ...] = field(repr=False)
     pipeline: StateVectorPipeline = field(repr=False)
     hmm: Any = field(repr=False)
@@ -147,6 +149,8 @@ class LoadedModel:
             session = (
                 None if resolved["session"] is None else Session.model_validate(resolved["session"])
             )
+            if "markets" in resolved:  # a market calendar shaped the model (not the session)
+                session = calendars_from_dict(resolved["markets"])
             timeframe_config = _timeframe_config(resolved["timeframe_config"])
             own_state = resolved["pipeline"]
         with _malformed(metadata_path):
@@ -198,7 +202,7 @@ class LoadedModel:
         today = config.timeframe(tf)
         pairs = {
             "features": (_spec_settings(self.feature_spec), _spec_settings(config.features)),
-            "timeframes.session": (self.session, config.timeframes.session),
+            **_calendar_pairs(self.session, config),
             f"timeframes.{tf}.anti_chatter": (self.anti_chatter, today.anti_chatter),
             f"timeframes.{tf}.ood": (self.ood, today.ood),
             f"timeframes.{tf}.features": (
@@ -280,6 +284,23 @@ def _spec_settings(spec: FeatureSpec) -> dict[str, Any]:
     """The spec as ``{feature: definition, "version": n}`` (names read ``features.rv_15...``)."""
     dump = spec.model_dump(mode="json")
     return {**dump["features"], "version": dump["version"]}
+
+
+def _calendar_pairs(calendar, config: PlatformConfig) -> dict[str, tuple]:
+    """(model, config) pairs of the calendar settings that shaped a model."""
+    if calendar is None or isinstance(calendar, Session):
+        return {"timeframes.session": (calendar, config.timeframes.session)}
+    calendars = (
+        list(calendar.calendars.values()) if isinstance(calendar, SymbolCalendars) else [calendar]
+    )
+    pairs: dict[str, tuple] = {}
+    for item in calendars:
+        if isinstance(item, MarketCalendar):
+            today = config.markets.markets.get(item.name)
+            pairs[f"markets.{item.name}"] = (item.config, today)
+        else:
+            pairs["timeframes.session"] = (item, config.timeframes.session)
+    return pairs
 
 
 def _plain(value: Any) -> Any:
