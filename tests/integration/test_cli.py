@@ -106,6 +106,15 @@ def test_demo_runs_end_to_end_and_says_where_things_went(home):
     # Step 10 (rollout, rollback, drift, monitor) needs a 1h champion; its path on trained
     # models is tests/integration/test_monitor.py::test_the_demo_rollout_step.
     assert out["rollout"] == {} and "no 1h champion: nothing to roll out" in result.stderr
+    # Step 11: an FX-like (24x5, 1h) and a crypto-like (24x7, 5m) symbol through every
+    # step; on the Sunday after FX's last Friday its 1h state is fresh in market time.
+    markets = {row["market"]: row for row in out["markets"]["markets"]}
+    assert set(markets) == {"fx", "crypto"} and all(
+        m["states stored"] > 0 for m in markets.values()
+    )
+    sunday = out["markets"]["composite"]["on the Sunday after FX's last Friday, 12:00 New York"]
+    fx = next(row for row in sunday if row["symbol"] == "FX000")
+    assert not fx["1h"].startswith("UNKNOWN"), sunday
 
 
 def test_ingest_and_resample_via_cli(home, tmp_path):

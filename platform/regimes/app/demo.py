@@ -64,13 +64,14 @@ def run(
     """synth -> resample -> features -> state vectors -> training (Prefect, grids on the
     executor; 1d on the S&P 500) -> the last day live -> backfill into Delta ->
     validation reports -> the live service over HTTP with a shadow -> rollout, rollback,
-    a drifted market against the drift gate and the retrain triggers."""
+    a drifted market against the drift gate and the retrain triggers -> an FX-like and a
+    crypto-like market beside the equities."""
     from regimes.data import sql as db
 
     started = time.perf_counter()
     executor = executor_named(request.executor)
     orchestrator = PrefectOrchestrator()
-    steps = 10
+    steps = 11
     marks: list[tuple[str, float]] = []
 
     def step(header: str) -> None:
@@ -159,6 +160,12 @@ def run(
     from regimes.app.demo_rollout import run_rollout_step
 
     rollouts = run_rollout_step(workspace, service.get("shadow", {}).get("model_id"), say)
+    say("")
+    step(
+        f"== 11/{steps} other markets: an FX-like symbol (24x5, 1h) and a crypto-like one "
+        "(24x7, 5m) through every step, composite records with ages in market time"
+    )
+    markets = _markets(workspace, request.seed, say)
     elapsed = time.perf_counter() - started
     ends = [at for _, at in marks[1:]] + [time.perf_counter()]
     step_seconds = {name: round(end - at, 1) for (name, at), end in zip(marks, ends, strict=True)}
@@ -204,6 +211,7 @@ def run(
             "reports": reports,
             "service": service,
             "rollout": rollouts,
+            "markets": markets,
             "truth": str(synth.truth),
             "bars_sha256": synth.bars_sha256,
             "seconds": round(elapsed, 3),
@@ -284,6 +292,22 @@ DEMO_GRID = {
     "1h": {"K": [4], "covariance": ["diag"]},
     "1d": {"K": [3, 4], "covariance": ["diag"]},
 }
+
+
+def _markets(workspace: Workspace, seed: int, say: Notify) -> dict:
+    """Step 11 beside the synthetic equities (their last bar time ends the others)."""
+    import pandas as pd
+
+    from regimes.app.demo_markets import run_markets_step
+    from regimes.data import sql as db
+
+    summary = db.bars_summary(workspace.engine)
+    equities = summary[summary["symbol"].str.startswith("SYN") & (summary["timeframe"] == "1m")]
+    if equities.empty:
+        say("   no synthetic equities to stand beside")
+        return {}
+    end = pd.Timestamp(equities["last_ts"].max()) + pd.Timedelta(minutes=1)
+    return run_markets_step(workspace, seed, end, say)
 
 
 def _ingest_sp500(workspace: Workspace, say: Notify) -> str:
