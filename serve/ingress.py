@@ -141,10 +141,13 @@ class Ingress:
         :meth:`regimes.app.workspace.Workspace.params` of the installation.
     config : dict
         The :class:`regimes.config.serving.ServeConfig` as a dict.
+    writer : handle
+        The writer deployment (:mod:`regimes.serve.writer`), for its counters.
     """
 
-    async def __init__(self, shards: dict, params: dict, config: dict):
+    async def __init__(self, shards: dict, params: dict, config: dict, writer=None):
         self.shards = shards
+        self.writer = writer
         self.config = ServeConfig.model_validate(config)
         self.workspace = Workspace.open(**params)
         self.keys = load_api_keys(os.environ)
@@ -405,8 +408,9 @@ class Ingress:
         counters = await asyncio.gather(
             *[h.counters.remote() for handles in self.shards.values() for h in handles]
         )
+        writer = await self.writer.counters.remote() if self.writer is not None else None
         return PlainTextResponse(
-            self.metrics.exposition(counters), media_type="text/plain; version=0.0.4"
+            self.metrics.exposition(counters, writer), media_type="text/plain; version=0.0.4"
         )
 
     # -- helpers

@@ -1,0 +1,91 @@
+"""The writer deployment: one replica that takes what the engine shards landed
+(:mod:`regimes.live.landing`) to the database, ``current_states`` and the Delta state
+store, in a process of its own at a lower CPU priority, so the writes never hold the
+GIL or the CPU of a shard that is answering.
+
+Only scheduling lives here: every ``flush_interval_s`` bars and champion answers
+(:meth:`LandingWriter.publish`), every ``store_interval_s`` the state store
+(:meth:`LandingWriter.store`), both in threads; ``flush`` does both now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from ray import serve
+
+from regimes.app.workspace import Workspace
+from regimes.config.serving import ServeConfig
+from regimes.live.landing import DEFAULT_ROWS_PER_WRITE, Landing, LandingWriter
+from regimes.live.shard import landing_folder, shard_folder
+from regimes.storage.recording import LiveSink
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(max_ongoing_requests=16, graceful_shutdown_timeout_s=60)
+class WriterDeployment:
+    """Serve replica of the service's :class:`LandingWriter` (see the module docstring)."""
+
+    async def __init__(self, shards: dict[str, int], params: dict, config: dict):
+        self.config = ServeConfig.model_validate(config)
+        if self.config.writer_nice:
+            os.nice(self.config.writer_nice)
+        self.workspace = Workspace.open(**params)
+        serve_dir = self.workspace.settings.serve_dir
+        landings = {
+            tf: [Landing(landing_folder(shard_folder(serve_dir, tf, k))) for k in range(n)]
+            for tf, n in shards.items()
+        }
+        sinks = {
+            tf: LiveSink(
+                self.workspace.engine, self.workspace.state_store, self.workspace.registry, tf
+            )
+            for tf in shards
+        }
+        self.writer = LandingWriter(landings, sinks, DEFAULT_ROWS_PER_WRITE)
+        self._publishing = asyncio.Lock()
+        self._storing = asyncio.Lock()
+        self._tasks = [
+            asyncio.create_task(self._every(self.config.flush_interval_s, self._publish)),
+            asyncio.create_task(self._every(self.config.store_interval_s, self._store)),
+        ]
+
+    async def flush(self) -> dict:
+        """Everything landed so far, written now (operators and tests)."""
+        return {"published": await self._publish(), "stored": await self._store()}
+
+    async def counters(self) -> dict:
+        backlog = await asyncio.to_thread(self.writer.backlog)
+        return {"backlog_files": backlog, "written_rows": dict(self.writer.written)}
+
+    async def _publish(self) -> int:
+        async with self._publishing:
+            return await asyncio.to_thread(self.writer.publish)
+
+    async def _store(self) -> int:
+        await self._publish()  # answers are published first, then stored
+        async with self._storing:
+            return await asyncio.to_thread(self.writer.store)
+
+    async def _every(self, seconds: float, work) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await work()
+            except Exception:  # logged and tried again next time; nothing is lost
+                log.exception("writer: %s failed", work.__name__)
+
+    async def __del__(self):
+        """Graceful shutdown: write what is landed."""
+        for task in getattr(self, "_tasks", []):
+            task.cancel()
+        if hasattr(self, "writer"):
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writer: final flush failed")
+        if hasattr(self, "workspace"):
+            self.workspace.close()
