@@ -32,6 +32,7 @@ from regimes.live.api import (
 )
 from regimes.live.api_keys import check_authorization, load_api_keys
 from regimes.live.gateway import (
+    AnswerBacklog,
     ShardRouter,
     bar_time,
     composite,
@@ -155,7 +156,7 @@ class Ingress:
         self.sync = TimeframeSynchronizer({})
         self.roles: dict[str, dict] = {}
         self.labels: dict[str, dict[str, dict[int, str]]] = {}
-        self._unsynced: dict[str, list] = {tf: [] for tf in shards}
+        self._unsynced = {tf: AnswerBacklog() for tf in shards}
         self.router = ShardRouter()
         self.probation: dict[str, dict] = {}
         await self._reload()
@@ -231,7 +232,7 @@ class Ingress:
             bars = await self._bars(request)
             answers, refused = await self._step(timeframe, handles, bars)
             if len(answers):
-                self._unsynced[timeframe].append(answers)
+                self._unsynced[timeframe].add(answers)
             self.metrics.bars(timeframe, len(answers), len(refused))
             champion = self.roles.get(timeframe, {}).get("champion")
             labels = self.labels.get(timeframe, {}).get(champion, {})
@@ -431,9 +432,9 @@ class Ingress:
             self.metrics.request(endpoint, status, time.perf_counter() - started)
 
     def _feed_sync(self) -> None:
-        for timeframe, frames in self._unsynced.items():
-            if frames:
-                feed(self.sync, frames, self.roles.get(timeframe, {}).get("champion"))
+        for timeframe, backlog in self._unsynced.items():
+            if backlog.frames:
+                feed(self.sync, backlog.frames, self.roles.get(timeframe, {}).get("champion"))
 
     def _served_models(self, timeframe: str) -> set[str]:
         roles = self.roles.get(timeframe, {})

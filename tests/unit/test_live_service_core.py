@@ -155,6 +155,32 @@ def _answers(model_id, states, K, symbol="A", start="2024-01-02T14:30Z", reasons
     return frame
 
 
+def test_the_answer_backlog_stays_bounded_and_feeds_what_it_would_have_fed():
+    from datetime import timedelta
+
+    from regimes.live.gateway import AnswerBacklog, feed
+    from regimes.live.sync import TimeframeSynchronizer
+
+    frames = [
+        _answers("c", [i % 2, 1, 0][: 1 + i % 3], K=2, symbol=s, start=f"2024-01-02T14:{30 + i}Z")
+        for i in range(12)
+        for s in ("A", "B")
+    ]
+    folded, direct = AnswerBacklog(limit=5), []
+    for frame in frames:
+        folded.add(frame)
+        direct.append(frame)
+        assert len(folded.frames) <= 6
+    syncs = []
+    for kept in (folded.frames, direct):
+        sync = TimeframeSynchronizer({})
+        sync.set_champion("1m", "c", ttl=timedelta(hours=1))
+        feed(sync, kept, "c")
+        assert kept == []
+        syncs.append(sync.composite(["A", "B"], pd.Timestamp("2024-01-02T14:50Z")))
+    pd.testing.assert_frame_equal(syncs[0], syncs[1])
+
+
 def test_comparison_aligns_labels_before_it_scores():
     champion = _answers("c", [0, 0, 1, 1, 2, 2, -1], K=3)
     # The same regimes under other labels (0->2, 1->0, 2->1), one bar apart at the end.
