@@ -1,11 +1,13 @@
 """The writer deployment: one replica that takes what the engine shards landed
 (:mod:`regimes.live.landing`) to the database, ``current_states`` and the Delta state
-store, in a process of its own at a lower CPU priority, so the writes never hold the
-GIL or the CPU of a shard that is answering.
+store, in a process of its own, so the writes never hold the GIL of a shard that is
+answering, and in threads at a lower CPU priority (``writer_nice``), so they take the
+CPU that requests leave.
 
 Only scheduling lives here: every ``flush_interval_s`` bars and champion answers
 (:meth:`LandingWriter.publish`), every ``store_interval_s`` the state store
-(:meth:`LandingWriter.store`), both in threads; ``flush`` does both now.
+(:meth:`LandingWriter.store`), both in those threads; ``flush`` (operators, tests,
+graceful shutdown) does both now, at normal priority.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 
@@ -25,14 +29,23 @@ from regimes.storage.recording import LiveSink
 log = logging.getLogger(__name__)
 
 
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority only (Linux: nice is per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):  # not Linux, or not allowed: normal priority
+        pass
+
+
 @serve.deployment(max_ongoing_requests=16, graceful_shutdown_timeout_s=60)
 class WriterDeployment:
     """Serve replica of the service's :class:`LandingWriter` (see the module docstring)."""
 
     async def __init__(self, shards: dict[str, int], params: dict, config: dict):
         self.config = ServeConfig.model_validate(config)
-        if self.config.writer_nice:
-            os.nice(self.config.writer_nice)
+        self._background = ThreadPoolExecutor(
+            2, "writer", initializer=_lower_priority, initargs=(self.config.writer_nice,)
+        )
         self.workspace = Workspace.open(**params)
         serve_dir = self.workspace.settings.serve_dir
         landings = {
@@ -49,32 +62,36 @@ class WriterDeployment:
         self._publishing = asyncio.Lock()
         self._storing = asyncio.Lock()
         self._tasks = [
-            asyncio.create_task(self._every(self.config.flush_interval_s, self._publish)),
-            asyncio.create_task(self._every(self.config.store_interval_s, self._store)),
+            asyncio.create_task(self._every(self.config.flush_interval_s, self._publish, True)),
+            asyncio.create_task(self._every(self.config.store_interval_s, self._store, True)),
         ]
 
     async def flush(self) -> dict:
-        """Everything landed so far, written now (operators and tests)."""
+        """Everything landed so far, written now at normal priority (operators, tests)."""
         return {"published": await self._publish(), "stored": await self._store()}
 
     async def counters(self) -> dict:
         backlog = await asyncio.to_thread(self.writer.backlog)
         return {"backlog_files": backlog, "written_rows": dict(self.writer.written)}
 
-    async def _publish(self) -> int:
+    async def _publish(self, background: bool = False) -> int:
         async with self._publishing:
-            return await asyncio.to_thread(self.writer.publish)
+            return await self._run(self.writer.publish, background)
 
-    async def _store(self) -> int:
-        await self._publish()  # answers are published first, then stored
+    async def _store(self, background: bool = False) -> int:
+        await self._publish(background)  # answers are published first, then stored
         async with self._storing:
-            return await asyncio.to_thread(self.writer.store)
+            return await self._run(self.writer.store, background)
 
-    async def _every(self, seconds: float, work) -> None:
+    async def _run(self, work, background: bool) -> int:
+        executor = self._background if background else None  # None: normal priority
+        return await asyncio.get_running_loop().run_in_executor(executor, work)
+
+    async def _every(self, seconds: float, work, background: bool) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
-                await work()
+                await work(background)
             except Exception:  # logged and tried again next time; nothing is lost
                 log.exception("writer: %s failed", work.__name__)
 
