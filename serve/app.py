@@ -1,5 +1,6 @@
-"""The live service as a Ray Serve application: one ingress, and per served timeframe
-its engine shard deployments (``engine-<tf>-<k>``).
+"""The live service as a Ray Serve application: one ingress, per served timeframe its
+engine shard deployments (``engine-<tf>-<k>``), and one writer (``writer``) that takes
+what the shards land to the database and the state store.
 
 :func:`build_app` is the typed builder (also the ``import_path`` target of
 ``infra/serve.yaml`` through :func:`app_builder`); :func:`run_service` starts it on the
@@ -19,6 +20,7 @@ from regimes.config.serving import ServeConfig
 from regimes.live.api_keys import KEYS_ENV, KEYS_FILE_ENV
 from regimes.serve.ingress import Ingress
 from regimes.serve.shard import EngineShardDeployment
+from regimes.serve.writer import WriterDeployment
 from regimes.timeframes import TIMEFRAMES
 
 APP_NAME = "regimes"
@@ -36,20 +38,25 @@ def build_app(params: dict, config: ServeConfig, timeframes=TIMEFRAMES, environ=
     """
     environ = os.environ if environ is None else environ
     settings = config.model_dump()
+    counts = {timeframe: config.shards[timeframe] for timeframe in timeframes}
+    writer = WriterDeployment.options(
+        name="writer", ray_actor_options={"num_cpus": REPLICA_CPUS}
+    ).bind(counts, params, settings)
     shards = {}
-    for timeframe in timeframes:
-        n = config.shards[timeframe]
+    for timeframe, n in counts.items():
         shards[timeframe] = [
             EngineShardDeployment.options(
                 name=f"engine-{timeframe}-{k}", ray_actor_options={"num_cpus": REPLICA_CPUS}
-            ).bind(timeframe, k, n, params, settings)
+            ).bind(timeframe, k, n, params, settings, writer)
             for k in range(n)
         ]
     secrets = {k: environ[k] for k in (KEYS_ENV, KEYS_FILE_ENV) if environ.get(k)}
     options = {"num_cpus": REPLICA_CPUS}
     if secrets:
         options["runtime_env"] = {"env_vars": secrets}
-    return Ingress.options(name="ingress", ray_actor_options=options).bind(shards, params, settings)
+    return Ingress.options(name="ingress", ray_actor_options=options).bind(
+        shards, params, settings, writer
+    )
 
 
 def app_builder(args: dict):

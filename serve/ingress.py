@@ -32,6 +32,7 @@ from regimes.live.api import (
 )
 from regimes.live.api_keys import check_authorization, load_api_keys
 from regimes.live.gateway import (
+    AnswerBacklog,
     ShardRouter,
     bar_time,
     composite,
@@ -141,10 +142,13 @@ class Ingress:
         :meth:`regimes.app.workspace.Workspace.params` of the installation.
     config : dict
         The :class:`regimes.config.serving.ServeConfig` as a dict.
+    writer : handle
+        The writer deployment (:mod:`regimes.serve.writer`), for its counters.
     """
 
-    async def __init__(self, shards: dict, params: dict, config: dict):
+    async def __init__(self, shards: dict, params: dict, config: dict, writer=None):
         self.shards = shards
+        self.writer = writer
         self.config = ServeConfig.model_validate(config)
         self.workspace = Workspace.open(**params)
         self.keys = load_api_keys(os.environ)
@@ -152,7 +156,7 @@ class Ingress:
         self.sync = TimeframeSynchronizer({})
         self.roles: dict[str, dict] = {}
         self.labels: dict[str, dict[str, dict[int, str]]] = {}
-        self._unsynced: dict[str, list] = {tf: [] for tf in shards}
+        self._unsynced = {tf: AnswerBacklog() for tf in shards}
         self.router = ShardRouter()
         self.probation: dict[str, dict] = {}
         await self._reload()
@@ -228,7 +232,7 @@ class Ingress:
             bars = await self._bars(request)
             answers, refused = await self._step(timeframe, handles, bars)
             if len(answers):
-                self._unsynced[timeframe].append(answers)
+                self._unsynced[timeframe].add(answers)
             self.metrics.bars(timeframe, len(answers), len(refused))
             champion = self.roles.get(timeframe, {}).get("champion")
             labels = self.labels.get(timeframe, {}).get(champion, {})
@@ -405,8 +409,9 @@ class Ingress:
         counters = await asyncio.gather(
             *[h.counters.remote() for handles in self.shards.values() for h in handles]
         )
+        writer = await self.writer.counters.remote() if self.writer is not None else None
         return PlainTextResponse(
-            self.metrics.exposition(counters), media_type="text/plain; version=0.0.4"
+            self.metrics.exposition(counters, writer), media_type="text/plain; version=0.0.4"
         )
 
     # -- helpers
@@ -427,9 +432,9 @@ class Ingress:
             self.metrics.request(endpoint, status, time.perf_counter() - started)
 
     def _feed_sync(self) -> None:
-        for timeframe, frames in self._unsynced.items():
-            if frames:
-                feed(self.sync, frames, self.roles.get(timeframe, {}).get("champion"))
+        for timeframe, backlog in self._unsynced.items():
+            if backlog.frames:
+                feed(self.sync, backlog.frames, self.roles.get(timeframe, {}).get("champion"))
 
     def _served_models(self, timeframe: str) -> set[str]:
         roles = self.roles.get(timeframe, {})

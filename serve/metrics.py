@@ -29,6 +29,7 @@ class _EngineCollector:
 
     def __init__(self):
         self.shards: list[dict] = []
+        self.writer: dict | None = None
         self.agreement: dict[tuple[str, str], dict] = {}
 
     def collect(self):
@@ -49,7 +50,7 @@ class _EngineCollector:
             "regimes_shadow_queue_batches", "Batches waiting for the shadows", labels=["timeframe"]
         )
         pending = GaugeMetricFamily(
-            "regimes_pending_rows", "Bars and answers not yet written", labels=["timeframe"]
+            "regimes_pending_rows", "Bars and answers not yet landed", labels=["timeframe"]
         )
         totals: dict[tuple, float] = {}
 
@@ -87,6 +88,27 @@ class _EngineCollector:
             if figures.get("agreement") is not None:
                 agreement.add_metric([tf, model_id], figures["agreement"])
         yield agreement
+        yield from self._writer()
+
+    def _writer(self):
+        if self.writer is None:
+            return
+        backlog = GaugeMetricFamily(
+            "regimes_landing_files",
+            "Files landed by the shards and not yet written (bars, answers, published)",
+            labels=["kind"],
+        )
+        for kind, files in sorted(self.writer["backlog_files"].items()):
+            backlog.add_metric([kind], files)
+        written = CounterMetricFamily(
+            "regimes_written_rows",
+            "Rows the writer wrote (bars, published answers, stored answers)",
+            labels=["kind"],
+        )
+        for kind, rows in sorted(self.writer["written_rows"].items()):
+            written.add_metric([kind], rows)
+        yield backlog
+        yield written
 
 
 class ServiceMetrics:
@@ -140,6 +162,7 @@ class ServiceMetrics:
     def shadow(self, timeframe: str, model_id: str, figures: dict) -> None:
         self._engines.agreement[(timeframe, model_id)] = figures
 
-    def exposition(self, shards: list[dict]) -> str:
+    def exposition(self, shards: list[dict], writer: dict | None = None) -> str:
         self._engines.shards = shards
+        self._engines.writer = writer
         return generate_latest(self.registry).decode()

@@ -3,9 +3,10 @@ core's :class:`regimes.live.shard.EngineShard`.
 
 Only scheduling lives here: the request methods run the shard inline on the replica's
 event loop (one at a time, in arrival order); background tasks work the shadow queue
-after each reply, write pending bars and answers every ``flush_interval_s`` and
-checkpoint every ``checkpoint_interval_s`` (writes run in a thread, never on the
-request path); ``__del__`` (graceful shutdown) writes and checkpoints what is left.
+after each reply, land pending bars and answers every ``flush_interval_s`` (for the
+writer deployment, :mod:`regimes.serve.writer`) and checkpoint every
+``checkpoint_interval_s`` (landings run in a thread, never on the request path);
+``__del__`` (graceful shutdown) lands and checkpoints what is left.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ray import serve
 
 from regimes.app.workspace import Workspace
 from regimes.config.serving import ServeConfig
-from regimes.live.shard import EngineShard, ShardOptions
+from regimes.live.shard import EngineShard, ShardOptions, shard_folder
 from regimes.model.loaded import LoadedModel
 from regimes.paths import artifact_dir
 from regimes.storage.recording import LiveSink
@@ -31,8 +32,11 @@ log = logging.getLogger(__name__)
 class EngineShardDeployment:
     """Serve replica of one engine shard (see the module docstring)."""
 
-    async def __init__(self, timeframe: str, index: int, shards: int, params: dict, config: dict):
+    async def __init__(
+        self, timeframe: str, index: int, shards: int, params: dict, config: dict, writer
+    ):
         self.config = ServeConfig.model_validate(config)
+        self.writer = writer
         self.workspace = Workspace.open(**params)
         registry = self.workspace.registry
         models_dir = self.workspace.models_dir
@@ -42,7 +46,7 @@ class EngineShardDeployment:
             return LoadedModel.load(path or artifact_dir(models_dir, timeframe, model_id))
 
         sink = LiveSink(self.workspace.engine, self.workspace.state_store, registry, timeframe)
-        folder = self.workspace.settings.serve_dir / timeframe / f"shard-{index}"
+        folder = shard_folder(self.workspace.settings.serve_dir, timeframe, index)
         self.shard = EngineShard(
             timeframe,
             index,
@@ -101,10 +105,13 @@ class EngineShardDeployment:
         return self.shard.ready()
 
     async def flush(self) -> int:
-        """Write everything pending now (operators and tests)."""
+        """Land everything pending now and have the writer write everything landed
+        (operators and tests); returns the rows this shard landed."""
         self.shard.drain_shadows()
         async with self._write_lock:
-            return await self._write(self.shard.take_pending())
+            rows = await self._write(self.shard.take_pending())
+        await self.writer.flush.remote()
+        return rows
 
     async def checkpoint(self) -> None:
         await self._checkpoint()

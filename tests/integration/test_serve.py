@@ -58,8 +58,9 @@ def served(tmp_path_factory, ray_local, two_models_home):
     config_dir = home / "config"
     shutil.copytree(REPO_ROOT / "config", config_dir, ignore=shutil.ignore_patterns("*.py"))
     (config_dir / "serve.yaml").write_text(
-        "shards: {15m: 2}\nflush_interval_s: 0.3\ncheckpoint_interval_s: 2.0\n"
-        "registry_poll_s: 3600\nmax_symbols_per_request: 50\nmax_body_bytes: 20000\n"
+        "shards: {15m: 2}\nflush_interval_s: 0.3\nstore_interval_s: 1.0\n"
+        "checkpoint_interval_s: 2.0\nregistry_poll_s: 3600\n"
+        "max_symbols_per_request: 50\nmax_body_bytes: 20000\n"
     )
     # Probation strict enough that a champion fed another market's bars is rolled back.
     (config_dir / "gates.yaml").write_text(
@@ -323,6 +324,8 @@ def test_latest_states_composite_and_metrics(served):
         "regimes_answers_total",
         "regimes_state_switches_total",
         "regimes_shadow_agreement_ratio",
+        "regimes_landing_files",
+        "regimes_written_rows_total",
     ):
         assert family in text, family
     assert "symbol=" not in text

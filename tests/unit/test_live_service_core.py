@@ -1,5 +1,5 @@
-"""The live service's core pieces, without Ray: symbol sharding, the bar journal,
-champion-vs-shadow comparison, request/answer conversion and API keys."""
+"""The live service's core pieces, without Ray: symbol sharding, the bar journal, the
+landing, champion-vs-shadow comparison, request/answer conversion and API keys."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from regimes.live.api import (
 )
 from regimes.live.api_keys import check_authorization, load_api_keys
 from regimes.live.journal import BarJournal, read_journals, remove_journals
+from regimes.live.landing import Landing, LandingWriter
 from regimes.live.shadow import AnswerWindow, align_states, compare_answers
 from regimes.live.sharding import shard_of, shards_of
 
@@ -78,6 +79,57 @@ def test_journal_round_trip_rotation_and_a_torn_tail(tmp_path):
     assert read_journals(tmp_path, 0)["symbol"].tolist() == []
 
 
+def test_the_landing_hands_everything_over_once_and_keeps_what_failed(tmp_path):
+    from regimes.data import sql as db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    db.create_schema(engine)
+    landing = Landing(tmp_path / "landing")
+    bars = _bars("2024-01-02T14:30Z", ["A", "B"]).assign(timeframe="1m", is_gap=False)
+    landing.land_bars(bars)
+    landing.land_bars(bars.assign(close=100.25))  # landed twice (a replay): newest kept
+    landing.land_answers(_answers("m1", [0, 1], K=2))
+    landing.land_answers(_answers("m2", [1, 1, 0], K=3))
+    (tmp_path / "landing" / "bars-0000000009.arrow.partial").write_bytes(b"torn")
+    assert landing.backlog() == {"bars": 2, "answers": 2, "published": 0}
+    assert len(landing.bars()) == 4  # cold starts see landed bars not in the database
+    published, stored, failing = [], [], {"m2"}
+
+    class Sink:
+        def write_bars(self, frame):
+            return db.upsert_bars(engine, frame)
+
+        def publish(self, frame):
+            published.append(frame)
+
+        def store_answers(self, frame, d, K):
+            model_id = frame["model_id"].iloc[0]
+            if model_id in failing:
+                failing.discard(model_id)
+                raise OSError("the store is away")  # this MERGE fails: its file stays
+            stored.append((model_id, len(frame), d, K))
+            return len(frame)
+
+    writer = LandingWriter({"1m": [landing]}, {"1m": Sink()}, rows=1000)
+    assert writer.publish() == 2 + 2 + 3
+    assert db.read_bars(engine, "1m")["close"].tolist() == [100.25, 100.25]
+    assert [f["model_id"].iloc[0] for f in published] == ["m1", "m2"]
+    assert landing.backlog() == {"bars": 0, "answers": 0, "published": 2}
+    with pytest.raises(OSError):
+        writer.store()
+    assert landing.backlog()["published"] == 1  # m1's MERGE committed, m2's did not
+    assert writer.store() == 3
+    assert stored == [("m1", 2, 0, 2), ("m2", 3, 0, 3)]
+    assert landing.backlog() == {"bars": 0, "answers": 0, "published": 0}
+    # A new shard process numbers its files after everything still landed.
+    landing.land_answers(_answers("m1", [0], K=2))
+    later = Landing(tmp_path / "landing")
+    later.clear_partials()
+    later.land_answers(_answers("m1", [1], K=2))
+    names = sorted(p.name for p in (tmp_path / "landing").iterdir())
+    assert names == ["answers-0000000004-m1.arrow", "answers-0000000005-m1.arrow"]
+
+
 def _answers(model_id, states, K, symbol="A", start="2024-01-02T14:30Z", reasons=None):
     n = len(states)
     posterior = np.zeros((n, K))
@@ -101,6 +153,32 @@ def _answers(model_id, states, K, symbol="A", start="2024-01-02T14:30Z", reasons
     for k in range(K):
         frame[f"p_{k:02d}"] = posterior[:, k]
     return frame
+
+
+def test_the_answer_backlog_stays_bounded_and_feeds_what_it_would_have_fed():
+    from datetime import timedelta
+
+    from regimes.live.gateway import AnswerBacklog, feed
+    from regimes.live.sync import TimeframeSynchronizer
+
+    frames = [
+        _answers("c", [i % 2, 1, 0][: 1 + i % 3], K=2, symbol=s, start=f"2024-01-02T14:{30 + i}Z")
+        for i in range(12)
+        for s in ("A", "B")
+    ]
+    folded, direct = AnswerBacklog(limit=5), []
+    for frame in frames:
+        folded.add(frame)
+        direct.append(frame)
+        assert len(folded.frames) <= 6
+    syncs = []
+    for kept in (folded.frames, direct):
+        sync = TimeframeSynchronizer({})
+        sync.set_champion("1m", "c", ttl=timedelta(hours=1))
+        feed(sync, kept, "c")
+        assert kept == []
+        syncs.append(sync.composite(["A", "B"], pd.Timestamp("2024-01-02T14:50Z")))
+    pd.testing.assert_frame_equal(syncs[0], syncs[1])
 
 
 def test_comparison_aligns_labels_before_it_scores():

@@ -25,6 +25,8 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(8_000_000, ge=1024)
     read_auth: bool = False
     flush_interval_s: float = Field(1.0, gt=0)
+    store_interval_s: float = Field(30.0, gt=0)
+    writer_nice: int = Field(10, ge=0, le=19)
     checkpoint_interval_s: float = Field(30.0, gt=0)
     registry_poll_s: float = Field(10.0, gt=0)
     compare_rows: int = Field(50_000, ge=0)

@@ -74,6 +74,40 @@ def bar_time(bars: pd.DataFrame) -> str:
     return pd.Timestamp(bars["ts"].iloc[0]).isoformat()
 
 
+SYNC_COLUMNS = (
+    "symbol",
+    "ts",
+    "timeframe",
+    "model_id",
+    "state_id",
+    "state_prob",
+    "is_unknown",
+    "ood_reason",
+)
+
+
+class AnswerBacklog:
+    """Answers returned and not yet fed to the synchroniser (:func:`feed`), bounded: past
+    ``limit`` frames they are folded into the newest two per symbol (all :func:`feed`
+    keeps), so a service that is never asked for a composite record does not grow.
+
+    Parameters
+    ----------
+    limit : int
+        Frames kept before they are folded.
+    """
+
+    def __init__(self, limit: int = 64):
+        self.limit = limit
+        self.frames: list[pd.DataFrame] = []
+
+    def add(self, answers: pd.DataFrame) -> None:
+        if len(answers):
+            self.frames.append(answers[list(SYNC_COLUMNS)])
+        if len(self.frames) > self.limit:
+            self.frames[:] = [pooled(self.frames).groupby("symbol", sort=False).tail(2)]
+
+
 def feed(sync: TimeframeSynchronizer, frames: list[pd.DataFrame], champion: str | None) -> None:
     """The newest two answers per symbol of ``champion`` into the synchroniser."""
     frame = pooled(frames)

@@ -63,13 +63,13 @@ class BarJournal:
         """Append ``bars`` (columns of :data:`SCHEMA`) and flush them to the OS."""
         if bars.empty:
             return
-        table = pa.Table.from_pandas(bars[SCHEMA.names], schema=SCHEMA, preserve_index=False)
+        table = _batch(bars)
         try:
             if self._writer is None:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 self._sink = open(journal_path(self.folder, self.sequence), "ab")  # noqa: SIM115
                 self._writer = pa.ipc.new_stream(self._sink, SCHEMA)
-            self._writer.write_table(table)
+            self._writer.write_batch(table)
             self._sink.flush()
         except OSError as exc:
             raise StoreError(f"bar journal {self.folder}: cannot append ({exc})") from None
@@ -85,6 +85,21 @@ class BarJournal:
             self._writer.close()
             self._sink.close()
             self._writer = self._sink = None
+
+
+def _batch(bars: pd.DataFrame) -> pa.RecordBatch:
+    """``bars`` as one record batch of :data:`SCHEMA`, column by column (no thread pool:
+    this is on the request path, about ten times faster than ``Table.from_pandas``)."""
+    ts = pd.DatetimeIndex(bars["ts"])
+    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    arrays = [
+        pa.array(bars["symbol"].to_numpy(dtype=object), pa.string()),
+        pa.array(ts.as_unit("us").asi8, pa.int64()).cast(SCHEMA.field("ts").type),
+    ]
+    for name in ("open", "high", "low", "close", "volume"):
+        arrays.append(pa.array(bars[name].to_numpy(dtype=float), pa.float64(), from_pandas=True))
+    arrays.append(pa.array(bars["is_gap"].to_numpy(dtype=bool), pa.bool_()))
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 
 def read_journals(folder: str | Path, first: int) -> pd.DataFrame:

@@ -10,8 +10,9 @@ are appended to the shard's bar journal (:mod:`regimes.live.journal`) before the
 go back; the same bars are queued for every shadow (:meth:`step_shadows` works the
 queue after the reply, so the caller never waits for a shadow and a failing shadow is
 counted and logged, never raised); bars and answers wait in memory for the next
-:meth:`flush`, which writes bars to the database and every model's answers to the Delta
-state store (champion answers also to ``current_states``), off the request path.
+:meth:`flush`, which lands them in the shard's landing folder (:mod:`regimes.live.landing`),
+off the request path; the service's writer takes them from there to the database, to
+``current_states`` (champion answers) and to the Delta state store.
 
 **Restarts without loss.** :meth:`checkpoint` drains the shadow queue, writes what is
 pending, snapshots every engine (:mod:`regimes.live.snapshot`) and starts a new journal;
@@ -42,6 +43,7 @@ import pandas as pd
 from regimes.errors import BadInputError, StoreError
 from regimes.live.engine import InferenceEngine
 from regimes.live.journal import BarJournal, read_journals, remove_journals
+from regimes.live.landing import Landing
 from regimes.live.shadow import AnswerWindow
 from regimes.live.snapshot import read_snapshot, write_snapshot
 from regimes.model.loaded import LoadedModel
@@ -50,6 +52,16 @@ from regimes.paths import check_model_id, check_timeframe_name
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+
+
+def shard_folder(serve_dir: str | Path, timeframe: str, index: int) -> Path:
+    """The folder of shard ``index`` of ``timeframe`` under the service's folder."""
+    return Path(serve_dir) / check_timeframe_name(timeframe) / f"shard-{int(index)}"
+
+
+def landing_folder(folder: str | Path) -> Path:
+    """The landing folder of the shard in ``folder`` (:mod:`regimes.live.landing`)."""
+    return Path(folder) / "landing"
 
 
 class NoChampionError(BadInputError):
@@ -74,13 +86,13 @@ class Pending:
     """Bars and answers accepted but not yet written."""
 
     bars: list[pd.DataFrame] = field(default_factory=list)
-    answers: list[tuple[pd.DataFrame, int, int]] = field(default_factory=list)
+    answers: list[pd.DataFrame] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.bars or self.answers)
 
     def rows(self) -> int:
-        return sum(len(b) for b in self.bars) + sum(len(a) for a, _, _ in self.answers)
+        return sum(len(b) for b in self.bars) + sum(len(a) for a in self.answers)
 
 
 @dataclass
@@ -107,8 +119,7 @@ class EngineShard:
     open_model : callable
         ``model_id -> LoadedModel`` (from the registry's artifact).
     sink : object
-        Where pending work is written: ``write_bars(frame)``, ``write_answers(frame, d,
-        K)`` and ``recent_bars(symbols, before, n)`` for cold starts
+        Where cold starts read stored bars: ``recent_bars(symbols, before, n)``
         (:class:`regimes.storage.recording.LiveSink`).
     options : ShardOptions
     """
@@ -140,6 +151,8 @@ class EngineShard:
         self._inflight = Pending()
         self._latest: list[pd.DataFrame] = []
         self.journal = BarJournal(self.folder, 0)
+        self.landing = Landing(landing_folder(self.folder))
+        self.landing.clear_partials()
         self.restored_bars = 0
 
     # -- models
@@ -174,9 +187,11 @@ class EngineShard:
         return InferenceEngine(model, history=self._history)
 
     def _history(self, symbols, before, n: int) -> pd.DataFrame:
-        """Cold-start bars: the database's, overlaid with this shard's unwritten bars."""
+        """Cold-start bars: the database's, overlaid with this shard's bars not written
+        there yet (landed, being landed, pending)."""
         stored = self.sink.recent_bars(symbols, before, n)
-        own = [b for b in (*self._inflight.bars, *self._pending.bars) if len(b)]
+        landed = self.landing.bars()
+        own = [b for b in (landed, *self._inflight.bars, *self._pending.bars) if len(b)]
         if not own:
             return stored
         mine = pd.concat(own, ignore_index=True)
@@ -229,15 +244,15 @@ class EngineShard:
         accepted = accepted.assign(is_gap=accepted["is_gap"] if "is_gap" in accepted else False)
         if len(accepted):
             self._pending.bars.append(accepted.assign(timeframe=self.timeframe))
-            self._record(self.champion, engine, answers)
+            self._record(self.champion, answers)
             self._latest.append(answers)
             if self.shadows:
                 self._queue.append(accepted)
         return answers, accepted, rejected
 
-    def _record(self, model_id: str, engine: InferenceEngine, answers: pd.DataFrame) -> None:
+    def _record(self, model_id: str, answers: pd.DataFrame) -> None:
         if len(answers):
-            self._pending.answers.append((answers, engine.pipeline.d, engine.K))
+            self._pending.answers.append(answers)
             self.windows[model_id].add(answers)
 
     def step_shadows(self, batches: int = 1) -> int:
@@ -249,7 +264,7 @@ class EngineShard:
             for model_id in self.shadows:
                 engine = self.engines[model_id]
                 try:
-                    self._record(model_id, engine, engine.step(bars))
+                    self._record(model_id, engine.step(bars))
                 except Exception:  # a shadow never fails the service
                     self.shadow_errors[model_id] = self.shadow_errors.get(model_id, 0) + 1
                     log.exception("%s shadow %s failed on a batch", self.timeframe, model_id)
@@ -273,12 +288,12 @@ class EngineShard:
         return taken
 
     def write_pending(self, pending: Pending) -> int:
-        """Write ``pending``: bars to the database, then each model's answers to the state
-        store. Changes nothing of the shard, so it may run in another thread."""
+        """Land ``pending``: its bars, then each model's answers (one file each). Changes
+        nothing of the shard, so it may run in another thread."""
         if pending.bars:
-            self.sink.write_bars(pd.concat(pending.bars, ignore_index=True))
-        for answers, d, K in _by_model(pending.answers):
-            self.sink.write_answers(answers, d, K)
+            self.landing.land_bars(pd.concat(pending.bars, ignore_index=True))
+        for answers in _by_model(pending.answers):
+            self.landing.land_answers(answers)
         return pending.rows()
 
     def settle(self, pending: Pending, ok: bool) -> None:
@@ -292,7 +307,7 @@ class EngineShard:
             )
 
     def flush(self) -> int:
-        """Write everything pending now, in this thread; returns rows written."""
+        """Land everything pending now, in this thread; returns the rows landed."""
         pending = self.take_pending()
         try:
             rows = self.write_pending(pending) if pending else 0
@@ -442,13 +457,13 @@ class EngineShard:
         return self.champion is not None and self.champion in self.engines
 
 
-def _by_model(answers: list[tuple[pd.DataFrame, int, int]]):
+def _by_model(answers: list[pd.DataFrame]):
     """Pending answer frames grouped per model: one write per model."""
     grouped: dict[str, list] = {}
-    for frame, d, K in answers:
-        grouped.setdefault(str(frame["model_id"].iloc[0]), [d, K, []])[2].append(frame)
-    for d, K, frames in grouped.values():
-        yield pd.concat(frames, ignore_index=True), d, K
+    for frame in answers:
+        grouped.setdefault(str(frame["model_id"].iloc[0]), []).append(frame)
+    for frames in grouped.values():
+        yield pd.concat(frames, ignore_index=True)
 
 
 def _last_sequence(folder: Path) -> int:

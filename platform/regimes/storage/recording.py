@@ -143,7 +143,17 @@ class LiveSink:
         return db.upsert_bars(self.engine, bars)
 
     def write_answers(self, answers: pd.DataFrame, d: int, K: int) -> int:
+        """State store, then ``current_states`` (:func:`record_states`)."""
         return record_states(self.store, self.engine, self.registry, answers, d, K)
+
+    def store_answers(self, answers: pd.DataFrame, d: int, K: int) -> int:
+        """The state store only (one MERGE); ``current_states`` is :meth:`publish`'s."""
+        return self.store.write(answers, d, K, registry=self.registry)
+
+    def publish(self, answers: pd.DataFrame) -> None:
+        """The champion's newest answer per symbol into ``current_states`` (other models'
+        answers are left out; see :func:`record_states`)."""
+        _mirror(self.engine, self.registry, answers)
 
     def recent_bars(self, symbols, before, bars_per_symbol: int) -> pd.DataFrame:
         return db.read_recent_bars(self.engine, self.timeframe, symbols, before, bars_per_symbol)
