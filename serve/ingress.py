@@ -40,6 +40,7 @@ from regimes.live.gateway import (
     events_listing,
     feed,
     join_replies,
+    learn_calendar,
     models_listing,
     monitor_cell,
     now_iso,
@@ -305,6 +306,7 @@ class Ingress:
         except BadInputError as exc:
             raise ApiError(422, str(exc)) from None
         champions = {tf: roles.get("champion") for tf, roles in self.roles.items()}
+        await asyncio.to_thread(learn_calendar, self.sync, symbol, self.workspace.markets)
         return composite(self.sync, symbol, when, champions, self.labels)
 
     @app.get("/v1/models")

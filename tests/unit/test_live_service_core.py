@@ -339,3 +339,50 @@ def test_api_keys_from_env_and_file(tmp_path):
         load_api_keys({"REGIMES_API_KEYS": "short"})
     with pytest.raises(ConfigError, match="cannot read"):
         load_api_keys({"REGIMES_API_KEYS_FILE": str(tmp_path / "missing")})
+
+
+def test_the_service_composite_ages_fx_states_in_market_time():
+    """The ingress learns each symbol's market calendar once: an FX 1h state from Friday's
+    last bar is fresh on Sunday (market closed), an equity's is stale (wall clock)."""
+    from datetime import timedelta
+
+    from regimes.config.markets import MarketConfig, MarketsConfig
+    from regimes.data.markets import MarketBook
+    from regimes.live.gateway import composite, learn_calendar
+    from regimes.live.sync import TimeframeSynchronizer
+
+    config = MarketsConfig(
+        default="equities",
+        markets={"equities": MarketConfig(calendar="session"), "fx": MarketConfig(calendar="24x5")},
+    )
+    looked_up = []
+
+    def markets():
+        looked_up.append(1)
+        return MarketBook(config, None, {"EURUSD": "fx"})
+
+    sync = TimeframeSynchronizer({"1h": timedelta(hours=4)})
+    sync.set_champion("1h", "m1")
+    friday = pd.Timestamp("2024-03-08 21:00", tz="UTC")  # 16:00 New York, the last FX hour
+    sync.update(
+        pd.DataFrame(
+            {
+                "symbol": ["EURUSD", "SPY"],
+                "ts": [friday, friday - pd.Timedelta(hours=1)],
+                "timeframe": "1h",
+                "model_id": "m1",
+                "state_id": [1, 2],
+                "state_prob": [0.9, 0.8],
+                "is_unknown": False,
+                "ood_reason": None,
+            }
+        )
+    )
+    sunday = pd.Timestamp("2024-03-10 16:00", tz="UTC")
+    for symbol in ("EURUSD", "SPY", "EURUSD"):
+        learn_calendar(sync, symbol, markets)
+    assert len(looked_up) == 2  # once per symbol
+    fx = composite(sync, "EURUSD", sunday, {"1h": "m1"}, {})["timeframes"]["1h"]
+    spy = composite(sync, "SPY", sunday, {"1h": "m1"}, {})["timeframes"]["1h"]
+    assert fx["state_id"] == 1 and fx["reason"] is None
+    assert spy["state_id"] == -1 and spy["reason"].startswith("stale")

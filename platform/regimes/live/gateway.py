@@ -138,6 +138,14 @@ def _none_if_nan(value):
     return None if value != value else value
 
 
+def learn_calendar(sync: TimeframeSynchronizer, symbol: str, markets) -> None:
+    """Give ``sync`` the market calendar of ``symbol`` once (``markets()`` returns the
+    :class:`regimes.data.markets.MarketBook`), so its states age in market time; a symbol
+    on the default session is remembered as wall-clock (None)."""
+    if symbol not in sync.calendars:
+        sync.calendars[symbol] = markets().market_calendars([symbol]).get(symbol)
+
+
 def composite(sync, symbol: str, when: pd.Timestamp, champions: dict, labels: dict) -> dict:
     """The composite record of ``symbol`` at ``when`` as JSON-ready cells per timeframe."""
     record = sync.composite([symbol], when).iloc[0].to_dict()
