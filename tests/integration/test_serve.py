@@ -259,8 +259,17 @@ def test_a_shadow_runs_beside_the_champion_and_lands_in_delta_only(served):
 
 
 def test_promotion_mid_stream_has_no_warm_up(served):
+    """`regimes promote` (the CLI, forced past its gates) changes what the service answers
+    with at the next bar after a reload, with the shadow's warm engine."""
+    from tests.integration.test_cli import run
+
     champion, shadow = served["models"]
-    served["registry"].promote(TF, shadow.model_id, actor="t", reason="the shadow wins")
+    home = served["home"]
+    run(
+        *("--config-dir", home / "config", "promote", "--timeframe", TF),
+        *("--model-id", shadow.model_id, "--force", "--reason", "the shadow wins"),
+        home=home,
+    )
     assert served["client"].post("/v1/admin/reload", headers=AUTH).status_code == 200
     replies = _stream(served, 3, [shadow, champion])
     first = replies[0]
