@@ -45,9 +45,10 @@ def _free_port() -> int:
 class PrefectServer:
     """A Prefect server this process uses; stops it on :meth:`stop` if it started it."""
 
-    def __init__(self, api_url: str, process: subprocess.Popen | None):
+    def __init__(self, api_url: str, process: subprocess.Popen | None, restore: dict | None = None):
         self.api_url = api_url
         self.process = process
+        self._restore = restore or {}  # environment before this server was pointed at
 
     def stop(self) -> None:
         # Prefect sends run logs to the API from a background worker; drained after the
@@ -61,6 +62,14 @@ class PrefectServer:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        # A server this process started is gone: it must not stay the API of this process
+        # (or of children started later).
+        for key, value in self._restore.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._restore = {}
 
 
 def ensure_prefect_server(prefect_home: str | Path, timeout: float = 90.0) -> PrefectServer:
@@ -91,9 +100,10 @@ def ensure_prefect_server(prefect_home: str | Path, timeout: float = 90.0) -> Pr
                 f"{prefect_home / 'server.log'}"
             )
         if _healthy(api_url, timeout=1.0):
+            restore = {key: os.environ.get(key) for key in ("PREFECT_API_URL", "PREFECT_HOME")}
             os.environ["PREFECT_API_URL"] = api_url
             os.environ["PREFECT_HOME"] = str(prefect_home)
-            return PrefectServer(api_url, process)
+            return PrefectServer(api_url, process, restore)
         time.sleep(0.5)
     process.terminate()
     raise ConfigError(f"the local Prefect server did not become healthy within {timeout:.0f}s")

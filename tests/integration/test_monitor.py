@@ -94,7 +94,10 @@ def test_a_worker_runs_the_monitor_deployment_through_train_and_rollout(
     from prefect.deployments import run_deployment
 
     home, models = _home(two_models_home, tmp_path, shocked=True)
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # setenv first so that monkeypatch restores the variable's absence afterwards: the
+    # server started here sets PREFECT_API_URL, and later tests must not inherit it.
+    monkeypatch.setenv("PREFECT_API_URL", "")
+    monkeypatch.delenv("PREFECT_API_URL")
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     server = ensure_prefect_server(tmp_path / "prefect")
     worker = None
@@ -136,6 +139,8 @@ def test_a_worker_runs_the_monitor_deployment_through_train_and_rollout(
             worker.wait(timeout=60)
         worker_log.close()
         server.stop()
+    # The stopped server is no longer this process's API (nor its later children's).
+    assert "PREFECT_API_URL" not in os.environ
 
     with Workspace.open(home=home, environ={}) as workspace:
         registry = workspace.registry
