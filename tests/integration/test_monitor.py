@@ -91,8 +91,6 @@ def _prefect(*args, env, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
 def test_a_worker_runs_the_monitor_deployment_through_train_and_rollout(
     two_models_home, tmp_path, monkeypatch
 ):
-    from prefect.deployments import run_deployment
-
     home, models = _home(two_models_home, tmp_path, shocked=True)
     # setenv first so that monkeypatch restores the variable's absence afterwards: the
     # server started here sets PREFECT_API_URL, and later tests must not inherit it.
@@ -117,22 +115,29 @@ def test_a_worker_runs_the_monitor_deployment_through_train_and_rollout(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        run = run_deployment(
-            "monitor/monitor",
-            parameters={
-                "home": str(home),
-                "db_url": f"sqlite:///{home / 'regimes.db'}",
-                "config_dir": str(home / "config"),
-                "timeframes": [TF],
-                "executor": "local",
-                "grid": {"K": [6], "covariance": ["diag"]},
-                "seed": 3,
-                "replay_shadow": True,
-            },
-            timeout=600,
+        parameters = {
+            "home": str(home),
+            "db_url": f"sqlite:///{home / 'regimes.db'}",
+            "config_dir": str(home / "config"),
+            "timeframes": [TF],
+            "executor": "local",
+            "grid": {"K": [6], "covariance": ["diag"]},
+            "seed": 3,
+            "replay_shadow": True,
+        }
+        # The run is started and watched by the prefect CLI in its own process: a Prefect
+        # client in this process would outlive the server (its exit hooks start one).
+        ran = subprocess.run(
+            [sys.executable, "-m", "prefect", "deployment", "run", "monitor/monitor"]
+            + ["--params", json.dumps(parameters), "--watch", "--watch-timeout", "600"],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=660,
         )
         log = (tmp_path / "worker.log").read_text(errors="replace")
-        assert run.state is not None and run.state.is_completed(), (run.state, log[-3000:])
+        assert ran.returncode == 0 and "Completed" in ran.stdout, (ran.stdout[-2000:], log[-3000:])
     finally:
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
