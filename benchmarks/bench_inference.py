@@ -86,7 +86,8 @@ TOP_PROFILE_ENTRIES = 15
 
 
 def train_artifact(config, home: Path) -> tuple[str, pd.DatetimeIndex]:
-    """A K = 8, d = 8 PCA artifact of the 15m timeframe, and the market's bar times."""
+    """A K = 8 PCA artifact of the 15m timeframe (d = 8, or 6 when training selects fewer
+    than 8 features), and the market's bar times."""
     from regimes.data import sql as db
     from regimes.data.bars import resample_symbols
     from regimes.data.synth import SynthConfig, generate
@@ -103,8 +104,14 @@ def train_artifact(config, home: Path) -> tuple[str, pd.DatetimeIndex]:
         db.upsert_bars(engine, market.bars)
         resample_symbols(engine, config.timeframes.session, 0.2, timeframes=[TIMEFRAME])
         run_features(engine, config, plan_units(engine, [TIMEFRAME]))
-        grid = {"encoder": ["pca"], "d": [D], "K": [K], "covariance": ["diag"]}
+        # Training selects features for regime persistence (issue 16) and may keep fewer
+        # than D: a fit at the timeframe's smallest d (6) finds how many; d = D when they
+        # allow it.
+        grid = {"encoder": ["pca"], "d": [6], "K": [K], "covariance": ["diag"]}
         result = train_timeframe(engine, config, TIMEFRAME, home / "models", grid=grid, seed=1)
+        if len(result.metadata["feature_names"]) >= D:
+            grid["d"] = [D]
+            result = train_timeframe(engine, config, TIMEFRAME, home / "models", grid=grid, seed=1)
         times = pd.DatetimeIndex(np.sort(db.read_bars(engine, TIMEFRAME)["ts"].unique()))
     finally:
         engine.dispose()
