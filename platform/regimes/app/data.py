@@ -203,7 +203,7 @@ class ResampleResult:
     def summary(self) -> list[str]:
         lines = [
             f"resample: {self.symbols} symbols in {self.seconds:.1f}s; 1m gap rows marked: "
-            f"{self.gap_rows_added}; 1m bars outside the session (not aggregated): "
+            f"{self.gap_rows_added}; 1m bars outside their market's hours (not aggregated): "
             f"{self.outside_session}"
         ]
         lines += [
