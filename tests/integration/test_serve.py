@@ -418,3 +418,37 @@ def test_a_champion_fed_another_market_is_rolled_back_by_itself(served):
     models = client.get("/v1/models").json()["timeframes"][TF]
     assert {m["model_id"] for m in models if m["role"] == "champion"} == {champion.model_id}
     assert "regimes_automatic_rollbacks_total" in client.get("/metrics").text
+
+
+def test_promote_and_rollback_through_the_cli_change_the_answering_model(served):
+    """`regimes promote` and `regimes rollback` (the CLI) are followed by the service at
+    the next bar after a reload. Last in this file: it leaves the roles as it likes."""
+    from tests.integration.test_cli import last_json, run
+
+    champion, shadow = served["models"]
+    home, registry = served["home"], served["registry"]
+    client = served["client"]
+    cli = ("--config-dir", home / "config")
+    assert registry.champion(TF) == champion.model_id  # after the automatic rollback
+    registry.set_role(TF, shadow.model_id, "candidate", actor="t", reason="re-evaluated")
+
+    def next_model() -> str:
+        assert served["position"] < len(served["stream"]), "the test stream ran out"
+        group = served["stream"][served["position"]]
+        served["position"] += 1
+        reply = _post(served, group)
+        assert reply.status_code == 200, reply.text
+        return {a["model_id"] for a in reply.json()["answers"]}
+
+    run(
+        *cli,
+        *("promote", "--timeframe", TF, "--model-id", shadow.model_id),
+        *("--force", "--reason", "try it again"),
+        home=home,
+    )
+    assert client.post("/v1/admin/reload", headers=AUTH).status_code == 200
+    assert next_model() == {shadow.model_id}
+    back = last_json(run(*cli, "rollback", "--timeframe", TF, "--reason", "no", home=home))
+    assert back["champion"] == champion.model_id
+    assert client.post("/v1/admin/reload", headers=AUTH).status_code == 200
+    assert next_model() == {champion.model_id}
