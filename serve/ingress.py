@@ -306,7 +306,8 @@ class Ingress:
         except BadInputError as exc:
             raise ApiError(422, str(exc)) from None
         champions = {tf: roles.get("champion") for tf, roles in self.roles.items()}
-        await asyncio.to_thread(learn_calendar, self.sync, symbol, self.workspace.markets)
+        if symbol not in self.sync.calendars:  # a database read, once per symbol
+            await asyncio.to_thread(learn_calendar, self.sync, symbol, self.workspace.markets)
         return composite(self.sync, symbol, when, champions, self.labels)
 
     @app.get("/v1/models")

@@ -294,6 +294,23 @@ DEMO_GRID = {
 }
 
 
+def composite_table(composite):
+    """Composite records as a table a person reads: per timeframe "state (probability)"
+    or "UNKNOWN: reason"."""
+    shown = composite[["symbol"]].copy()
+    for timeframe in TIMEFRAMES:
+        shown[timeframe] = [
+            f"{int(s)} ({p:.2f})" if s >= 0 else f"UNKNOWN: {r}"
+            for s, p, r in zip(
+                composite[f"state_{timeframe}"],
+                composite[f"prob_{timeframe}"],
+                composite[f"reason_{timeframe}"],
+                strict=True,
+            )
+        ]
+    return shown
+
+
 def _markets(workspace: Workspace, seed: int, say: Notify) -> dict:
     """Step 11 beside the synthetic equities (their last bar time ends the others)."""
     import pandas as pd
@@ -500,14 +517,7 @@ def _live(workspace: Workspace, trained: list[dict], say: Notify, progress: Prog
         sync.update(answers.iloc[fed:closed])
         fed = closed
         composite = sync.composite(symbols, at)
-        shown = composite[["symbol"]].copy()
-        for timeframe in TIMEFRAMES:
-            state = composite[f"state_{timeframe}"]
-            reason = composite[f"reason_{timeframe}"]
-            shown[timeframe] = [
-                f"{int(s)} ({p:.2f})" if s >= 0 else f"UNKNOWN: {r}"
-                for s, p, r in zip(state, composite[f"prob_{timeframe}"], reason, strict=True)
-            ]
+        shown = composite_table(composite)
         say("")
         say(
             f"composite records at {label} {at.tz_convert(zone):%Y-%m-%d %H:%M %Z} "

@@ -119,6 +119,7 @@ def _composites(workspace: Workspace, symbols: list[str], end: pd.Timestamp, say
     """Composite records from the stored champion answers: at the equities' last close
     and on a Sunday (FX closed since Friday 17:00, crypto open), ages counted in each
     symbol's market time."""
+    from regimes.app.demo import composite_table
     from regimes.live.sync import TimeframeSynchronizer
     from regimes.model.loaded import LoadedModel
 
@@ -150,17 +151,7 @@ def _composites(workspace: Workspace, symbols: list[str], end: pd.Timestamp, say
         at = pd.Timestamp(at).tz_convert("UTC")
         sync.update(frame[frame["ts"] + frame["timeframe"].map(pd.Timedelta) <= at])
         composite = sync.composite(symbols, at)
-        shown = composite[["symbol"]].copy()
-        for timeframe in TIMEFRAMES:
-            shown[timeframe] = [
-                f"{int(s)} ({p:.2f})" if s >= 0 else f"UNKNOWN: {r}"
-                for s, p, r in zip(
-                    composite[f"state_{timeframe}"],
-                    composite[f"prob_{timeframe}"],
-                    composite[f"reason_{timeframe}"],
-                    strict=True,
-                )
-            ]
+        shown = composite_table(composite)
         say(f"composite records {label} ({at:%Y-%m-%d %H:%M} UTC), ages in market time:")
         say(shown.to_string(index=False))
         out[label] = shown.to_dict("records")

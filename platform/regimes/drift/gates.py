@@ -23,13 +23,15 @@ class Check:
     detail: str
     at_least: bool = False
 
-    def line(self) -> str:
-        verdict = "pass" if self.passed else "FAIL"
+    def figure(self) -> str:
+        """The value against its limit, and the detail."""
         sign = ">=" if self.at_least else "<="
         shown = "n/a" if self.value is None else f"{self.value:.4g}"
-        return (
-            f"{verdict} {self.name}: {shown} (limit {sign} {self.limit:g}) {self.detail}".rstrip()
-        )
+        return f"{shown} (limit {sign} {self.limit:g}) {self.detail}".rstrip()
+
+    def line(self) -> str:
+        verdict = "pass" if self.passed else "FAIL"
+        return f"{verdict} {self.name}: {self.figure()}"
 
     def as_dict(self) -> dict:
         return asdict(self)

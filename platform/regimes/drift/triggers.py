@@ -186,7 +186,7 @@ def drift_triggers(checks: list[Check]) -> list[Trigger]:
                 check.value,
                 check.limit,
                 not check.passed and not too_little,
-                check.line() if not too_little else (check.detail or "too little data"),
+                check.figure() if not too_little else (check.detail or "too little data"),
             )
         )
     return out
