@@ -1,6 +1,6 @@
 """The scheduled ``monitor`` flow (plan 9.5): per timeframe, the champion's retrain
 triggers (a task each, retried once); where one fired, the ``train`` flow and then the
-``rollout`` flow run as subflows (``regimes.app.monitor.respond``). Thin: what fires and
+``rollout`` flow run as subflows (``regimes.app.monitor.act_on``). Thin: what fires and
 what a response does are the core use case's."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, task
 
 from regimes.app.executors import executor_named
 from regimes.app.failures import FAILURE_KEY, USER_MISTAKES, as_failure
-from regimes.app.monitor import MonitorRequest, Verdict, check_timeframe, respond, write_verdicts
+from regimes.app.monitor import MonitorRequest, Verdict, act_on, check_timeframe
 from regimes.app.orchestrators import PrefectOrchestrator
 from regimes.app.workspace import Workspace
 from regimes.timeframes import TIMEFRAMES
@@ -60,16 +60,12 @@ def monitor(
             return row  # a user mistake, as data: the caller raises it as one line
     verdicts = [Verdict.from_dict(row) for row in rows]
     with Workspace.open(home, db_url, config_dir) as workspace:
-        for verdict in verdicts:
-            if verdict.fired and act:
-                verdict.action = respond(
-                    workspace,
-                    verdict,
-                    request,
-                    PrefectOrchestrator(),
-                    executor_named(executor),
-                    logger.info,
-                )
-                logger.info("monitor %s: %s", verdict.timeframe, verdict.action["outcome"])
-        report = write_verdicts(workspace, verdicts)
+        report = act_on(
+            workspace,
+            verdicts,
+            request,
+            PrefectOrchestrator(),
+            executor_named(executor),
+            logger.info,
+        )
     return {"verdicts": [v.as_dict() for v in verdicts], "report": report}

@@ -239,13 +239,26 @@ def monitor(
     """Check every requested timeframe; with ``request.act``, respond where one fired."""
     started = time.perf_counter()
     timeframes = [check_timeframe_name(t) for t in (request.timeframes or TIMEFRAMES)]
-    verdicts = []
-    for timeframe in timeframes:
-        verdict = check_timeframe(workspace, timeframe, request.now, say)
+    verdicts = [check_timeframe(workspace, tf, request.now, say) for tf in timeframes]
+    report = act_on(workspace, verdicts, request, orchestrator, executor, say)
+    return MonitorRun(verdicts, report, time.perf_counter() - started)
+
+
+def act_on(
+    workspace: Workspace,
+    verdicts: list[Verdict],
+    request: MonitorRequest,
+    orchestrator,
+    executor,
+    say: Notify = silent,
+) -> str:
+    """With ``request.act``, respond where a trigger fired (the action is kept on its
+    verdict); write the verdicts and return where."""
+    for verdict in verdicts:
         if verdict.fired and request.act:
             verdict.action = respond(workspace, verdict, request, orchestrator, executor, say)
-        verdicts.append(verdict)
-    return MonitorRun(verdicts, write_verdicts(workspace, verdicts), time.perf_counter() - started)
+            say(f"monitor {verdict.timeframe}: {verdict.action['outcome']}")
+    return write_verdicts(workspace, verdicts)
 
 
 def run_monitor(
