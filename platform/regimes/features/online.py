@@ -26,7 +26,16 @@ from regimes.features.definitions import (
     time_of_day,
     warmup_lengths,
 )
-from regimes.features.trackers import EMAs, Extremes, Lags, Moments, NonZero, Sums
+from regimes.features.trackers import (
+    EMAs,
+    Extremes,
+    Lags,
+    Moments,
+    NonZero,
+    Slots,
+    Sums,
+    slots,
+)
 from regimes.paths import check_symbol
 
 # --------------------------------------------------------------------------- online
@@ -213,8 +222,8 @@ class OnlineFeatureBuffer:
             if name.startswith("rv")
         ]
         self._plain_keys = [
-            (k, names)
-            for k, (_, _, names) in specs.items()
+            (k, names, args[0] if cls is not EMAs else None)
+            for k, (cls, args, names) in specs.items()
             if not _is_derived(names[0]) and k != "lags:logc"
         ]
 
@@ -336,7 +345,7 @@ class OnlineFeatureBuffer:
             bar["tod"] = _time_of_day(stamps, self.session, names)
             count = self.count[rows] + 1
             self.count[rows] = count
-            assembled = _assemble(self.spec, self.names, bar, self._push(rows, bar), count)
+            assembled = _assemble(self.spec, self.names, bar, self._push(rows, bar, count), count)
         if real.all():
             values = assembled
         else:
@@ -370,17 +379,20 @@ class OnlineFeatureBuffer:
                 "state changed"
             )
 
-    def _push(self, rows: np.ndarray, bar: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _push(
+        self, rows: np.ndarray, bar: dict[str, np.ndarray], count: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Push one bar into every tracker (one push per tracker, all its series at once)
-        and read every block's value."""
+        and read every block's value; ``count`` the rows' real bars including this one."""
         series = _derived_series(bar)
+        bar["logc"] = series["logc"]  # the r* formulas read it too
         trackers = self._trackers
         lags: Lags = trackers["lags:logc"]
         lags.push(rows, series["logc"])
         # One read of the log closes: 1 back is the last close before this bar (NaN on a
         # symbol's first bar), then every lag block's depth.
         lagged = lags.back(rows, self._lag_reads)
-        has_r1 = self.count[rows] >= 2
+        has_r1 = count >= 2
         r1sq = (series["logc"] - lagged[0]) ** 2
         read: dict[str, dict[str, np.ndarray]] = {}
         # Derived series first: r1^2 windows feed rv, and rv feeds the vol-of-vol window.
@@ -392,9 +404,19 @@ class OnlineFeatureBuffer:
             ready = np.isfinite(rv)  # exactly when the r1^2 window is full
             trackers[key].push(rows[ready], rv[None, ready])
             read[key] = trackers[key].read(rows)
-        for key, names in self._plain_keys:
-            x = np.stack([series[name] for name in names])
-            read[key] = trackers[key].advance(rows, x)  # push and read in one pass
+        # The plain trackers have seen every real bar, as many as the buffer counted before
+        # this one: one Slots per window length serves every tracker of that window.
+        steps: dict[int, Slots] = {}
+        count_before = count - 1
+        capacity = len(self.count)
+        for key, names, w in self._plain_keys:
+            x = series[names[0]][None] if len(names) == 1 else np.stack([series[n] for n in names])
+            step = None
+            if w is not None:
+                step = steps.get(w)
+                if step is None:
+                    step = steps[w] = slots(rows, count_before, w, capacity)
+            read[key] = trackers[key].advance(rows, x, step)  # push and read in one pass
         out = {block: lagged[column] for block, column in self._lag_columns}
         for block, key, statistic, column in self._block_reads:
             out[block] = read[key][statistic][column]
