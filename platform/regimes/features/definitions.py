@@ -16,7 +16,8 @@ from regimes.data.calendars import MarketCalendar
 from regimes.data.markets import SymbolCalendars
 from regimes.errors import BadInputError
 
-SNAPSHOT_VERSION = 2  # 2: trackers grouped by window (regimes.features.trackers)
+SNAPSHOT_VERSION = 3  # 2: trackers grouped by window (regimes.features.trackers);
+# 3: the buffer may compute some of a selection (``selected_from`` recorded)
 _NEVER = np.iinfo(np.int64).min  # last_ts of a symbol that has had no bar yet
 _ZERO_STD_RELATIVE = 1e-9
 _CHUNK_ROWS = 65_536

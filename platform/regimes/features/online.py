@@ -90,6 +90,23 @@ class OnlineFeatureBuffer:
     The whole state snapshots to a dict of arrays (:meth:`snapshot`, :meth:`save`) and
     restores exactly (:meth:`restore`, :meth:`load`).
 
+    Parameters
+    ----------
+    spec : FeatureSpec
+        Formulas and windows of the features.
+    session : Session or None
+        Trading session (or market calendars) of the time-of-day feature.
+    symbols : sequence of str
+        Symbols to track from the start.
+    names : sequence of str
+        The features computed (columns of :attr:`OnlineResult.values`).
+    selected_from : sequence of str, optional
+        The selection ``names`` are part of (default: ``names``). The buffer keeps its
+        warm-up length (:attr:`warmup_bars`) and its window arithmetic, so its values and
+        warm-up flags equal those of a buffer (or :func:`compute_batch`) of the whole
+        selection, while only the windows ``names`` read are kept and advanced (the live
+        engine computes only the features its model reads).
+
     Examples
     --------
     >>> from regimes.config.loading import load_config
@@ -109,14 +126,23 @@ class OnlineFeatureBuffer:
         session: Session | None,
         symbols: Sequence[str] = (),
         names: Sequence[str] = FIXED_FEATURES,
+        selected_from: Sequence[str] | None = None,
     ):
         _check_names(names)
+        selected_from = tuple(names) if selected_from is None else tuple(selected_from)
+        _check_names(selected_from)
+        if not set(names) <= set(selected_from):
+            raise BadInputError(
+                f"OnlineFeatureBuffer: features {sorted(set(names) - set(selected_from))} "
+                f"are not among selected_from {list(selected_from)}"
+            )
         self.spec = spec
         self.session = session
         self.names = tuple(names)
+        self.selected_from = selected_from
         self.blocks = blocks_for(spec, self.names)
         self._warm = warmup_lengths(spec)
-        self._longest = max(self._warm[name] for name in self.names)
+        self._longest = max(self._warm[name] for name in selected_from)
         self.symbols: list[str] = []
         self._index: dict[str, int] = {}
         self._rows = 0
@@ -133,7 +159,9 @@ class OnlineFeatureBuffer:
         """The rolling statistics the blocks need: windows {(series, w): Sums or
         Moments}, extremes {w: [(series, +1 max / -1 min)]}, nonzero {w: [series]},
         EMAs {series: [span]} and the deepest lag."""
-        std_keys = _std_keys(self.blocks)
+        # The window arithmetic (Welford moments or plain sums) follows the whole selection,
+        # so a buffer of some of its features computes them exactly as one of all of them.
+        std_keys = _std_keys(blocks_for(self.spec, self.selected_from))
 
         def window_class(series: str, w: int) -> type:
             return Moments if (series, w) in std_keys else Sums
@@ -300,13 +328,17 @@ class OnlineFeatureBuffer:
         volume,
         is_gap=None,
         rows: np.ndarray | None = None,
+        screened: bool = False,
     ) -> OnlineResult:
         """Advance each of ``symbols`` by one closed bar; returns their feature rows.
 
-        ``rows``: as for :meth:`last_times` (-1 for a symbol not seen yet)."""
+        ``rows``: as for :meth:`last_times` (-1 for a symbol not seen yet).
+        ``screened``: the caller has already refused a symbol given twice, a bar not newer
+        than the symbol's last one and a malformed bar (the inference engine screens every
+        row, :func:`regimes.live.screening.screen`), so those checks are not repeated."""
         symbols = list(symbols)
         m = len(symbols)
-        if len(set(symbols)) != m:
+        if not screened and len(set(symbols)) != m:
             raise BadInputError("update: a symbol appears twice in one step")
         ts_ns = _as_ns(ts, m)
         arrays = {}
@@ -325,9 +357,9 @@ class OnlineFeatureBuffer:
         if gap.shape != (m,):
             raise BadInputError(f"update: is_gap has shape {gap.shape} for {m} symbols")
         known = self.rows_of(symbols) if rows is None else np.asarray(rows, dtype=np.int64)
-        last = self._last_of(known)
         # Every check before any change: a refused step leaves the buffer exactly as it was.
-        self._validate(symbols, last, ts_ns, arrays, gap)
+        if not screened:
+            self._validate(symbols, self._last_of(known), ts_ns, arrays, gap)
         idx = known
         if (known < 0).any():
             self.add_symbols([s for s, row in zip(symbols, known, strict=True) if row < 0])
@@ -430,6 +462,7 @@ class OnlineFeatureBuffer:
             "__version__": np.array(SNAPSHOT_VERSION),
             "__spec__": np.array(self.spec.fingerprint()),
             "__names__": np.array(self.names),
+            "__selected_from__": np.array(self.selected_from),
             "__symbols__": np.array(self.symbols, dtype=object).astype(str)
             if self.symbols
             else np.array([], dtype=str),
@@ -447,8 +480,9 @@ class OnlineFeatureBuffer:
         cls, state: dict[str, np.ndarray], spec: FeatureSpec, session: Session | None
     ) -> OnlineFeatureBuffer:
         """Rebuild a buffer from :meth:`snapshot`; refuses a snapshot of another spec."""
-        if int(state["__version__"]) != SNAPSHOT_VERSION:
-            raise BadInputError(f"snapshot version {int(state['__version__'])} is not supported")
+        version = int(state["__version__"])
+        if version not in (2, SNAPSHOT_VERSION):  # 2: every feature computed, as selected
+            raise BadInputError(f"snapshot version {version} is not supported")
         if str(state["__spec__"]) != spec.fingerprint():
             raise BadInputError(
                 "snapshot was taken with another feature spec (fingerprint differs); "
@@ -458,7 +492,12 @@ class OnlineFeatureBuffer:
         if str(state["__session__"]) != session_json:
             raise BadInputError("snapshot was taken with another trading session")
         names = [str(name) for name in state["__names__"]]
-        buffer = cls(spec, session, [str(s) for s in state["__symbols__"]], names)
+        selected_from = names
+        if version >= 3:
+            if "__selected_from__" not in state:
+                raise BadInputError("snapshot is incomplete: no '__selected_from__'")
+            selected_from = [str(name) for name in state["__selected_from__"]]
+        buffer = cls(spec, session, [str(s) for s in state["__symbols__"]], names, selected_from)
         rows = len(buffer.symbols)
         buffer._capacity = rows
 

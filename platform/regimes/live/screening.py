@@ -85,7 +85,7 @@ def screen(
         f"ts differs from the batch's bar time {pd.Timestamp(batch_ts, tz='UTC').isoformat()}"
         " (one step is one bar time)",
     )
-    refuse(frame["symbol"].duplicated().to_numpy(), "symbol appears twice in the batch")
+    refuse(_repeated(frame["symbol"], rows), "symbol appears twice in the batch")
     last = buffer.last_times(symbols, rows)
     refuse(ts_ns == last, "duplicate bar (this bar time was already processed)")
     refuse(ts_ns < last, "out-of-order bar (older than the symbol's last bar)")
@@ -101,6 +101,16 @@ def screen(
         for i in sorted(reasons)
     ]
     return ~refused, rejected, rows
+
+
+def _repeated(symbols: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """Rows whose symbol came earlier in the batch (``duplicated()``, first kept). A
+    tracked symbol has one row in the engine's state arrays, so when every symbol is
+    tracked and no state row repeats (the usual step), no symbol does either; names are
+    compared only otherwise."""
+    if len(rows) and (rows >= 0).all() and np.bincount(rows).max() <= 1:
+        return np.zeros(len(rows), dtype=bool)
+    return symbols.duplicated().to_numpy()
 
 
 def rejected_frame(rows: list[dict]) -> pd.DataFrame:
