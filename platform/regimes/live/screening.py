@@ -33,15 +33,19 @@ def check_columns(bars: pd.DataFrame) -> pd.DataFrame:
     if ts.tz is None:
         raise BadInputError("step: ts must be timezone-aware (UTC)")
     frame = bars.reset_index(drop=True).copy(deep=False)
-    frame["ts"] = ts.tz_convert("UTC")
+    if str(ts.tz) != "UTC" or bars["ts"].dtype != _UTC_NS:  # already UTC (ns): kept as is
+        frame["ts"] = ts.tz_convert("UTC")
     for column in ("open", "high", "low", "close", "volume"):
         if frame[column].dtype.kind not in "fiu":  # a text cell: NaN, refused with its row
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if "is_gap" not in frame.columns:
         frame["is_gap"] = False
-    else:
+    elif frame["is_gap"].dtype != bool:
         frame["is_gap"] = frame["is_gap"].fillna(False).astype(bool)
     return frame
+
+
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 
 def screen(
