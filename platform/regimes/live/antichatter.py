@@ -75,17 +75,17 @@ class AntiChatterState:
 def majority(history: np.ndarray, seen: np.ndarray, K: int) -> np.ndarray:
     """Most frequent state of each row's filled history; ties go to the most recent."""
     N, W = history.shape
+    counts = np.zeros((N, K), dtype=np.int64)
+    latest = np.full((N, K), -1, dtype=np.int64)
     filled = np.minimum(seen, W)
-    position = np.arange(W)
     # Oldest to newest: column (seen - filled + i) % W holds the i-th oldest kept state.
-    columns = ((seen - filled)[:, None] + position) % W
-    states = np.take_along_axis(history, columns, axis=1)
-    valid = (position < filled[:, None]) & (states >= 0)
-    # One (N, W, K) comparison instead of a loop over the window: the count of each state
-    # and the position of its most recent vote (-1 when it has none).
-    votes = (states[:, :, None] == np.arange(K)) & valid[:, :, None]
-    counts = votes.sum(axis=1)
-    latest = np.where(counts > 0, W - 1 - votes[:, ::-1, :].argmax(axis=1), -1)
+    for i in range(W):
+        column = (seen - filled + i) % W
+        state = history[np.arange(N), column]
+        valid = (i < filled) & (state >= 0)
+        rows = np.flatnonzero(valid)
+        counts[rows, state[rows]] += 1
+        latest[rows, state[rows]] = i
     best = counts.max(axis=1, keepdims=True)
     score = np.where(counts == best, latest, -1)  # among the tied, the most recent
     return score.argmax(axis=1)
