@@ -232,7 +232,6 @@ def stage_times(stats: pstats.Stats, steps: int) -> tuple[list[tuple[str, float]
 def measure() -> dict:
     """Everything the section reports (and the profile's top entries)."""
     from regimes.config.loading import load_config
-    from regimes.features.definitions import warmup_lengths
     from regimes.live.engine import InferenceEngine
     from regimes.model.hmm import _hmmlearn
     from regimes.model.hmm.filtering import filter_sequence, filter_step
@@ -246,7 +245,7 @@ def measure() -> dict:
         artifact, times = train_artifact(config, Path(home))
         train_seconds = time.perf_counter() - started
         probe = InferenceEngine(LoadedModel.load(artifact))
-        longest = max(warmup_lengths(config.features)[name] for name in probe.buffer.names)
+        longest = probe.buffer.warmup_bars  # of the model's whole feature selection
         warm = longest + probe.L + probe.ood_settings.window
         needed = warm + STEPS + PROFILE_STEPS
         if len(times) < needed:
