@@ -35,6 +35,7 @@ import copy
 import cProfile
 import gc
 import io
+import os
 import pstats
 import sys
 import tempfile
@@ -450,6 +451,8 @@ def section(result: dict) -> str:
             f"filter at least {GOAL_KERNEL_SHARE}x",
             f"the minimal kernel: **{goal(filt / result['minimal_rate'], GOAL_KERNEL_SHARE)}**.",
             "",
+            f"- machine load average (1 min) when written: {os.getloadavg()[0]:.1f} "
+            "(a shared machine: compare ratios within one run)",
             f"- filter parity (asserted): the anchor's last row equals `filter_sequence` on the "
             f"same window (largest difference {result['parity']:.1e})",
             f"- answers of the timed steps: {reasons}",
