@@ -3,10 +3,12 @@ core's :class:`regimes.live.shard.EngineShard`.
 
 Only scheduling lives here: the request methods run the shard inline on the replica's
 event loop (one at a time, in arrival order); background tasks work the shadow queue
-after each reply, land pending bars and answers every ``flush_interval_s`` (for the
-writer deployment, :mod:`regimes.serve.writer`) and checkpoint every
-``checkpoint_interval_s`` (landings run in a thread, never on the request path);
-``__del__`` (graceful shutdown) lands and checkpoints what is left.
+once the shard has been free of champion requests for ``shadow_idle_s`` (stepped at
+once, a shadow's batch held up the reply Serve had still to send), land pending bars
+and answers every ``flush_interval_s`` (for the writer deployment,
+:mod:`regimes.serve.writer`) and checkpoint every ``checkpoint_interval_s``
+(landings run in a thread, never on the request path); ``__del__`` (graceful
+shutdown) lands and checkpoints what is left.
 """
 
 from __future__ import annotations
