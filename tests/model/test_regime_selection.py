@@ -20,7 +20,7 @@ from regimes.data.synth import generate
 from regimes.data.synth_variants import VARIANTS
 from regimes.features.batch import compute_batch
 from regimes.features.selection import selected_features
-from regimes.model.hmm.evaluation import headline_accuracy, matched_accuracy, truth_for_bars
+from regimes.model.hmm.evaluation import truth_for_bars
 from regimes.model.splits import walk_forward_splits
 from regimes.training.grid import (
     evaluate_cell,
@@ -30,7 +30,7 @@ from regimes.training.grid import (
     z_sequences,
 )
 from regimes.training.oracle import SynthOracle
-from regimes.training.recovery import recovery_figures
+from regimes.training.recovery import recovery_figures, score_states
 from tests.model.conftest import CONFIG
 
 pytestmark = pytest.mark.model
@@ -67,7 +67,7 @@ def selected():
     bars["oracle"] = SynthOracle(market, session, MINUTES).filtered(bars, LEVEL).argmax(axis=1)
     oracle = test_states[["symbol", "ts"]].merge(bars[["symbol", "ts", "oracle"]], how="left")
     figures["oracle"] = float((oracle["oracle"].to_numpy() == truth).mean())
-    predicted, labels = [], []
+    predicted, labels, fits = [], [], []
     for r in mine:
         pipeline, _ = r.fitted
         fold = folds[r.fold]
@@ -78,9 +78,16 @@ def selected():
         kmeans = KMeans(n_clusters=int(winner["K"]), n_init=4, random_state=0).fit(Z_train)
         predicted.append(kmeans.predict(Z_test))
         labels.append(truth_for_bars(market.truth, z_test["ts"], z_test["symbol"], MINUTES, LEVEL))
-    figures["kmeans"] = headline_accuracy(
-        matched_accuracy(np.concatenate(predicted), np.concatenate(labels), int(winner["K"]), 2)
-    )
+        fits.append(np.full(len(z_test), r.fold))
+    # Each fold's clusters matched to the truth on their own, as the model's states.
+    figures["kmeans"] = score_states(
+        np.concatenate(labels),
+        np.concatenate(predicted),
+        [len(z) for z in labels],
+        int(winner["K"]),
+        2,
+        np.concatenate(fits),
+    )["accuracy"]
     print(f"\nk2-vol 1h, test windows: {figures}")
     return figures
 
