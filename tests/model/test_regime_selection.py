@@ -99,9 +99,9 @@ def test_the_chosen_k_is_the_true_number_of_regimes(selected):
 @pytest.mark.xfail(
     strict=True,
     reason="goal not met (issue 16): at this size the winner's test-window accuracy is "
-    "0.58 against an oracle of 0.97 and k-means 0.61; the HMM's two states split on "
-    "intraday seasonality of range and volatility as much as on the regimes (see "
-    "docs/regime_model.md, 'How models are chosen')",
+    "0.81 against an oracle of 0.97 (the 0.8 x oracle goal is met), but k-means on the "
+    "same z reaches 0.86, so the +0.05 margin over k-means is not (each fold's states "
+    "matched on their own; see docs/regime_model.md, 'How models are chosen')",
 )
 def test_test_window_accuracy_is_close_to_the_oracle_and_above_kmeans(selected):
     assert selected["accuracy_filtered"] >= 0.8 * selected["oracle"], selected
