@@ -173,7 +173,7 @@ class StateVectorPipeline:
         self.selection_ = select_features(
             stationary_usable,
             candidates,
-            tf_config.feature_budget,
+            min(tf_config.feature_budget, len(candidates)),
             pre.selection,
             self.previous_selection,
             horizon=self.regime_horizon,
