@@ -173,7 +173,7 @@ class StateVectorPipeline:
         self.selection_ = select_features(
             stationary_usable,
             candidates,
-            min(tf_config.feature_budget, len(candidates)),
+            tf_config.feature_budget,
             pre.selection,
             self.previous_selection,
             horizon=self.regime_horizon,
