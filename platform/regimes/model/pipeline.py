@@ -21,14 +21,13 @@ from regimes.config.loading import PlatformConfig
 from regimes.config.spec import FeatureSpec
 from regimes.data import sql as db
 from regimes.errors import BadInputError
-from regimes.features.definitions import time_of_day, warmup_lengths
+from regimes.features.definitions import warmup_lengths
 from regimes.features.selection import selected_features
 from regimes.features.store import load_features
 from regimes.model.encoders.base import Encoder, make_windows
 from regimes.model.encoders.pca import PCAEncoder, WindowPCAEncoder
 from regimes.model.scaling import RobustPowerScaler, stationarize
-from regimes.model.seasonal import SeasonalAdjustment, bar_step
-from regimes.model.selection import CALENDAR_FEATURES, select_features
+from regimes.model.selection import select_features
 from regimes.model.splits import FitRange, Fold, check_fold, walk_forward_splits
 
 logger = logging.getLogger(__name__)
@@ -126,7 +125,6 @@ class StateVectorPipeline:
         encoder_params: dict | None = None,
         variance_target: float = 0.9,
         regime_horizon: float | None = None,
-        seasonal: bool = True,
     ):
         if encoder not in ENCODER_KINDS:
             raise BadInputError(
@@ -141,7 +139,6 @@ class StateVectorPipeline:
         self.encoder_params = dict(encoder_params or {})
         self.variance_target = variance_target
         self.regime_horizon = regime_horizon
-        self.seasonal = seasonal
 
     # -- fitting
 
@@ -160,12 +157,6 @@ class StateVectorPipeline:
                 f"{self.timeframe}: no usable training rows (all warm-up or gap); a longer "
                 "history is needed"
             )
-        self.session_ = self.config.timeframes.session
-        step = bar_step(self._time_of_day(train)[usable]) if self.seasonal else None
-        if step is not None:
-            # The adjustment takes the time of day out: a feature of the clock alone
-            # would be left constant.
-            candidates = [name for name in candidates if name not in CALENDAR_FEATURES]
         stationary = stationarize(train, spec, candidates, train["close"])
         stationary_usable = stationary.loc[usable].assign(
             ts=train.loc[usable, "ts"].to_numpy(), symbol=train.loc[usable, "symbol"].to_numpy()
@@ -187,10 +178,6 @@ class StateVectorPipeline:
             quantile_range=pre.scaler.quantile_range, clip=pre.scaler.clip
         ).fit(X[finite], feature_names=self.features_)
         self.scaler_range_ = FitRange.of(train["ts"].to_numpy()[rows])
-        self.seasonal_ = None
-        if step is not None:
-            scaled = self.scaler_.transform(X[finite])
-            self.seasonal_ = SeasonalAdjustment(step).fit(scaled, self._time_of_day(train)[rows])
         windows, ends = self._windows(train, stationary)
         L = self.window_length
         if len(windows) == 0:
@@ -220,9 +207,6 @@ class StateVectorPipeline:
         scaled = np.full_like(X, np.nan)
         if usable.any():
             scaled[usable] = self.scaler_.transform(X[usable])
-            if getattr(self, "seasonal_", None) is not None:
-                tod = self._time_of_day(frame)[usable]
-                scaled[usable] = self.seasonal_.transform(scaled[usable], tod)
         symbols = frame["symbol"].to_numpy()
         starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
         ends = np.r_[starts[1:], len(frame)]
@@ -234,15 +218,6 @@ class StateVectorPipeline:
             all_windows.append(windows)
             all_rows.append(rows + start)
         return np.concatenate(all_windows), np.concatenate(all_rows)
-
-    def _time_of_day(self, frame: pd.DataFrame) -> np.ndarray:
-        """Each row's position in its market's trading day: the frame's ``tod`` column
-        when it has one (training computes it with the universe's calendars), otherwise
-        from ``ts`` on the pipeline's session."""
-        if "tod" in frame.columns:
-            return frame["tod"].to_numpy(dtype=float)
-        ts_ns = pd.DatetimeIndex(frame["ts"]).asi8
-        return time_of_day(ts_ns, self.session_, frame["symbol"].to_numpy())
 
     # -- storing and rebuilding
 
