@@ -60,7 +60,10 @@ def ensure_ray(num_cpus: int | None = None) -> str:
         for key, value in SINGLE_THREAD_ENV.items():
             os.environ.setdefault(key, value)
         quiet_token_auth_notice()
+        # address="local": a Ray of its own, never a cluster some other process started
+        # on this machine (ray.init() alone would join the newest one it finds).
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
             logging_level=logging.WARNING,

@@ -198,7 +198,21 @@ def make_engine(url: str) -> Engine:
         raise StoreError(f"cannot use database URL {mask_url(url)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "handle_error", _lost_connection)
     return engine
+
+
+def _lost_connection(context) -> None:
+    """A connection that dropped mid-statement (server gone, network cut) raises a
+    :class:`StoreError` naming the database, wherever it happened (a read or a write):
+    the transaction in progress rolled back on the server, so nothing of it is stored.
+    SQLAlchemy still invalidates the connection, and the pool's pre-ping replaces it."""
+    if context.is_disconnect and context.engine is not None:
+        raise StoreError(
+            f"lost the connection to the database at {describe(context.engine)}; the "
+            f"transaction in progress rolled back, nothing of it was written: "
+            f"{str(context.original_exception).strip().splitlines()[0]}"
+        )
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
