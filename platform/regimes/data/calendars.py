@@ -28,6 +28,7 @@ from regimes.timeframes import TIMEFRAME_DURATION, check_timeframe
 
 SCHEDULE_COLUMNS = ("open", "close", "break_start", "break_end", "early_close")
 _DAY = 1440
+_DAY_NS = 86_400 * 10**9
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -46,6 +47,15 @@ def _year_schedule(config_json: str, year: int) -> pd.DataFrame:
     if config.calendar in ("24x5", "24x7", "custom"):
         return _weekly_schedule(config, year)
     return _exchange_schedule(config.calendar, year)
+
+
+@functools.lru_cache(maxsize=256)
+def _open_days(config_json: str, first_year: int, last_year: int) -> tuple[np.ndarray, np.ndarray]:
+    """UTC nanoseconds of every trading day's open of the years, and each day's name as
+    days since 1970-01-01 (cached: the live path asks once per bar)."""
+    frame = pd.concat([_year_schedule(config_json, y) for y in range(first_year, last_year + 1)])
+    opens = pd.DatetimeIndex(frame["open"]).as_unit("ns").asi8
+    return opens, pd.DatetimeIndex(frame.index).as_unit("ns").asi8 // _DAY_NS
 
 
 def _weekly_layout(config: MarketConfig) -> tuple[int, int, set[int], list[tuple[int, int]]]:
@@ -251,6 +261,22 @@ class MarketCalendar:
         if days is None:
             return pd.DatetimeIndex([pd.NaT] * len(row))
         return pd.DatetimeIndex(np.where(inside, days, np.datetime64("NaT")))
+
+    def day_numbers(self, ts_ns: np.ndarray) -> np.ndarray:
+        """The trading day of each UTC timestamp (nanoseconds) as days since 1970-01-01
+        of the day's name: the day whose session opened last at or before it (a bar in a
+        break belongs to its day); the UTC date where no session opened in the two days
+        before (never for a bar on the calendar)."""
+        ts_ns = np.asarray(ts_ns, dtype=np.int64)
+        fallback = ts_ns // _DAY_NS
+        if not len(ts_ns):
+            return fallback
+        # Years as UTC sees them, widened by one: a day's name and its UTC open may fall
+        # in different years (FX's 2 January opens on 1 January).
+        first, last = (pd.Timestamp(int(v), tz="UTC").year for v in (ts_ns.min(), ts_ns.max()))
+        opens, names = _open_days(self.config.model_dump_json(), first - 1, last + 1)
+        row = np.searchsorted(opens, ts_ns, side="right") - 1
+        return np.where(row >= 0, names[np.maximum(row, 0)], fallback)
 
     def session_open(self, ts) -> pd.DatetimeIndex:
         """The UTC open of the trading day of each timestamp (NaT when closed)."""

@@ -16,7 +16,7 @@ from regimes.data.calendars import MarketCalendar
 from regimes.data.markets import SymbolCalendars
 from regimes.errors import BadInputError
 
-SNAPSHOT_VERSION = 2  # 2: trackers grouped by window (regimes.features.trackers)
+SNAPSHOT_VERSION = 3  # 2: trackers grouped by window; 3: day-anchored windows (last_day)
 _NEVER = np.iinfo(np.int64).min  # last_ts of a symbol that has had no bar yet
 _ZERO_STD_RELATIVE = 1e-9
 _CHUNK_ROWS = 65_536
@@ -78,29 +78,42 @@ class Block:
 
     kind: ``mean`` / ``std`` (rolling moments), ``max`` / ``min`` (extremes), ``nonzero``
     (count of non-zero values), ``lag`` (the series ``window`` real bars back), ``ema``
-    (exponential average of span ``window``, seeded with the first value).
+    (exponential average of span ``window``, seeded with the first value). ``anchored``:
+    the window resets where the market's trading day does (``anchor: market_day``) and
+    holds the last min(window, bars since the day began) values.
     """
 
     series: str
     kind: str
     window: int
+    anchored: bool = False
 
     @property
     def key(self) -> str:
-        return f"{self.kind}:{self.series}:{self.window}"
+        return block_key(self.kind, self.series, self.window, self.anchored)
+
+
+def block_key(kind: str, series: str, window: int, anchored: bool = False) -> str:
+    return f"{kind}:{series}:{window}" + ("@day" if anchored else "")
+
+
+def day_anchored(spec: FeatureSpec, name: str) -> bool:
+    """Whether feature ``name``'s windows reset at the market's trading day."""
+    return spec.features[name].anchor == "market_day"
 
 
 def blocks_for(spec: FeatureSpec, names: Sequence[str]) -> list[Block]:
     """The building blocks the given features need (deduplicated, stable order)."""
     w = lambda name, key="n": _window(spec, name, key)  # noqa: E731
+    day = lambda name: day_anchored(spec, name)  # noqa: E731
     needs: dict[str, list[Block]] = {
         "clv": [],
         "pullback_depth": [Block("close", "max", w("pullback_depth"))],
         "r5": [Block("logc", "lag", w("r5"))],
         "r15": [Block("logc", "lag", w("r15"))],
         "r60": [Block("logc", "lag", w("r60"))],
-        "vwap_60": _vwap_blocks(w("vwap_60")),
-        "dist_vwap_60": _vwap_blocks(w("dist_vwap_60")),
+        "vwap_60": _vwap_blocks(w("vwap_60"), day("vwap_60")),
+        "dist_vwap_60": _vwap_blocks(w("dist_vwap_60"), day("dist_vwap_60")),
         "tod_sin": [],
         "macd": [
             Block("close", "ema", w("macd", "fast")),
@@ -113,13 +126,16 @@ def blocks_for(spec: FeatureSpec, names: Sequence[str]) -> list[Block]:
             Block("r1sq", "mean", w("vol_of_vol", "inner")),
             Block(f"rv{w('vol_of_vol', 'inner')}", "std", w("vol_of_vol", "outer")),
         ],
-        "vol_z_60": [Block("logv", "mean", w("vol_z_60")), Block("logv", "std", w("vol_z_60"))],
+        "vol_z_60": [
+            Block("logv", "mean", w("vol_z_60"), day("vol_z_60")),
+            Block("logv", "std", w("vol_z_60"), day("vol_z_60")),
+        ],
         "range_1": [],
         "rv_15": [Block("r1sq", "mean", w("rv_15"))],
         "rv_60": [Block("r1sq", "mean", w("rv_60"))],
         "relvol_60": [
-            Block("volume", "mean", w("relvol_60")),
-            Block("volume", "nonzero", w("relvol_60")),
+            Block("volume", "mean", w("relvol_60"), day("relvol_60")),
+            Block("volume", "nonzero", w("relvol_60"), day("relvol_60")),
         ],
         "range_z_60": [
             Block("range", "mean", w("range_z_60")),
@@ -135,12 +151,12 @@ def blocks_for(spec: FeatureSpec, names: Sequence[str]) -> list[Block]:
     return list(seen.values())
 
 
-def _vwap_blocks(n: int) -> list[Block]:
+def _vwap_blocks(n: int, anchored: bool) -> list[Block]:
     return [
-        Block("tpv", "mean", n),
-        Block("volume", "mean", n),
-        Block("typical", "mean", n),
-        Block("volume", "nonzero", n),
+        Block("tpv", "mean", n, anchored),
+        Block("volume", "mean", n, anchored),
+        Block("typical", "mean", n, anchored),
+        Block("volume", "nonzero", n, anchored),
     ]
 
 
@@ -164,7 +180,7 @@ def _assemble(
     batch and the online path both call this: every formula lives here once.
     """
     w = lambda name, key="n": _window(spec, name, key)  # noqa: E731
-    b = lambda kind, series, window: blocks[f"{kind}:{series}:{window}"]  # noqa: E731
+    b = lambda kind, series, window, day=False: blocks[block_key(kind, series, window, day)]  # noqa: E731
     high, low, close, volume = bar["high"], bar["low"], bar["close"], bar["volume"]
     logc = np.log(close)
     warm = warmup_lengths(spec)
@@ -182,12 +198,12 @@ def _assemble(
             elif name in ("r5", "r15", "r60"):
                 value = logc - b("lag", "logc", w(name))
             elif name in ("vwap_60", "dist_vwap_60"):
-                n = w(name)
-                traded = b("nonzero", "volume", n) > 0
+                n, day = w(name), day_anchored(spec, name)
+                traded = b("nonzero", "volume", n, day) > 0
                 vwap = np.where(
                     traded,
-                    b("mean", "tpv", n) / np.where(traded, b("mean", "volume", n), 1.0),
-                    b("mean", "typical", n),
+                    b("mean", "tpv", n, day) / np.where(traded, b("mean", "volume", n, day), 1.0),
+                    b("mean", "typical", n, day),
                 )
                 value = vwap if name == "vwap_60" else (close - vwap) / vwap
             elif name == "tod_sin":
@@ -208,17 +224,19 @@ def _assemble(
                 inner, outer = w(name, "inner"), w(name, "outer")
                 value = b("std", f"rv{inner}", outer)
             elif name == "vol_z_60":
-                n = w(name)
-                value = _zscore(np.log1p(volume), b("mean", "logv", n), b("std", "logv", n))
+                n, day = w(name), day_anchored(spec, name)
+                value = _zscore(
+                    np.log1p(volume), b("mean", "logv", n, day), b("std", "logv", n, day)
+                )
             elif name == "range_1":
                 value = np.log(high / low)
             elif name in ("rv_15", "rv_60"):
                 value = np.sqrt(np.maximum(b("mean", "r1sq", w(name)), 0.0))
             elif name == "relvol_60":
-                n = w(name)
-                traded = b("nonzero", "volume", n) > 0
+                n, day = w(name), day_anchored(spec, name)
+                traded = b("nonzero", "volume", n, day) > 0
                 value = np.where(
-                    traded, volume / np.where(traded, b("mean", "volume", n), 1.0), 1.0
+                    traded, volume / np.where(traded, b("mean", "volume", n, day), 1.0), 1.0
                 )
             elif name == "range_z_60":
                 n = w(name)

@@ -26,6 +26,7 @@ from regimes.features.definitions import (
     time_of_day,
     warmup_lengths,
 )
+from regimes.features.market_days import anchors_reset, trading_day_numbers
 from regimes.features.trackers import EMAs, Extremes, Lags, Moments, NonZero, Sums
 from regimes.paths import check_symbol
 
@@ -35,6 +36,8 @@ from regimes.paths import check_symbol
 # their windows are trackers of their own; every other series is pushed on every real bar
 # and shares a tracker with the other series of its window.
 _DERIVED = ("r1sq", "rv")
+_DAY = "@day"  # suffix of the trackers of day-anchored windows (reset at a day's first bar)
+_SUPPORTED_SNAPSHOTS = (2, SNAPSHOT_VERSION)  # 2 had no day-anchored windows nor last_day
 
 
 def _time_of_day(ts_ns: np.ndarray, session, symbols=None) -> np.ndarray:
@@ -79,7 +82,10 @@ class OnlineFeatureBuffer:
     :func:`compute_batch` on the same bars. A bar that is not newer than the symbol's
     last bar, or a malformed bar, refuses the whole step and leaves the state unchanged.
     The whole state snapshots to a dict of arrays (:meth:`snapshot`, :meth:`save`) and
-    restores exactly (:meth:`restore`, :meth:`load`).
+    restores exactly (:meth:`restore`, :meth:`load`). ``timeframe``: day-anchored windows
+    (``anchor: market_day``) reset at each symbol's trading day on intraday timeframes
+    and roll on ``1d`` (``None`` counts as intraday), as :func:`compute_batch` does from
+    the bars' timeframe.
 
     Examples
     --------
@@ -100,12 +106,15 @@ class OnlineFeatureBuffer:
         session: Session | None,
         symbols: Sequence[str] = (),
         names: Sequence[str] = FIXED_FEATURES,
+        timeframe: str | None = None,
     ):
         _check_names(names)
         self.spec = spec
         self.session = session
         self.names = tuple(names)
+        self.timeframe = timeframe
         self.blocks = blocks_for(spec, self.names)
+        self._resets = anchors_reset(timeframe) and any(b.anchored for b in self.blocks)
         self._warm = warmup_lengths(spec)
         self._longest = max(self._warm[name] for name in self.names)
         self.symbols: list[str] = []
@@ -113,6 +122,7 @@ class OnlineFeatureBuffer:
         self._rows = 0
         self._trackers: dict[str, object] = {}
         self.last_ts = np.zeros(0, dtype=np.int64)
+        self.last_day = np.zeros(0, dtype=np.int64)  # trading day of the last real bar
         self.count = np.zeros(0, dtype=np.int64)
         self._build(0)
         if symbols:
@@ -121,34 +131,34 @@ class OnlineFeatureBuffer:
     # -- structure
 
     def _statistics(self):
-        """The rolling statistics the blocks need: windows {(series, w): Sums or
-        Moments}, extremes {w: [(series, +1 max / -1 min)]}, nonzero {w: [series]},
-        EMAs {series: [span]} and the deepest lag."""
+        """The rolling statistics the blocks need: windows {(series, w, anchored): Sums
+        or Moments}, extremes {w: [(series, +1 max / -1 min)]}, nonzero {(w, anchored):
+        [series]}, EMAs {series: [span]} and the deepest lag."""
         std_keys = _std_keys(self.blocks)
 
-        def window_class(series: str, w: int) -> type:
-            return Moments if (series, w) in std_keys else Sums
+        def window_class(series: str, w: int, anchored: bool = False) -> type:
+            return Moments if (series, w, anchored) in std_keys else Sums
 
-        windows: dict[tuple[str, int], type] = {}
+        windows: dict[tuple[str, int, bool], type] = {}
         extremes: dict[int, list[tuple[str, float]]] = {}
-        nonzero: dict[int, list[str]] = {}
+        nonzero: dict[tuple[int, bool], list[str]] = {}
         emas: dict[str, list[int]] = {}
         lag_depth = 1
         for block in self.blocks:
-            series, w = block.series, block.window
+            series, w, day = block.series, block.window, block.anchored
             if block.kind in ("mean", "std"):
-                windows.setdefault((series, w), window_class(series, w))
+                windows.setdefault((series, w, day), window_class(series, w, day))
             elif block.kind in ("max", "min"):
                 extremes.setdefault(w, []).append((series, 1.0 if block.kind == "max" else -1.0))
             elif block.kind == "nonzero":
-                nonzero.setdefault(w, []).append(series)
+                nonzero.setdefault((w, day), []).append(series)
             elif block.kind == "ema":
                 emas.setdefault(series, []).append(w)
             elif block.kind == "lag":
                 lag_depth = max(lag_depth, w)
             if series.startswith("rv"):
                 inner = int(series[2:])
-                windows.setdefault(("r1sq", inner), window_class("r1sq", inner))
+                windows.setdefault(("r1sq", inner, False), window_class("r1sq", inner))
         return windows, extremes, nonzero, emas, lag_depth
 
     def _layout(self) -> None:
@@ -156,21 +166,22 @@ class OnlineFeatureBuffer:
         and record where each block's value is read: ``self._columns[(kind, series:w)]``
         = (tracker key, column)."""
         windows, extremes, nonzero, emas, lag_depth = self._statistics()
-        plain: dict[tuple[type, int], list[str]] = {}
+        plain: dict[tuple[type, int, bool], list[str]] = {}
         specs: dict[str, tuple] = {}
         self._columns: dict[tuple[str, str], tuple[str, int]] = {}
-        for (series, w), cls in windows.items():
+        for (series, w, day), cls in windows.items():
             if _is_derived(series):
                 key = f"window:{w}:{series}"
                 specs[key] = (cls, (w,), (series,))
                 self._columns[("window", f"{series}:{w}")] = (key, 0)
             else:
-                plain.setdefault((cls, w), []).append(series)
-        for (cls, w), names in plain.items():
-            key = f"window:{w}:{'+'.join(names)}"
-            specs[key] = (cls, (w, len(names)), tuple(names))
+                plain.setdefault((cls, w, day), []).append(series)
+        for (cls, w, day), names in plain.items():
+            suffix = _DAY if day else ""
+            key = f"window:{w}:{'+'.join(names)}{suffix}"
+            specs[key] = (cls, (w, len(names), day), tuple(names))
             for column, series in enumerate(names):
-                self._columns[("window", f"{series}:{w}")] = (key, column)
+                self._columns[("window", f"{series}:{w}{suffix}")] = (key, column)
         for w, members in extremes.items():
             key = f"extreme:{w}:{'+'.join(f'{s}{int(sign)}' for s, sign in members)}"
             signs = np.array([sign for _, sign in members])
@@ -178,11 +189,12 @@ class OnlineFeatureBuffer:
             for column, (series, sign) in enumerate(members):
                 kind = "max" if sign > 0 else "min"
                 self._columns[(kind, f"{series}:{w}")] = (key, column)
-        for w, names in nonzero.items():
-            key = f"nonzero:{w}:{'+'.join(names)}"
-            specs[key] = (NonZero, (w, len(names)), tuple(names))
+        for (w, day), names in nonzero.items():
+            suffix = _DAY if day else ""
+            key = f"nonzero:{w}:{'+'.join(names)}{suffix}"
+            specs[key] = (NonZero, (w, len(names), day), tuple(names))
             for column, series in enumerate(names):
-                self._columns[("nonzero", f"{series}:{w}")] = (key, column)
+                self._columns[("nonzero", f"{series}:{w}{suffix}")] = (key, column)
         for series, spans in emas.items():
             key = f"ema:{series}:{'+'.join(map(str, spans))}"
             specs[key] = (EMAs, (np.array(spans),), (series,) * len(spans))
@@ -190,6 +202,7 @@ class OnlineFeatureBuffer:
                 self._columns[("ema", f"{series}:{span}")] = (key, column)
         specs["lags:logc"] = (Lags, (lag_depth,), ("logc",))
         self._specs = specs
+        self._day_keys = [key for key in specs if key.endswith(_DAY)]
         self._plan_reads(specs)
 
     def _plan_reads(self, specs: dict[str, tuple]) -> None:
@@ -202,7 +215,8 @@ class OnlineFeatureBuffer:
         for block in self.blocks:
             if block.kind != "lag":
                 family = "window" if block.kind in ("mean", "std") else block.kind
-                key, column = self._columns[(family, f"{block.series}:{block.window}")]
+                suffix = _DAY if block.anchored else ""
+                key, column = self._columns[(family, f"{block.series}:{block.window}{suffix}")]
                 statistic = block.kind if block.kind in ("mean", "std") else "value"
                 self._block_reads.append((block.key, key, statistic, column))
         derived = {k: names[0] for k, (_, _, names) in specs.items() if _is_derived(names[0])}
@@ -251,6 +265,7 @@ class OnlineFeatureBuffer:
         for tracker in self._trackers.values():
             tracker.grow(extra)
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, _NEVER)])
+        self.last_day = np.concatenate([self.last_day, np.full(extra, _NEVER)])
         self.count = np.concatenate([self.count, np.zeros(extra, dtype=np.int64)])
         self._capacity = capacity
 
@@ -334,6 +349,8 @@ class OnlineFeatureBuffer:
             if isinstance(self.session, SymbolCalendars):
                 names = [self.symbols[row] for row in rows]
             bar["tod"] = _time_of_day(stamps, self.session, names)
+            if self._resets:
+                self._reset_new_days(rows, trading_day_numbers(stamps, self.session, names))
             count = self.count[rows] + 1
             self.count[rows] = count
             assembled = _assemble(self.spec, self.names, bar, self._push(rows, bar), count)
@@ -369,6 +386,14 @@ class OnlineFeatureBuffer:
                 f"low {lo[i]}, close {c[i]}, volume {v[i]}); the step was refused and no "
                 "state changed"
             )
+
+    def _reset_new_days(self, rows: np.ndarray, days: np.ndarray) -> None:
+        """Reset the day-anchored windows of the rows whose bar opens a trading day."""
+        opening = rows[days != self.last_day[rows]]
+        if len(opening):
+            for key in self._day_keys:
+                self._trackers[key].reset(opening)
+        self.last_day[rows] = days
 
     def _push(self, rows: np.ndarray, bar: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Push one bar into every tracker (one push per tracker, all its series at once)
@@ -412,7 +437,9 @@ class OnlineFeatureBuffer:
             if self.symbols
             else np.array([], dtype=str),
             "__session__": np.array(self.session.model_dump_json() if self.session else ""),
+            "__timeframe__": np.array(self.timeframe or ""),
             "last_ts": self.last_ts[: self._rows].copy(),
+            "last_day": self.last_day[: self._rows].copy(),
             "count": self.count[: self._rows].copy(),
         }
         for key, tracker in self._trackers.items():
@@ -424,9 +451,14 @@ class OnlineFeatureBuffer:
     def restore(
         cls, state: dict[str, np.ndarray], spec: FeatureSpec, session: Session | None
     ) -> OnlineFeatureBuffer:
-        """Rebuild a buffer from :meth:`snapshot`; refuses a snapshot of another spec."""
-        if int(state["__version__"]) != SNAPSHOT_VERSION:
-            raise BadInputError(f"snapshot version {int(state['__version__'])} is not supported")
+        """Rebuild a buffer from :meth:`snapshot`; refuses a snapshot of another spec.
+
+        A version-2 snapshot (before day-anchored windows) restores into a buffer
+        without them: every symbol's next bar then counts as a day's first, which
+        changes nothing without day-anchored windows."""
+        version = int(state["__version__"])
+        if version not in _SUPPORTED_SNAPSHOTS:
+            raise BadInputError(f"snapshot version {version} is not supported")
         if str(state["__spec__"]) != spec.fingerprint():
             raise BadInputError(
                 "snapshot was taken with another feature spec (fingerprint differs); "
@@ -436,7 +468,13 @@ class OnlineFeatureBuffer:
         if str(state["__session__"]) != session_json:
             raise BadInputError("snapshot was taken with another trading session")
         names = [str(name) for name in state["__names__"]]
-        buffer = cls(spec, session, [str(s) for s in state["__symbols__"]], names)
+        timeframe = str(state.get("__timeframe__", "")) or None
+        buffer = cls(spec, session, [str(s) for s in state["__symbols__"]], names, timeframe)
+        if version < SNAPSHOT_VERSION and any(b.anchored for b in buffer.blocks):
+            raise BadInputError(
+                f"snapshot version {version} predates day-anchored windows, which this "
+                "feature spec has"
+            )
         rows = len(buffer.symbols)
         buffer._capacity = rows
 
@@ -453,6 +491,10 @@ class OnlineFeatureBuffer:
             return value.copy()
 
         buffer.last_ts = stored("last_ts", buffer.last_ts[:rows])
+        if version >= 3:
+            buffer.last_day = stored("last_day", buffer.last_day[:rows])
+        else:
+            buffer.last_day = buffer.last_day[:rows].copy()
         buffer.count = stored("count", buffer.count[:rows])
         for key, tracker in buffer._trackers.items():
             for name in tracker.STATE:

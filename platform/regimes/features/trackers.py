@@ -98,6 +98,12 @@ class _Tracker:
         count, j = self._push(idx, x)
         return self._values(idx, count, j)
 
+    def reset(self, idx: np.ndarray) -> None:
+        """Start rows ``idx`` afresh (a day-anchored window at a trading day's first bar):
+        the next value opens a block, and until w values the window is that block's
+        prefix. The ring's old values are overwritten before they are read again."""
+        self.count[idx] = 0
+
 
 class Sums(_Tracker):
     """Rolling means over ``w`` values of S series from block prefix and suffix sums: the
@@ -105,15 +111,15 @@ class Sums(_Tracker):
 
     STATE = ("ring", "suffix", "prefix", "count")
 
-    def __init__(self, rows: int, w: int, S: int = 1):
-        self.w, self.S = w, S
+    def __init__(self, rows: int, w: int, S: int = 1, anchored: bool = False):
+        self.w, self.S, self.anchored = w, S, anchored
         self.ring = np.zeros((S, w, rows))
         self.suffix = np.zeros((S, w, rows))
         self.prefix = np.zeros((S, rows))
         self.count = np.zeros(rows, dtype=np.int64)
 
     def empty(self, rows: int) -> Sums:
-        return Sums(rows, self.w, self.S)
+        return Sums(rows, self.w, self.S, self.anchored)
 
     def _push(self, idx, x):
         count = self.count[idx]
@@ -134,6 +140,8 @@ class Sums(_Tracker):
         following = np.minimum(j + 1, w - 1)
         prefix = _take(self.prefix, idx)
         total = np.where(j + 1 < w, _at(self.suffix, idx, following) + prefix, prefix)
+        if self.anchored:  # fewer than w values since the reset: the prefix alone
+            return {"mean": np.where(count >= w, total / w, prefix / count)}
         return {"mean": np.where(count >= w, total / w, np.nan)}
 
 
@@ -144,8 +152,8 @@ class Moments(_Tracker):
 
     STATE = ("ring", "suffix_mean", "suffix_m2", "prefix_mean", "prefix_m2", "count")
 
-    def __init__(self, rows: int, w: int, S: int = 1):
-        self.w, self.S = w, S
+    def __init__(self, rows: int, w: int, S: int = 1, anchored: bool = False):
+        self.w, self.S, self.anchored = w, S, anchored
         self.ring = np.zeros((S, w, rows))
         self.suffix_mean = np.zeros((S, w, rows))
         self.suffix_m2 = np.zeros((S, w, rows))
@@ -154,7 +162,7 @@ class Moments(_Tracker):
         self.count = np.zeros(rows, dtype=np.int64)
 
     def empty(self, rows: int) -> Moments:
-        return Moments(rows, self.w, self.S)
+        return Moments(rows, self.w, self.S, self.anchored)
 
     def _push(self, idx, x):
         count = self.count[idx]
@@ -206,6 +214,9 @@ class Moments(_Tracker):
         mean = np.where(spans, combined_mean, prefix_mean)
         m2 = np.where(spans, combined_m2, prefix_m2)
         cold = count < w
+        if self.anchored:  # fewer than w values since the reset: the prefix alone
+            mean, m2 = np.where(cold, prefix_mean, mean), np.where(cold, prefix_m2, m2)
+            return {"mean": mean, "std": np.sqrt(np.maximum(m2, 0.0) / np.where(cold, count, w))}
         std = np.sqrt(np.maximum(m2, 0.0) / w)
         mean[:, cold] = np.nan
         std[:, cold] = np.nan
@@ -260,14 +271,19 @@ class NonZero(_Tracker):
 
     STATE = ("ring", "total", "count")
 
-    def __init__(self, rows: int, w: int, S: int = 1):
-        self.w, self.S = w, S
+    def __init__(self, rows: int, w: int, S: int = 1, anchored: bool = False):
+        self.w, self.S, self.anchored = w, S, anchored
         self.ring = np.zeros((S, w, rows), dtype=np.int8)
         self.total = np.zeros((S, rows), dtype=np.int64)
         self.count = np.zeros(rows, dtype=np.int64)
 
     def empty(self, rows: int) -> NonZero:
-        return NonZero(rows, self.w, self.S)
+        return NonZero(rows, self.w, self.S, self.anchored)
+
+    def reset(self, idx: np.ndarray) -> None:
+        self.count[idx] = 0
+        self.total[:, idx] = 0
+        self.ring[:, :, idx] = 0
 
     def _push(self, idx, x):
         count = self.count[idx]
@@ -284,6 +300,8 @@ class NonZero(_Tracker):
         return self._values(idx, self.count[idx], _take(self.total, idx))
 
     def _values(self, idx, count, total):
+        if self.anchored:  # the values since the reset, however few
+            return {"value": total.astype(float)}
         return {"value": np.where(count >= self.w, total.astype(float), np.nan)}
 
 

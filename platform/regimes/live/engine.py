@@ -162,7 +162,7 @@ class InferenceEngine:
         self.timeframe = model.timeframe
         self.model_id = model.model_id
         self.buffer = OnlineFeatureBuffer(
-            model.feature_spec, model.session, names=model.feature_names
+            model.feature_spec, model.session, names=model.feature_names, timeframe=model.timeframe
         )
         self.settings = model.anti_chatter
         self.ood_settings = ood.OODSettings.from_config(model.ood_threshold, model.ood)
