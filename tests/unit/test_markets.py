@@ -113,6 +113,35 @@ def test_xnys_year_aligned_and_resampled(xnys_2024):
     assert len(hourly) == 249 * 7 + 3 * 4
 
 
+def test_xnys_half_days_are_marked_on_every_bar_of_them(xnys_2024):
+    calendar, schedule, _, bars = xnys_2024
+    book = MarketBook(
+        MarketsConfig(default="nyse", markets={"nyse": MarketConfig(calendar="XNYS")}), EQUITY
+    )
+    aligned, _ = align_minutes(bars, calendar)
+    half_days = {
+        "2024-07-03",
+        "2024-11-29",
+        "2024-12-24",
+    }  # July 3rd, after Thanksgiving, Christmas Eve
+    for frame in (
+        aligned,
+        resample(aligned, "1h", calendar, 0.2),
+        resample(aligned, "1d", calendar, 0.2),
+    ):
+        marked = book.mark_short_days(frame)
+        local = pd.DatetimeIndex(marked["ts"]).tz_convert("America/New_York").strftime("%Y-%m-%d")
+        assert set(local[marked["is_short_day"].to_numpy()]) == half_days
+        assert marked.loc[np.isin(local, sorted(half_days)), "is_short_day"].all()
+        pd.testing.assert_frame_equal(marked.drop(columns="is_short_day"), frame)
+    # The day before Thanksgiving is a full day; on the legacy session nothing is short.
+    assert not book.mark_short_days(aligned[aligned["ts"] < _ny("2024-11-28")]).iloc[-1][
+        "is_short_day"
+    ]
+    legacy = MarketBook(MarketsConfig(), EQUITY)
+    assert not legacy.mark_short_days(aligned)["is_short_day"].any()
+
+
 # --------------------------------------------------------------------------- 24x5
 
 

@@ -278,6 +278,14 @@ class MarketCalendar:
         row = np.searchsorted(opens, ts_ns, side="right") - 1
         return np.where(row >= 0, names[np.maximum(row, 0)], fallback)
 
+    def short_day(self, ts) -> np.ndarray:
+        """Whether the trading day of each UTC timestamp closes early (a half day such as
+        XNYS's day after Thanksgiving); False when the market is closed."""
+        schedule, row, inside = self._locate(ts)
+        if not len(schedule):
+            return np.zeros(len(row), dtype=bool)
+        return inside & schedule["early_close"].to_numpy(dtype=bool)[np.maximum(row, 0)]
+
     def session_open(self, ts) -> pd.DatetimeIndex:
         """The UTC open of the trading day of each timestamp (NaT when closed)."""
         schedule, row, inside = self._locate(ts)

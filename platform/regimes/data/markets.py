@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
+import numpy as np
+import pandas as pd
+
 from regimes.config.markets import MarketsConfig
 from regimes.config.timeframes import Session
 from regimes.data.calendars import MarketCalendar
@@ -102,6 +105,32 @@ class MarketBook:
             if isinstance(calendar, MarketCalendar):
                 found[symbol] = calendar
         return found
+
+    def mark_short_days(self, bars: pd.DataFrame) -> pd.DataFrame:
+        """``bars`` (any symbols and timeframes) with ``is_short_day``: the bar's trading
+        day closes early on its symbol's market (an exchange calendar's half days). The
+        flag is derived from the calendar where bars are read, not stored: the bars
+        table is unchanged, and a calendar without early closes marks none.
+
+        Examples
+        --------
+        >>> from regimes.config.markets import MarketConfig, MarketsConfig
+        >>> nyse = MarketsConfig(default="nyse", markets={"nyse": MarketConfig(calendar="XNYS")})
+        >>> stamps = pd.to_datetime(["2024-11-27 15:00", "2024-11-29 15:00"], utc=True)
+        >>> bars = pd.DataFrame({"symbol": "SPY", "ts": stamps})
+        >>> MarketBook(nyse, None).mark_short_days(bars)["is_short_day"].tolist()
+        [False, True]
+        """
+        out = bars.copy()
+        flags = np.zeros(len(out), dtype=bool)
+        symbols = out["symbol"].to_numpy()
+        for symbol in pd.unique(symbols):
+            calendar = self.calendar_of(symbol)
+            if isinstance(calendar, MarketCalendar):
+                rows = np.flatnonzero(symbols == symbol)
+                flags[rows] = calendar.short_day(pd.DatetimeIndex(out["ts"].iloc[rows]))
+        out["is_short_day"] = flags
+        return out
 
     def check_assignment(self, symbol: str, market: str) -> str:
         """``market`` for ``symbol`` at ingest, refused when the config maps it elsewhere."""
