@@ -402,3 +402,76 @@ def test_live_features_use_each_symbols_market_like_the_batch():
     assert batch.loc[("SPY", _ny("2024-01-08 09:30"))] == pytest.approx(0.0)
     restored = OnlineFeatureBuffer.restore(buffer.snapshot(), spec, calendars)
     assert restored.symbols == ["EURUSD", "SPY"]
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def test_a_model_keeps_its_exchange_schedule_when_the_library_changes(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from regimes.config.loading import default_config_dir, load_config
+    from regimes.data import calendars as calendars_module
+    from regimes.data import sql as db
+    from regimes.training.train import universe_calendars
+
+    config = load_config(default_config_dir())
+    markets = MarketsConfig(
+        default="nyse",
+        markets={"nyse": MarketConfig(calendar="XNYS"), "fx": config.markets.markets["fx"]},
+    )
+    config = dataclasses.replace(config, markets=markets)
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'regimes.db'}")
+    db.create_schema(engine)
+    window = (_ny("2024-06-03 09:30"), _ny("2024-08-30 15:59"))
+    one = universe_calendars(engine, config, ["SPY"], window)
+    db.assign_markets(engine, {"EURUSD": "fx"})
+    mixed = universe_calendars(engine, config, ["EURUSD", "QQQ", "SPY"], window)
+    assert one["schedule"]["library"].startswith("exchange-calendars ")
+    assert one["schedule"]["first"] == "2024-05-27" and one["schedule"]["last"] == "2025-08-31"
+    assert "2024-07-04" not in one["schedule"]["days"]  # a holiday: not a trading day
+    assert list(mixed["schedules"]) == ["nyse"]  # once per market, not per symbol
+    assert "schedule" not in mixed["symbols"]["SPY"]
+    stored_one, stored_mixed = (
+        calendars_from_dict(json.loads(json.dumps(d))) for d in (one, mixed)
+    )
+    probes = pd.DatetimeIndex(
+        [
+            _ny("2024-06-19 10:00"),
+            _ny("2024-07-03 12:00"),
+            _ny("2024-07-03 14:00"),
+            _ny("2026-06-19 10:00"),
+        ]
+    )
+    before = (stored_one.in_session(probes), stored_one.time_of_day(probes.asi8))
+
+    # The library "updates": 2024-06-20 and 2026-06-22 become closed days. The installed
+    # schedule changes; the stored one does not, inside its span.
+    library = calendars_module._exchange_schedule
+
+    def updated(name, year):
+        frame = library(name, year)
+        return frame.drop(
+            [
+                d
+                for d in (pd.Timestamp("2024-06-20"), pd.Timestamp("2026-06-22"))
+                if d in frame.index
+            ]
+        )
+
+    calendars_module._year_schedule.cache_clear()
+    monkeypatch.setattr(calendars_module, "_exchange_schedule", updated)
+    try:
+        fresh = MarketCalendar("nyse", MarketConfig(calendar="XNYS"))
+        changed = pd.DatetimeIndex([_ny("2024-06-20 10:00")])
+        assert not fresh.in_session(changed)[0]
+        assert stored_one.in_session(changed)[0]
+        assert stored_mixed.of("SPY").in_session(changed)[0]
+        after = (stored_one.in_session(probes), stored_one.time_of_day(probes.asi8))
+        assert (before[0] == after[0]).all() and np.array_equal(before[1], after[1], equal_nan=True)
+        # Beyond the stored span the installed library answers (a model loaded afresh).
+        reloaded = calendars_from_dict(json.loads(json.dumps(one)))
+        assert not reloaded.in_session(pd.DatetimeIndex([_ny("2026-06-22 10:00")]))[0]
+    finally:
+        calendars_module._year_schedule.cache_clear()
