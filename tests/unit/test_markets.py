@@ -475,3 +475,50 @@ def test_a_model_keeps_its_exchange_schedule_when_the_library_changes(tmp_path, 
         assert not reloaded.in_session(pd.DatetimeIndex([_ny("2026-06-22 10:00")]))[0]
     finally:
         calendars_module._year_schedule.cache_clear()
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+@pytest.mark.parametrize(
+    ("market", "timeframe", "minutes"),
+    [(dict(calendar="24x5"), "1h", 60), (dict(calendar="24x7", timezone="Asia/Tokyo"), "15m", 15)],
+)
+def test_the_oracle_recovers_regimes_on_24x5_and_24x7_markets(market, timeframe, minutes):
+    from regimes.data.synth_variants import VARIANTS
+    from regimes.model.hmm.evaluation import truth_for_bars
+    from regimes.training.oracle import SynthOracle
+
+    calendar = _calendar("m", **market)
+    config = VARIANTS["k2-vol"].with_size(2, 10).config
+    generated = generate(config, calendar)
+    frames = [
+        resample(align_minutes(group, calendar)[0], timeframe, calendar, 0.2)
+        for _, group in generated.bars.groupby("symbol")
+    ]
+    bars = pd.concat(frames, ignore_index=True)
+    bars = bars[~bars["is_gap"]].reset_index(drop=True)
+    posterior = SynthOracle(generated, calendar, minutes).filtered(bars, "slow_regime")
+    truth = truth_for_bars(generated.truth, bars["ts"], bars["symbol"], minutes, "slow_regime")
+    accuracy = float((posterior.argmax(axis=1) == truth).mean())
+    assert accuracy >= 0.9, accuracy
+    # Bars off the generated grid are refused, naming the market's hours.
+    shifted = bars.assign(ts=bars["ts"] + pd.Timedelta("30s"))
+    with pytest.raises(BadInputError, match="do not open on a minute the market was generated"):
+        SynthOracle(generated, calendar, minutes).filtered(shifted, "slow_regime")
+
+
+def test_the_oracle_refuses_a_market_with_breaks():
+    from regimes.training.oracle import SynthOracle
+
+    futures = _calendar(
+        "futures",
+        calendar="custom",
+        timezone="America/Chicago",
+        open="17:00",
+        close="16:00",
+        breaks=[{"start": "08:00", "end": "08:30"}],
+    )
+    generated = generate(SynthConfig(symbols=1, days=2, seed=1), futures)
+    with pytest.raises(BadInputError, match="market futures.*has breaks inside the session"):
+        SynthOracle(generated, futures, 60)
