@@ -20,6 +20,7 @@ from regimes.features.definitions import blocks_for
 from regimes.features.market_days import DAY_NS, trading_day_numbers
 from regimes.features.online import OnlineFeatureBuffer
 from tests.unit.test_features import SESSION, SPEC, _aligned_market, _sp500
+from tests.unit.test_features import _replay as replay
 
 pytestmark = pytest.mark.unit
 ANCHORED_SPEC = FeatureSpec.model_validate(
@@ -36,25 +37,8 @@ CRYPTO = MarketCalendar("crypto", MarketConfig(calendar="24x7", timezone="Asia/T
 
 
 def _replay(buffer, bars, spec, calendar, snapshot_at=None):
-    """Feed ``bars`` one timestamp at a time, restoring from a snapshot at step
-    ``snapshot_at``; the online frame sorted like the batch one."""
-    rows = []
-    for step, (_, group) in enumerate(bars.groupby("ts", sort=True)):
-        if step == snapshot_at:
-            buffer = OnlineFeatureBuffer.restore(buffer.snapshot(), spec, calendar)
-        result = buffer.update(
-            group["symbol"].tolist(),
-            group["ts"],
-            group["open"],
-            group["high"],
-            group["low"],
-            group["close"],
-            group["volume"],
-            group["is_gap"],
-        )
-        rows.append(result.frame(group["ts"].to_numpy()))
-    online = pd.concat(rows, ignore_index=True)
-    return online.sort_values(["symbol", "ts"]).reset_index(drop=True)
+    """test_features' replay with this spec and calendar: the online frame only."""
+    return replay(buffer, bars, snapshot_at, spec, calendar)[0]
 
 
 def _assert_identical(batch: pd.DataFrame, online: pd.DataFrame) -> None:
