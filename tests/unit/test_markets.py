@@ -432,6 +432,12 @@ def test_a_model_keeps_its_exchange_schedule_when_the_library_changes(tmp_path, 
     assert one["schedule"]["first"] == "2024-05-27" and one["schedule"]["last"] == "2025-08-31"
     assert "2024-07-04" not in one["schedule"]["days"]  # a holiday: not a trading day
     assert list(mixed["schedules"]) == ["nyse"]  # once per market, not per symbol
+    # Never past the days the library covers (they would read as holidays).
+    import exchange_calendars
+
+    end = exchange_calendars.get_calendar("XNYS").last_session
+    late = MarketCalendar("nyse", MarketConfig(calendar="XNYS")).freeze(end - timedelta(30), end)
+    assert late.frozen.last == end and late.frozen.table.index.max() <= end
     assert "schedule" not in mixed["symbols"]["SPY"]
     stored_one, stored_mixed = (
         calendars_from_dict(json.loads(json.dumps(d))) for d in (one, mixed)

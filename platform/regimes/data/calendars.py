@@ -266,8 +266,12 @@ class MarketCalendar:
             return self
         import exchange_calendars
 
+        # Within the days the library covers: beyond them it knows no sessions, which
+        # must not be stored as a stretch of holidays.
+        library = exchange_calendars.get_calendar(self.config.calendar)
         first = pd.Timestamp(first).tz_localize(None).normalize() - pd.Timedelta(days=7)
         last = pd.Timestamp(last).tz_localize(None).normalize() + pd.Timedelta(days=366)
+        first, last = max(first, library.first_session), min(last, library.last_session)
         table = self.schedule(first, last)
         frozen = FrozenSchedule(
             f"exchange-calendars {exchange_calendars.__version__}", first, last, table
