@@ -329,6 +329,8 @@ def run() -> str:
             f"**{'met' if naive_per / online >= 2000 else 'NOT met'}**. Both timed on one core",
             "(thread pools at 1, process pinned to one CPU).",
             "",
+            f"- machine load average (1 min) when written: {os.getloadavg()[0]:.1f} "
+            "(a shared machine: compare ratios within one run)",
             "- batch agreement on the benchmark bars (asserted): same NaN masks, largest",
             f"  difference {worst[worst_name]:.1e} of the feature's scale (`{worst_name}`)",
             f"- batch agreement where the fallbacks fire ({flat_rows}): {fallbacks}",

@@ -35,6 +35,7 @@ import copy
 import cProfile
 import gc
 import io
+import os
 import pstats
 import sys
 import tempfile
@@ -66,13 +67,22 @@ ENGINE_FILES = ("regimes/live/engine.py", "regimes/live/answer_frame.py")
 # that wrapper counts as the engine's own.
 PASS_THROUGH = ("sklearn/utils/_set_output.py",)
 STAGES = (
-    ("online features (`OnlineFeatureBuffer.update`)", "regimes/features/online.py", ("update",)),
+    (
+        "online features (`OnlineFeatureBuffer.update`, the model's features only)",
+        "regimes/features/online.py",
+        ("update",),
+    ),
+    ("screening (`check_columns`, `screen`)", "regimes/live/screening.py", None),
     (
         "stationarity (`InferenceEngine._stationary`, on the feature array)",
         "regimes/live/engine.py",
         ("_stationary",),
     ),
-    ("scaler (`RobustPowerScaler.transform`)", "regimes/model/scaling.py", ("transform",)),
+    (
+        "scaler (`RobustPowerScaler.transform_in_place`)",
+        "regimes/model/scaling.py",
+        ("transform", "transform_in_place"),
+    ),
     ("encoder (`transform`)", "regimes/model/encoders/base.py", None),
     (
         "filter step and entropy (`regimes.model.hmm.filtering`)",
@@ -81,6 +91,7 @@ STAGES = (
     ),
     ("anti-chatter (`regimes.live.antichatter`)", "regimes/live/antichatter.py", None),
     ("OOD checks (`regimes.live.ood`)", "regimes/live/ood.py", None),
+    ("answer frame (`answer_frame`)", "regimes/live/answer_frame.py", ("answer_frame",)),
 )
 TOP_PROFILE_ENTRIES = 15
 
@@ -232,7 +243,6 @@ def stage_times(stats: pstats.Stats, steps: int) -> tuple[list[tuple[str, float]
 def measure() -> dict:
     """Everything the section reports (and the profile's top entries)."""
     from regimes.config.loading import load_config
-    from regimes.features.definitions import warmup_lengths
     from regimes.live.engine import InferenceEngine
     from regimes.model.hmm import _hmmlearn
     from regimes.model.hmm.filtering import filter_sequence, filter_step
@@ -246,7 +256,7 @@ def measure() -> dict:
         artifact, times = train_artifact(config, Path(home))
         train_seconds = time.perf_counter() - started
         probe = InferenceEngine(LoadedModel.load(artifact))
-        longest = max(warmup_lengths(config.features)[name] for name in probe.buffer.names)
+        longest = probe.buffer.warmup_bars  # of the model's whole feature selection
         warm = longest + probe.L + probe.ood_settings.window
         needed = warm + STEPS + PROFILE_STEPS
         if len(times) < needed:
@@ -404,7 +414,7 @@ def section(result: dict) -> str:
     rest = profiled - sum(ms for _, ms in result["stages"])
     stage_rows += [
         [
-            "everything else (screening, symbol look-ups, arrays, answers frame)",
+            "everything else (symbol look-ups, the engine's arrays)",
             f"{rest:.1f} ms",
             f"{rest / profiled:.0%}",
         ],
@@ -441,6 +451,8 @@ def section(result: dict) -> str:
             f"filter at least {GOAL_KERNEL_SHARE}x",
             f"the minimal kernel: **{goal(filt / result['minimal_rate'], GOAL_KERNEL_SHARE)}**.",
             "",
+            f"- machine load average (1 min) when written: {os.getloadavg()[0]:.1f} "
+            "(a shared machine: compare ratios within one run)",
             f"- filter parity (asserted): the anchor's last row equals `filter_sequence` on the "
             f"same window (largest difference {result['parity']:.1e})",
             f"- answers of the timed steps: {reasons}",

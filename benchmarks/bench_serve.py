@@ -7,12 +7,18 @@
   the champion only, then with one shadow beside it. Each phase first posts enough bar
   times to take every symbol past its warm-up (not timed), then times STEPS requests:
   symbol-bars/s, p50 and p99 latency per request as the client sees it.
+* columnar: after the champion-only phase, the next STEPS bar times as columnar bodies
+  (``application/vnd.regimes.columns+json``), answered in columns.
 * concurrent: CLIENTS clients at once, each with its own 1,000 symbols (their order
   per symbol is kept; the service overlaps their requests).
 * anchor: the same batches through ``InferenceEngine.step`` called directly in this
   process (a fresh engine of the champion, same warm-up): the ratio is what the HTTP
   service costs on top of the engine.
 * ``GET /v1/states/{symbol}``: composite records per second, one client.
+* shadow lag: the batches still queued for the shadow when the shadow phase ends
+  (shadows step between champion requests; this says they kept up).
+* snapshots: what a checkpoint costs per engine of 1,000 symbols, in process: the
+  copy of its state (on the shard's request loop) and the ``.npz`` write (in a thread).
 * writes: after the champion-only phase, how long the writer takes to put everything
   still landed into the database, ``current_states`` and the Delta state store, and the
   rate of that phase counting this time too (the shards only land; the writer catches
@@ -86,21 +92,40 @@ def _bodies(steps: list[pd.DataFrame]) -> list[bytes]:
     ]
 
 
-def _post_all(client, bodies: list[bytes]) -> list[float]:
+def _column_bodies(steps: list[pd.DataFrame]) -> list[bytes]:
+    import orjson
+
+    columns = ["open", "high", "low", "close", "volume"]
+    return [
+        orjson.dumps(
+            {
+                "ts": pd.Timestamp(s["ts"].iloc[0]).isoformat(),
+                "columns": {
+                    "symbol": s["symbol"].tolist(),
+                    **{c: s[c].to_numpy() for c in columns},
+                },
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        for s in steps
+    ]
+
+
+def _post_all(client, bodies: list[bytes], headers: dict | None = None) -> list[float]:
     latencies = []
     for body in bodies:
         started = time.perf_counter()
-        reply = client.post(f"/v1/bars/{TIMEFRAME}", content=body)
+        reply = client.post(f"/v1/bars/{TIMEFRAME}", content=body, headers=headers)
         latencies.append(time.perf_counter() - started)
         if reply.status_code != 200 or reply.json()["refused"]:
             raise RuntimeError(f"bench: {reply.status_code} {reply.text[:300]}")
     return latencies
 
 
-def _phase(client, warm: list[bytes], timed: list[bytes]) -> dict:
-    _post_all(client, warm)
+def _phase(client, warm: list[bytes], timed: list[bytes], headers: dict | None = None) -> dict:
+    _post_all(client, warm, headers)
     started = time.perf_counter()
-    latencies = _post_all(client, timed)
+    latencies = _post_all(client, timed, headers)
     seconds = time.perf_counter() - started
     return {
         "rate": SYMBOLS * len(timed) / seconds,
@@ -130,7 +155,7 @@ def _measure() -> dict:
         registry, champion, shadow, times = _home(config, home)
         model = LoadedModel.load(champion.path)
         warmup = InferenceEngine(model).cold_start_bars + 5
-        need = 2 * (warmup + STEPS)
+        need = 2 * (warmup + STEPS) + STEPS
         if len(times) < need:
             raise RuntimeError(f"bench: {len(times)} bar times, need {need}")
         symbols = [f"B{i:05d}" for i in range(SYMBOLS)]
@@ -143,6 +168,7 @@ def _measure() -> dict:
         for batch in steps[warmup : warmup + STEPS]:
             anchor.step(batch)
         engine_rate = SYMBOLS * STEPS / (time.perf_counter() - started)
+        snapshot = _snapshot_costs(anchor, home)
 
         bodies = _bodies(steps)
         os.environ["REGIMES_API_KEYS"] = KEY
@@ -164,23 +190,37 @@ def _measure() -> dict:
             alone["with_writes"] = (
                 SYMBOLS * STEPS / (SYMBOLS * STEPS / alone["rate"] + alone["drain_s"])
             )
+            first = warmup + STEPS
+            columnar = _phase(
+                client,
+                [],
+                _column_bodies(steps[first : first + STEPS]),
+                {"Content-Type": "application/vnd.regimes.columns+json"},
+            )
+            _drain()
             registry.set_role(TIMEFRAME, shadow.model_id, "shadow", actor="b", reason="bench")
             client.post("/v1/admin/reload").raise_for_status()
-            second = warmup + STEPS
+            second = first + STEPS
             with_shadow = _phase(
                 client, bodies[second : second + warmup], bodies[second + warmup : need]
             )
+            with_shadow["lag"] = _shadow_lag()
             concurrent = _concurrent(url, config, times, rng)
             gets = _gets(client, symbols)
         finally:
             client.close()
-            stop_service()
+            try:
+                stop_service()
+            except TimeoutError as exc:  # a loaded machine: the figures are measured already
+                print(f"bench: the service did not stop in time ({exc})", file=sys.stderr)
     return {
         "engine_rate": engine_rate,
         "alone": alone,
+        "columnar": columnar,
         "shadow": with_shadow,
         "concurrent": concurrent,
         "gets": gets,
+        "snapshot": snapshot,
         "shards": serve_config.shards[TIMEFRAME],
         "load": (load_before, os.getloadavg()[0]),
     }
@@ -226,6 +266,29 @@ def _concurrent(url, config, times, rng) -> dict:
     }
 
 
+def _snapshot_costs(engine, home: Path) -> dict:
+    from regimes.live.snapshot import write_snapshot
+
+    started = time.perf_counter()
+    state = engine.snapshot()
+    copied = time.perf_counter()
+    write_snapshot(state, home / "bench-snapshot.npz")
+    written = time.perf_counter()
+    return {
+        "copy_ms": 1000 * (copied - started),
+        "write_ms": 1000 * (written - copied),
+        "mb": (home / "bench-snapshot.npz").stat().st_size / 1e6,
+    }
+
+
+def _shadow_lag() -> int:
+    """Batches still queued for the shadows of the 1m shard right now."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle(f"engine-{TIMEFRAME}-0", app_name="regimes")
+    return int(handle.counters.remote().result(timeout_s=60)["queued_shadow_batches"])
+
+
 def _drain() -> float:
     """Seconds until every shard has landed what it holds and the writer has written
     everything landed."""
@@ -238,17 +301,22 @@ def _drain() -> float:
     return time.perf_counter() - started
 
 
-def _gets(client, symbols) -> float:
-    n, started = 0, time.perf_counter()
+def _gets(client, symbols) -> dict:
+    """Composite records per second over 3 s (a new symbol each time, as a dashboard
+    going through a watch list), and the slowest single request."""
+    n, slowest, started = 0, 0.0, time.perf_counter()
     while time.perf_counter() - started < 3.0:
+        asked = time.perf_counter()
         reply = client.get(f"/v1/states/{symbols[n % len(symbols)]}")
         reply.raise_for_status()
+        slowest = max(slowest, time.perf_counter() - asked)
         n += 1
-    return n / (time.perf_counter() - started)
+    return {"rate": n / (time.perf_counter() - started), "n": n, "slowest_ms": 1000 * slowest}
 
 
 def section(r: dict) -> str:
     alone, shadow, concurrent = r["alone"], r["shadow"], r["concurrent"]
+    columnar = r["columnar"]
     added = shadow["p99"] / alone["p99"] - 1
 
     def verdict(ok: bool) -> str:
@@ -271,6 +339,13 @@ def section(r: dict) -> str:
             f"{alone['with_writes'] / r['engine_rate']:.2f}",
         ],
         [
+            "HTTP, champion only, columnar body and answers",
+            f"{columnar['rate']:,.0f}",
+            f"{columnar['p50']:.1f}",
+            f"{columnar['p99']:.1f}",
+            f"{columnar['rate'] / r['engine_rate']:.2f}",
+        ],
+        [
             "HTTP, champion + 1 shadow",
             f"{shadow['rate']:,.0f}",
             f"{shadow['p50']:.1f}",
@@ -285,7 +360,7 @@ def section(r: dict) -> str:
             f"{concurrent['rate'] / r['engine_rate']:.2f}",
         ],
     ]
-    best = max(alone["rate"], concurrent["rate"])
+    best = max(alone["rate"], columnar["rate"], concurrent["rate"])
     return "\n".join(
         [
             "## serve: the live service over HTTP (issue 13)",
@@ -298,7 +373,14 @@ def section(r: dict) -> str:
             "",
             table(rows, ["path", "symbol-bars/s", "p50 ms", "p99 ms", "x engine"]),
             "",
-            f"- `GET /v1/states/{{symbol}}`: {r['gets']:,.0f} requests/s (one client)",
+            f"- `GET /v1/states/{{symbol}}`: {r['gets']['rate']:,.1f} requests/s (one client, "
+            f"{r['gets']['n']} requests, the slowest {r['gets']['slowest_ms']:.0f} ms)",
+            f"- shadow lag: {shadow['lag']} batch(es) still queued for the shadow when its "
+            "phase ended (shadows step between champion requests)",
+            f"- snapshots (every `checkpoint_interval_s`, per engine of {SYMBOLS:,} symbols, in "
+            f"process): state copy {r['snapshot']['copy_ms']:.1f} ms on the shard's request "
+            f"loop, `.npz` write {r['snapshot']['write_ms']:.1f} ms in a thread "
+            f"({r['snapshot']['mb']:.1f} MB)",
             f"- writes: after the champion-only phase the writer needed {alone['drain_s']:.1f} s "
             "more to put every landed bar and answer into the database, `current_states` and "
             "the Delta state store",

@@ -25,9 +25,13 @@ from regimes.config.loading import load_metadata
 from regimes.config.serving import ServeConfig
 from regimes.errors import BadInputError, RegimesError
 from regimes.live.api import (
+    COLUMNAR_MEDIA_TYPE,
+    BarsColumns,
     BarsRequest,
+    answer_columns,
     answer_records,
     parse_bars,
+    parse_columns,
     validation_message,
 )
 from regimes.live.api_keys import check_authorization, load_api_keys
@@ -67,7 +71,8 @@ app = FastAPI(
 
 
 _BODY_SCHEMA = BarsRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-_BODY_DEFS = _BODY_SCHEMA.pop("$defs", {})
+_COLUMNS_SCHEMA = BarsColumns.model_json_schema(ref_template="#/components/schemas/{model}")
+_BODY_DEFS = {**_BODY_SCHEMA.pop("$defs", {}), **_COLUMNS_SCHEMA.pop("$defs", {})}
 
 
 def _openapi() -> dict:
@@ -106,12 +111,17 @@ async def _unexpected(_request: Request, exc: Exception):
     return _error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0:1]}")
 
 
-def _json(data, status: int = 200) -> Response:
+def _json(data, status: int = 200, media_type: str = "application/json") -> Response:
     return Response(
         orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY),
         status_code=status,
-        media_type="application/json",
+        media_type=media_type,
     )
+
+
+def _is_columnar(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media_type == COLUMNAR_MEDIA_TYPE
 
 
 def _check_symbols(names: list[str]) -> None:
@@ -184,8 +194,9 @@ class Ingress:
             )
         return self.shards[timeframe]
 
-    async def _bars(self, request: Request):
-        """The body as the engine's bar frame (413, 400 and 422 refusals here)."""
+    async def _bars(self, request: Request, columnar: bool):
+        """The body (rows, or columns when ``columnar``) as the engine's bar frame (413,
+        400 and 422 refusals here)."""
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -198,6 +209,9 @@ class Ingress:
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"body is not JSON: {exc}") from None
         rows = data.get("bars") if isinstance(data, dict) else None
+        if columnar:
+            columns = data.get("columns") if isinstance(data, dict) else None
+            rows = columns.get("symbol") if isinstance(columns, dict) else None
         if isinstance(rows, list) and len(rows) > self.config.max_symbols_per_request:
             raise ApiError(
                 413,
@@ -205,7 +219,7 @@ class Ingress:
                 "per request",
             )
         try:
-            return parse_bars(data)
+            return parse_columns(data) if columnar else parse_bars(data)
         except ValidationError as exc:
             raise ApiError(422, validation_message(exc)) from None
         except ValueError as exc:
@@ -217,20 +231,30 @@ class Ingress:
         "/v1/bars/{timeframe}",
         openapi_extra={
             "requestBody": {
-                "content": {"application/json": {"schema": _BODY_SCHEMA}},
+                "content": {
+                    "application/json": {"schema": _BODY_SCHEMA},
+                    COLUMNAR_MEDIA_TYPE: {"schema": _COLUMNS_SCHEMA},
+                },
                 "required": True,
             }
         },
     )
     async def post_bars(self, timeframe: str, request: Request):
         """Closed bars of many symbols for one bar time -> the champion's answers per
-        symbol and the rows refused with their reasons (needs an API key)."""
+        symbol and the rows refused with their reasons (needs an API key).
+
+        Sent as `application/vnd.regimes.columns+json` (`{"ts", "columns": {"symbol":
+        [...], "open": [...], ...}}`), the answers come back in columns too, in that media
+        type: `answers` is an object of lists (`symbol`, `ts`, `state_id`, `label`,
+        `state_prob`, `posterior` as a list of K-lists, `entropy`, `loglik`,
+        `is_unknown`, `reason`, `model_id`), row i of each list answering the same symbol."""
         started = time.perf_counter()
         status = 500
         try:
             self._authorize(request, write=True)
             handles = self._served(timeframe)
-            bars = await self._bars(request)
+            columnar = _is_columnar(request)
+            bars = await self._bars(request, columnar)
             answers, refused = await self._step(timeframe, handles, bars)
             if len(answers):
                 self._unsynced[timeframe].add(answers)
@@ -238,14 +262,16 @@ class Ingress:
             champion = self.roles.get(timeframe, {}).get("champion")
             labels = self.labels.get(timeframe, {}).get(champion, {})
             status = 200
+            reply = answer_columns if columnar else answer_records
             return _json(
                 {
                     "timeframe": timeframe,
                     "ts": bar_time(bars),
                     "model_id": champion,
-                    "answers": answer_records(answers, labels),
+                    "answers": reply(answers, labels),
                     "refused": refused,
-                }
+                },
+                media_type=COLUMNAR_MEDIA_TYPE if columnar else "application/json",
             )
         except ApiError as exc:
             status = exc.status

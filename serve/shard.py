@@ -3,10 +3,12 @@ core's :class:`regimes.live.shard.EngineShard`.
 
 Only scheduling lives here: the request methods run the shard inline on the replica's
 event loop (one at a time, in arrival order); background tasks work the shadow queue
-after each reply, land pending bars and answers every ``flush_interval_s`` (for the
-writer deployment, :mod:`regimes.serve.writer`) and checkpoint every
-``checkpoint_interval_s`` (landings run in a thread, never on the request path);
-``__del__`` (graceful shutdown) lands and checkpoints what is left.
+once the shard has been free of champion requests for ``shadow_idle_s`` (stepped at
+once, a shadow's batch held up the reply Serve had still to send), land pending bars
+and answers every ``flush_interval_s`` (for the writer deployment,
+:mod:`regimes.serve.writer`) and checkpoint every ``checkpoint_interval_s``
+(landings run in a thread, never on the request path); ``__del__`` (graceful
+shutdown) lands and checkpoints what is left.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 
 from ray import serve
@@ -27,6 +30,14 @@ from regimes.storage.recording import LiveSink
 
 log = logging.getLogger(__name__)
 
+# The replica's GIL hand-over interval (CPython's default is 5 ms): while a shadow batch or
+# a landing thread holds the GIL, the threads that send a reply or take the next request
+# wait at most this long for it.
+SWITCH_INTERVAL_S = 0.0005
+# Queued shadow batches above which shadows are stepped even while champion requests
+# keep the shard busy (bounds the queue's memory; shadows never fall further behind).
+SHADOW_MAX_LAG = 4
+
 
 @serve.deployment(max_ongoing_requests=64, graceful_shutdown_timeout_s=30)
 class EngineShardDeployment:
@@ -37,6 +48,8 @@ class EngineShardDeployment:
     ):
         self.config = ServeConfig.model_validate(config)
         self.writer = writer
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self._last_step = 0.0
         self.workspace = Workspace.open(**params)
         registry = self.workspace.registry
         models_dir = self.workspace.models_dir
@@ -78,6 +91,7 @@ class EngineShardDeployment:
 
     async def step(self, bars):
         answers, rejected = self.shard.step(bars)
+        self._last_step = time.monotonic()
         if self.shard.queued:
             self._shadow_work.set()
         return answers, rejected
@@ -119,10 +133,20 @@ class EngineShardDeployment:
     # -- background work
 
     async def _shadow_loop(self) -> None:
+        """Step the shadows through the queued batches, one batch at a time, only once
+        the shard has had no champion request for ``shadow_idle_s`` (the reply is sent
+        and the next request is not here yet), unless more than ``SHADOW_MAX_LAG``
+        batches wait."""
+        idle = self.config.shadow_idle_s
         while True:
             await self._shadow_work.wait()
             self._shadow_work.clear()
-            while self.shard.step_shadows(batches=1):
+            while self.shard.queued:
+                wait = self._last_step + idle - time.monotonic()
+                if wait > 0 and self.shard.queued <= SHADOW_MAX_LAG:
+                    await asyncio.sleep(wait)
+                    continue
+                self.shard.step_shadows(batches=1)
                 await asyncio.sleep(0)  # a waiting champion request goes first
 
     async def _write_loop(self) -> None:

@@ -58,6 +58,24 @@ def test_synth_is_deterministic_by_seed_across_homes(tmp_path_factory):
     assert "synth: 4 symbols x 10 trading days" in results[0].stderr
 
 
+def test_synth_variant_writes_the_named_market_with_its_own_seed(tmp_path):
+    from regimes.config.loading import load_config
+    from regimes.data.synth import generate
+    from regimes.data.synth_variants import VARIANTS
+    from tests.conftest import REPO_ROOT
+
+    result = run("synth", "--variant", "k2-vol", "--symbols", 2, "--days", 3, home=tmp_path)
+    variant = VARIANTS["k2-vol"].with_size(2, 3)
+    expected = generate(variant.config, load_config(REPO_ROOT / "config").timeframes.session)
+    assert last_json(result)["bars_sha256"] == expected.bars_sha256()
+    params = json.loads((tmp_path / "synth" / "params.json").read_text())
+    assert params["config"]["seed"] == 21
+    assert [r["name"] for r in params["slow_regimes"]] == ["low_vol", "high_vol"]
+    refused = run("synth", "--variant", "k9", home=tmp_path, check=False)
+    assert refused.returncode == 2 and "expected one of" in refused.stderr
+    assert "k2-vol" in refused.stderr
+
+
 def test_synth_then_resample_on_postgresql(home, pg_schema_url):
     url, _ = pg_schema_url
     engine = db.make_engine(url)

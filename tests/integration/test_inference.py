@@ -11,6 +11,7 @@ from regimes.data import sql as db
 from regimes.data.bars import resample_symbols
 from regimes.data.synth import SynthConfig, generate
 from regimes.errors import BadInputError
+from regimes.features.online import OnlineFeatureBuffer
 from regimes.features.store import plan_units, run_features
 from regimes.live.engine import ANSWER_REASONS, DatabaseHistory, InferenceEngine
 from regimes.model.hmm.filtering import filter_sequences
@@ -270,6 +271,31 @@ def test_snapshots_are_npz_and_refused_when_they_do_not_fit(model, tmp_path):
         InferenceEngine(LoadedModel.load(result.path)).load(tmp_path / "junk.npz")
     with pytest.raises(BadInputError, match="no engine snapshot"):
         InferenceEngine(LoadedModel.load(result.path)).load(tmp_path / "missing.npz")
+
+
+def test_snapshots_of_an_older_release_or_of_other_features_are_refused(model):
+    """The engine's buffer holds only the features its model reads (engine snapshot
+    version 3): a version 2 snapshot, or one whose buffer computes other features, is
+    refused (a shard then cold-starts that engine, with a warning)."""
+    engine, result = model
+    live = InferenceEngine(LoadedModel.load(result.path))
+    for group in _steps(engine)[:20]:
+        live.step(group)
+    assert live.buffer.names == tuple(live.pipeline.features_)
+    assert live.buffer.selected_from == tuple(live.model.feature_names)
+    assert len(live.buffer.names) < len(live.model.feature_names)
+    state = live.snapshot()
+    state["engine/version"] = np.array(2)
+    with pytest.raises(BadInputError, match="version 2 is not supported"):
+        InferenceEngine(LoadedModel.load(result.path)).restore(state)
+    model_ = live.model
+    whole = OnlineFeatureBuffer(
+        model_.feature_spec, model_.session, live.symbols, names=model_.feature_names
+    )
+    state = {k: v for k, v in live.snapshot().items() if not k.startswith("buffer/")}
+    state.update({f"buffer/{k}": v for k, v in whole.snapshot().items()})
+    with pytest.raises(BadInputError, match="its feature buffer computes"):
+        InferenceEngine(LoadedModel.load(result.path)).restore(state)
 
 
 def test_open_engine_runs_the_champion_by_default(model, tmp_path):

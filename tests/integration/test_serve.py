@@ -170,6 +170,35 @@ def test_answers_equal_the_engine_bar_by_bar(served):
     assert any(a["state_id"] >= 0 for a in replies[-1]["answers"])
 
 
+def test_a_columnar_body_is_answered_in_columns_equal_to_the_engine(served):
+    columnar = {**AUTH, "Content-Type": "application/vnd.regimes.columns+json"}
+    group = served["stream"][served["position"]]
+    served["position"] += 1
+    names = ["symbol", "open", "high", "low", "close", "volume"]
+    body = {
+        "ts": pd.Timestamp(group["ts"].iloc[0]).isoformat(),
+        "columns": {name: group[name].tolist() for name in names},
+    }
+    bad = {**body, "columns": {**body["columns"], "close": ["x", *body["columns"]["close"][1:]]}}
+    refused = served["client"].post(f"/v1/bars/{TF}", json=bad, headers=columnar)
+    assert refused.status_code == 422 and "columns.close[0]" in refused.json()["error"]
+    reply = served["client"].post(f"/v1/bars/{TF}", json=body, headers=columnar)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("application/vnd.regimes.columns+json")
+    answers = reply.json()["answers"]
+    records = [
+        {**dict(zip(answers, row, strict=True))} for row in zip(*answers.values(), strict=True)
+    ]
+    for record in records:  # a posterior still undefined: K nulls in columns
+        if all(p is None for p in record["posterior"]):
+            record["posterior"] = None
+    _same_answers(records, _reference(served, served["models"][0]).step(group))
+    served["answers"].extend(records)
+    spec = served["client"].get("/v1/openapi.json").json()
+    content = spec["paths"]["/v1/bars/{timeframe}"]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "application/vnd.regimes.columns+json"}
+
+
 def test_refusals_name_the_problem_and_leave_other_symbols_alone(served):
     client = served["client"]
     group = served["stream"][served["position"]]

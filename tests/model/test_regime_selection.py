@@ -20,7 +20,7 @@ from regimes.data.synth import generate
 from regimes.data.synth_variants import VARIANTS
 from regimes.features.batch import compute_batch
 from regimes.features.selection import selected_features
-from regimes.model.hmm.evaluation import headline_accuracy, matched_accuracy, truth_for_bars
+from regimes.model.hmm.evaluation import truth_for_bars
 from regimes.model.splits import walk_forward_splits
 from regimes.training.grid import (
     evaluate_cell,
@@ -30,7 +30,7 @@ from regimes.training.grid import (
     z_sequences,
 )
 from regimes.training.oracle import SynthOracle
-from regimes.training.recovery import recovery_figures
+from regimes.training.recovery import recovery_figures, score_states
 from tests.model.conftest import CONFIG
 
 pytestmark = pytest.mark.model
@@ -67,7 +67,7 @@ def selected():
     bars["oracle"] = SynthOracle(market, session, MINUTES).filtered(bars, LEVEL).argmax(axis=1)
     oracle = test_states[["symbol", "ts"]].merge(bars[["symbol", "ts", "oracle"]], how="left")
     figures["oracle"] = float((oracle["oracle"].to_numpy() == truth).mean())
-    predicted, labels = [], []
+    predicted, labels, fits = [], [], []
     for r in mine:
         pipeline, _ = r.fitted
         fold = folds[r.fold]
@@ -78,9 +78,16 @@ def selected():
         kmeans = KMeans(n_clusters=int(winner["K"]), n_init=4, random_state=0).fit(Z_train)
         predicted.append(kmeans.predict(Z_test))
         labels.append(truth_for_bars(market.truth, z_test["ts"], z_test["symbol"], MINUTES, LEVEL))
-    figures["kmeans"] = headline_accuracy(
-        matched_accuracy(np.concatenate(predicted), np.concatenate(labels), int(winner["K"]), 2)
-    )
+        fits.append(np.full(len(z_test), r.fold))
+    # Each fold's clusters matched to the truth on their own, as the model's states.
+    figures["kmeans"] = score_states(
+        np.concatenate(labels),
+        np.concatenate(predicted),
+        [len(z) for z in labels],
+        int(winner["K"]),
+        2,
+        np.concatenate(fits),
+    )["accuracy"]
     print(f"\nk2-vol 1h, test windows: {figures}")
     return figures
 
@@ -92,9 +99,9 @@ def test_the_chosen_k_is_the_true_number_of_regimes(selected):
 @pytest.mark.xfail(
     strict=True,
     reason="goal not met (issue 16): at this size the winner's test-window accuracy is "
-    "0.58 against an oracle of 0.97 and k-means 0.61; the HMM's two states split on "
-    "intraday seasonality of range and volatility as much as on the regimes (see "
-    "docs/regime_model.md, 'How models are chosen')",
+    "0.80 against an oracle of 0.97 (the 0.8 x oracle goal is met), but k-means on the "
+    "same z reaches 0.86, so the +0.05 margin over k-means is not (each fold's states "
+    "matched on their own; see docs/regime_model.md, 'How models are chosen')",
 )
 def test_test_window_accuracy_is_close_to_the_oracle_and_above_kmeans(selected):
     assert selected["accuracy_filtered"] >= 0.8 * selected["oracle"], selected

@@ -167,21 +167,28 @@ def test_daily_windows_roll_on_the_1d_timeframe():
     _assert_identical(anchored, online)
 
 
-def test_snapshots_of_version_2_restore_without_anchors_and_are_refused_with_them():
+@pytest.mark.parametrize("version", [2, 3])
+def test_snapshots_of_versions_2_and_3_restore_without_anchors_and_are_refused_with_them(
+    version,
+):
+    # 2: before partial buffers and day-anchored windows; 3: selected_from, no last_day.
     bars = _aligned_market(5, symbols=1, days=1).iloc[:200]
     buffer = OnlineFeatureBuffer(SPEC, SESSION, timeframe="1m")
     _replay(buffer, bars.iloc[:100], SPEC, SESSION)
     old = buffer.snapshot()
-    old["__version__"] = np.array(2)
+    old["__version__"] = np.array(version)
     del old["last_day"], old["__timeframe__"]
+    if version == 2:
+        del old["__selected_from__"]
     restored = OnlineFeatureBuffer.restore(old, SPEC, SESSION)
+    assert restored.selected_from == buffer.selected_from
     straight = _replay(buffer, bars.iloc[100:], SPEC, SESSION)
     again = _replay(restored, bars.iloc[100:], SPEC, SESSION)
     pd.testing.assert_frame_equal(straight, again)
 
     anchored = OnlineFeatureBuffer(ANCHORED_SPEC, SESSION)
     state = anchored.snapshot()
-    state["__version__"] = np.array(2)
+    state["__version__"] = np.array(version)
     with pytest.raises(BadInputError, match="predates day-anchored windows"):
         OnlineFeatureBuffer.restore(state, ANCHORED_SPEC, SESSION)
     state["__version__"] = np.array(1)

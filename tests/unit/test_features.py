@@ -125,6 +125,28 @@ def test_snapshot_restore_mid_stream_gives_identical_outputs(tmp_path, seed):
     pd.testing.assert_frame_equal(tail_a, tail_b)
 
 
+def test_a_buffer_of_some_features_equals_one_of_the_whole_selection_bit_for_bit(seed):
+    """The live engine computes only its model's features (``selected_from``): their
+    values and warm-up flags are exactly those of a buffer of the whole selection, also
+    across a restart, while a buffer of the subset alone warms up sooner."""
+    bars = _aligned_market(seed, symbols=2, days=2)
+    subset = ("r5", "sma_20", "rv_15", "range_1")
+    whole, _ = _replay(OnlineFeatureBuffer(SPEC, SESSION), bars)
+    part, buffer = _replay(
+        OnlineFeatureBuffer(SPEC, SESSION, names=subset, selected_from=FIXED_FEATURES),
+        bars,
+        snapshot_at=333,
+    )
+    columns = ["symbol", "ts", *subset, "is_warmup", "is_gap"]
+    pd.testing.assert_frame_equal(part, whole[columns], check_exact=True)
+    assert buffer.names == subset and buffer.selected_from == FIXED_FEATURES
+    assert buffer.warmup_bars == max(warmup_lengths(SPEC).values())
+    alone, _ = _replay(OnlineFeatureBuffer(SPEC, SESSION, names=subset), bars)
+    assert alone["is_warmup"].sum() < part["is_warmup"].sum()
+    with pytest.raises(BadInputError, match="not among selected_from"):
+        OnlineFeatureBuffer(SPEC, SESSION, names=("r5",), selected_from=("clv",))
+
+
 def test_no_look_ahead_appending_bars_never_changes_earlier_features(seed):
     bars = _aligned_market(seed + 2, symbols=1, days=2)
     full = compute_batch(bars, SPEC, SESSION)

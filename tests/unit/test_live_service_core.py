@@ -13,9 +13,11 @@ from regimes.answers import UNKNOWN
 from regimes.errors import BadInputError, ConfigError
 from regimes.live.api import (
     BarsRequest,
+    answer_columns,
     answer_records,
     bars_frame,
     parse_bars,
+    parse_columns,
     validation_message,
 )
 from regimes.live.api_keys import check_authorization, load_api_keys
@@ -322,6 +324,57 @@ def test_the_parser_names_row_and_field(change, message):
     with pytest.raises(ValidationError) as caught:
         parse_bars(body)
     assert validation_message(caught.value).startswith(message)
+
+
+def _columns(body: dict) -> dict:
+    rows = body["bars"]
+    names = ["symbol", "open", "high", "low", "close", "volume"]
+    columns = {name: [row[name] for row in rows] for name in names}
+    return {
+        "ts": body["ts"],
+        "columns": {**columns, "is_gap": [r.get("is_gap", False) for r in rows]},
+    }
+
+
+def test_a_columnar_body_gives_the_same_bars_and_answers_in_columns():
+    body = _body()
+    body["bars"][2]["close"] = None
+    pd.testing.assert_frame_equal(parse_columns(_columns(body)), parse_bars(body))
+    frame = _answers("c", [1, -1], K=2)
+    frame["loglik"] = [-1.5, np.nan]
+    frame["entropy"] = [0.0, np.nan]
+    frame.loc[1, "state_prob"] = np.nan
+    columns = orjson.loads(
+        orjson.dumps(answer_columns(frame, {1: "calm"}), option=orjson.OPT_SERIALIZE_NUMPY)
+    )
+    records = orjson.loads(orjson.dumps(answer_records(frame, {1: "calm"})))
+    for i, record in enumerate(records):
+        for name, value in record.items():
+            got = columns[name][i]
+            assert got == value or (value is None and got == [None, None]), (name, i)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda c: c["columns"]["close"].__setitem__(1, "x"),
+            "columns.close[1]: expected a number",
+        ),
+        (lambda c: c["columns"]["open"].pop(), "columns.open: expected a list of 3 values"),
+        (lambda c: c["columns"]["symbol"].__setitem__(2, 7), "columns.symbol[2]: expected a name"),
+        (lambda c: c["columns"].pop("low"), "columns: unknown [], missing ['low']"),
+        (lambda c: c["columns"]["is_gap"].__setitem__(0, 1), "columns.is_gap[0]: expected true"),
+        (lambda c: c.update(ts="2024-01-02T14:30:00"), "ts: expected a time zone"),
+        (lambda c: c.pop("ts"), "body: expected the keys ts and columns"),
+    ],
+)
+def test_a_bad_columnar_body_names_column_and_row(change, message):
+    body = _columns(_body())
+    change(body)
+    with pytest.raises(ValueError) as caught:
+        parse_columns(body)
+    assert str(caught.value).startswith(message)
 
 
 def test_api_keys_from_env_and_file(tmp_path):

@@ -98,6 +98,17 @@ def test_scores_use_hungarian_up_to_the_true_count_and_purity_above_it():
     assert figures["dwell_published"] == 4.0 and figures["chance"] == 0.5
 
 
+def test_each_fold_is_matched_to_the_truth_on_its_own():
+    # Two folds' fits that number the same regimes the other way round: each is exact.
+    truth = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    states = np.array([0, 0, 1, 1, 1, 1, 0, 0])
+    folds = np.repeat([0, 1], 4)
+    assert score_states(truth, states, [4, 4], 2, 2)["accuracy"] == 0.5
+    assert score_states(truth, states, [4, 4], 2, 2, folds)["accuracy"] == 1.0
+    test_states = pd.DataFrame({"fold": folds, "symbol": "A", "raw": states, "published": states})
+    assert recovery_figures(test_states, truth, 2, 2)["accuracy_published"] == 1.0
+
+
 def test_the_jump_penalty_buys_persistence():
     rng = np.random.default_rng(3)
     truth = np.repeat(rng.integers(0, 2, 40), 25)

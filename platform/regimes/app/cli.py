@@ -67,6 +67,7 @@ def run_synth(workspace: Workspace, args: argparse.Namespace):
         args.missing_rate,
         market=args.market,
         prefix=args.prefix,
+        variant=args.variant,
     )
     return data.synth(workspace, request, progress_bar)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,16 @@ class SynthRequest:
 
     symbols: int = 20
     days: int = 60
-    seed: int = 0
+    seed: int | None = 0
     start: date = date(2024, 1, 2)
     missing_rate: float = 0.002
     market: str | None = None
     """A market of ``markets.yaml`` (default: the default market, as before markets)."""
     prefix: str = "SYN"
     """Symbol names are the prefix and a number (``SYN000``)."""
+    variant: str | None = None
+    """A named market of :mod:`regimes.data.synth_variants` (its regimes; its own seed
+    when ``seed`` is None); default: the default market."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +78,21 @@ def synth(
     to the database (replacing every earlier bar of those symbols)."""
     from regimes.data import sql as db
     from regimes.data.synth import SynthConfig, generate, write_truth
+    from regimes.data.synth_variants import variant
 
-    synth_config = SynthConfig(
-        symbols=request.symbols,
-        days=request.days,
-        seed=request.seed,
-        start=request.start,
-        missing_rate=request.missing_rate,
-        symbol_prefix=check_symbol(request.prefix),
-    ).validate()
+    settings = {
+        "symbols": request.symbols,
+        "days": request.days,
+        "start": request.start,
+        "missing_rate": request.missing_rate,
+        "symbol_prefix": check_symbol(request.prefix),
+    }
+    if request.seed is not None:
+        settings["seed"] = request.seed
+    if request.variant is None:
+        synth_config = SynthConfig(**settings).validate()
+    else:
+        synth_config = replace(variant(request.variant).config, **settings).validate()
     started = time.perf_counter()
     book = workspace.markets()
     if request.market is None:

@@ -98,7 +98,12 @@ def _add_synth(sub) -> None:
     )
     synth.add_argument("--symbols", type=int, default=20, help="number of symbols (default 20)")
     synth.add_argument("--days", type=int, default=60, help="trading days (default 60)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed (default 0; with --variant, the variant's own)",
+    )
     synth.add_argument(
         "--start",
         type=_date,
@@ -117,6 +122,12 @@ def _add_synth(sub) -> None:
         "exchange calendar such as XNYS with its holidays); recorded for the symbols; truth "
         "then goes to "
         "<home>/synth/<market>/ (default: the session of timeframes.yaml)",
+    )
+    synth.add_argument(
+        "--variant",
+        help="a named market of other regimes (regimes.data.synth_variants, e.g. k2-vol: "
+        "2 regimes of volatility only; k5: 5 regimes); an unknown name is refused with the "
+        "list (default: the default market, the demo's)",
     )
     synth.add_argument(
         "--prefix", default="SYN", help="symbol names are PREFIX000, PREFIX001, ... (default SYN)"

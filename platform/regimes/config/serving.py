@@ -30,6 +30,7 @@ class ServeConfig(BaseModel):
     checkpoint_interval_s: float = Field(30.0, gt=0)
     registry_poll_s: float = Field(10.0, gt=0)
     compare_rows: int = Field(50_000, ge=0)
+    shadow_idle_s: float = Field(0.01, ge=0)
 
     @field_validator("shards")
     @classmethod

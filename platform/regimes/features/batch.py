@@ -307,6 +307,7 @@ def _batch_symbol(
     """Features of one symbol's real (non-gap) bars, oldest first (``bar["day"]``: their
     trading days, where day-anchored windows reset)."""
     series = _derived_series(bar)
+    bar["logc"] = series["logc"]  # the r* formulas read it too
     r1 = np.concatenate([[np.nan], np.diff(series["logc"])])
     series["r1sq"] = r1**2
     blocks = blocks_for(spec, names)

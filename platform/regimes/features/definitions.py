@@ -16,7 +16,9 @@ from regimes.data.calendars import MarketCalendar
 from regimes.data.markets import SymbolCalendars
 from regimes.errors import BadInputError
 
-SNAPSHOT_VERSION = 3  # 2: trackers grouped by window; 3: day-anchored windows (last_day)
+SNAPSHOT_VERSION = 4  # 2: trackers grouped by window (regimes.features.trackers);
+# 4: the buffer may compute some of a selection (``selected_from`` recorded) and its
+# day-anchored windows restart at a market day (``last_day``, ``__timeframe__`` recorded)
 _NEVER = np.iinfo(np.int64).min  # last_ts of a symbol that has had no bar yet
 _ZERO_STD_RELATIVE = 1e-9
 _CHUNK_ROWS = 65_536
@@ -166,6 +168,171 @@ def _zscore(x, mean, std):
         return np.where(flat, 0.0, (x - mean) / np.where(flat, 1.0, std))
 
 
+# Each formula: (bar fields, block getter, windows of the feature) -> values over rows.
+# ``bar`` holds open/high/low/close/volume/tod (and logc when the caller has it), ``b`` reads
+# a block value by (kind, series, window, anchored), ``w`` the feature's window by key and
+# ``w.anchored`` whether its windows reset at the market's trading day (:func:`day_anchored`).
+
+
+def _clv(bar, b, w):
+    high, low, close = bar["high"], bar["low"], bar["close"]
+    span = high - low
+    return np.where(span > 0, ((close - low) - (high - close)) / np.where(span > 0, span, 1.0), 0.0)
+
+
+def _pullback_depth(bar, b, w):
+    peak = b("max", "close", w("n"))
+    return (peak - bar["close"]) / peak
+
+
+def _log_return(bar, b, w):
+    return _logc(bar) - b("lag", "logc", w("n"))
+
+
+def _vwap(bar, b, w):
+    n, day = w("n"), w.anchored
+    traded = b("nonzero", "volume", n, day) > 0
+    return np.where(
+        traded,
+        b("mean", "tpv", n, day) / np.where(traded, b("mean", "volume", n, day), 1.0),
+        b("mean", "typical", n, day),
+    )
+
+
+def _dist_vwap(bar, b, w):
+    vwap = _vwap(bar, b, w)
+    return (bar["close"] - vwap) / vwap
+
+
+def _tod_sin(bar, b, w):
+    return np.sin(2.0 * np.pi * bar["tod"])
+
+
+def _macd(bar, b, w):
+    return b("ema", "close", w("fast")) - b("ema", "close", w("slow"))
+
+
+def _stoch_k(bar, b, w):
+    hh, ll = b("max", "high", w("n")), b("min", "low", w("n"))
+    span = hh - ll
+    return np.where(span > 0, 100.0 * (bar["close"] - ll) / np.where(span > 0, span, 1.0), 50.0)
+
+
+def _close_mean(bar, b, w):
+    return b("mean", "close", w("n"))
+
+
+def _ema(bar, b, w):
+    return b("ema", "close", w("n"))
+
+
+def _vol_of_vol(bar, b, w):
+    return b("std", f"rv{w('inner')}", w("outer"))
+
+
+def _vol_z(bar, b, w):
+    n, day = w("n"), w.anchored
+    return _zscore(np.log1p(bar["volume"]), b("mean", "logv", n, day), b("std", "logv", n, day))
+
+
+def _range_1(bar, b, w):
+    return np.log(bar["high"] / bar["low"])
+
+
+def _realised_vol(bar, b, w):
+    return np.sqrt(np.maximum(b("mean", "r1sq", w("n")), 0.0))
+
+
+def _relvol(bar, b, w):
+    n, day = w("n"), w.anchored
+    traded = b("nonzero", "volume", n, day) > 0
+    volume = b("mean", "volume", n, day)
+    return np.where(traded, bar["volume"] / np.where(traded, volume, 1.0), 1.0)
+
+
+def _range_z(bar, b, w):
+    n = w("n")
+    return _zscore(np.log(bar["high"] / bar["low"]), b("mean", "range", n), b("std", "range", n))
+
+
+def _bb_width(bar, b, w):
+    n = w("n")
+    k = float(w("k", 2))
+    return 2.0 * k * b("std", "close", n) / b("mean", "close", n)
+
+
+FORMULAS = {
+    "clv": _clv,
+    "pullback_depth": _pullback_depth,
+    "r5": _log_return,
+    "r15": _log_return,
+    "r60": _log_return,
+    "vwap_60": _vwap,
+    "dist_vwap_60": _dist_vwap,
+    "tod_sin": _tod_sin,
+    "macd": _macd,
+    "stoch_k": _stoch_k,
+    "sma_20": _close_mean,
+    "ema_20": _ema,
+    "vol_of_vol": _vol_of_vol,
+    "vol_z_60": _vol_z,
+    "range_1": _range_1,
+    "rv_15": _realised_vol,
+    "rv_60": _realised_vol,
+    "relvol_60": _relvol,
+    "range_z_60": _range_z,
+    "bb_middle": _close_mean,
+    "bb_width": _bb_width,
+}
+"""The formula of each feature (the one place it is written; batch and online call it)."""
+
+
+def _logc(bar: dict[str, np.ndarray]) -> np.ndarray:
+    """Log closes of the rows (the caller's, when it computed them already)."""
+    logc = bar.get("logc")
+    return np.log(bar["close"]) if logc is None else logc
+
+
+class _Windows:
+    """A feature's windows for its formula: ``w(key)`` the window (``default`` when the
+    spec leaves it out), ``w.anchored`` whether they reset at the market's trading day."""
+
+    __slots__ = ("anchored", "windows")
+
+    def __init__(self, windows: dict, anchored: bool):
+        self.windows, self.anchored = windows, anchored
+
+    def __call__(self, key: str, default=None):
+        return int(self.windows[key]) if default is None else self.windows.get(key, default)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`_assemble` needs per feature, looked up once per (spec, names):
+    the formula and its windows, and the warm-up length of every column."""
+
+    formulas: tuple
+    warm: np.ndarray  # (F, 1) bars each column needs
+
+
+def _plan(spec: FeatureSpec, names: tuple[str, ...]) -> _Plan:
+    key = (id(spec), names)
+    cached = _PLAN_CACHE.get(key)
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    warm = warmup_lengths(spec)
+    formulas = []
+    for name in names:
+        w = _Windows(dict(spec.features[name].windows), day_anchored(spec, name))
+        formulas.append((FORMULAS[name], w))
+    plan = _Plan(tuple(formulas), np.array([warm[name] for name in names])[:, None])
+    _PLAN_CACHE[key] = (spec, plan)
+    return plan
+
+
+_PLAN_CACHE: dict[tuple[int, tuple[str, ...]], tuple[FeatureSpec, _Plan]] = {}
+
+
 def _assemble(
     spec: FeatureSpec,
     names: Sequence[str],
@@ -175,80 +342,24 @@ def _assemble(
 ) -> np.ndarray:
     """Feature values from bar fields and block values; NaN where not warmed up.
 
-    ``bar`` holds open/high/low/close/volume/tod (arrays over rows), ``blocks`` the block
-    values by :attr:`Block.key`, ``count`` the real bars seen including this one. The
-    batch and the online path both call this: every formula lives here once.
+    ``bar`` holds open/high/low/close/volume/tod (arrays over rows; logc too when the
+    caller has it), ``blocks`` the block values by :attr:`Block.key`, ``count`` the real
+    bars seen including this one. The batch and the online path both call this, and every
+    formula lives in :data:`FORMULAS` once. Each formula writes one row of a preallocated
+    (F, rows) array and the warm-up mask is applied to all columns in one operation; the
+    result is its (rows, F) transpose.
     """
-    w = lambda name, key="n": _window(spec, name, key)  # noqa: E731
-    b = lambda kind, series, window, day=False: blocks[block_key(kind, series, window, day)]  # noqa: E731
-    high, low, close, volume = bar["high"], bar["low"], bar["close"], bar["volume"]
-    logc = np.log(close)
-    warm = warmup_lengths(spec)
-    out = np.full((len(close), len(names)), np.nan)
+    plan = _plan(spec, tuple(names))
+
+    def b(kind: str, series: str, window: int, anchored: bool = False) -> np.ndarray:
+        return blocks[block_key(kind, series, window, anchored)]
+
+    out = np.empty((len(plan.formulas), len(count)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        for column, name in enumerate(names):
-            if name == "clv":
-                span = high - low
-                value = np.where(
-                    span > 0, ((close - low) - (high - close)) / np.where(span > 0, span, 1.0), 0.0
-                )
-            elif name == "pullback_depth":
-                peak = b("max", "close", w(name))
-                value = (peak - close) / peak
-            elif name in ("r5", "r15", "r60"):
-                value = logc - b("lag", "logc", w(name))
-            elif name in ("vwap_60", "dist_vwap_60"):
-                n, day = w(name), day_anchored(spec, name)
-                traded = b("nonzero", "volume", n, day) > 0
-                vwap = np.where(
-                    traded,
-                    b("mean", "tpv", n, day) / np.where(traded, b("mean", "volume", n, day), 1.0),
-                    b("mean", "typical", n, day),
-                )
-                value = vwap if name == "vwap_60" else (close - vwap) / vwap
-            elif name == "tod_sin":
-                value = np.sin(2.0 * np.pi * bar["tod"])
-            elif name == "macd":
-                value = b("ema", "close", w(name, "fast")) - b("ema", "close", w(name, "slow"))
-            elif name == "stoch_k":
-                hh, ll = b("max", "high", w(name)), b("min", "low", w(name))
-                span = hh - ll
-                value = np.where(
-                    span > 0, 100.0 * (close - ll) / np.where(span > 0, span, 1.0), 50.0
-                )
-            elif name in ("sma_20", "bb_middle"):
-                value = b("mean", "close", w(name))
-            elif name == "ema_20":
-                value = b("ema", "close", w(name))
-            elif name == "vol_of_vol":
-                inner, outer = w(name, "inner"), w(name, "outer")
-                value = b("std", f"rv{inner}", outer)
-            elif name == "vol_z_60":
-                n, day = w(name), day_anchored(spec, name)
-                value = _zscore(
-                    np.log1p(volume), b("mean", "logv", n, day), b("std", "logv", n, day)
-                )
-            elif name == "range_1":
-                value = np.log(high / low)
-            elif name in ("rv_15", "rv_60"):
-                value = np.sqrt(np.maximum(b("mean", "r1sq", w(name)), 0.0))
-            elif name == "relvol_60":
-                n, day = w(name), day_anchored(spec, name)
-                traded = b("nonzero", "volume", n, day) > 0
-                value = np.where(
-                    traded, volume / np.where(traded, b("mean", "volume", n, day), 1.0), 1.0
-                )
-            elif name == "range_z_60":
-                n = w(name)
-                value = _zscore(np.log(high / low), b("mean", "range", n), b("std", "range", n))
-            elif name == "bb_width":
-                n = w(name)
-                k = float(spec.features[name].windows.get("k", 2))
-                value = 2.0 * k * b("std", "close", n) / b("mean", "close", n)
-            else:  # pragma: no cover - FIXED_FEATURES and this chain are kept in step by tests
-                raise KeyError(name)
-            out[:, column] = np.where(count >= warm[name], value, np.nan)
-    return out
+        for column, (formula, w) in enumerate(plan.formulas):
+            out[column] = formula(bar, b, w)
+    np.copyto(out, np.nan, where=plan.warm > count)
+    return out.T
 
 
 def time_of_day(ts_ns: np.ndarray, session, symbols=None) -> np.ndarray:

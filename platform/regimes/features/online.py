@@ -27,7 +27,16 @@ from regimes.features.definitions import (
     warmup_lengths,
 )
 from regimes.features.market_days import anchors_reset, trading_day_numbers
-from regimes.features.trackers import EMAs, Extremes, Lags, Moments, NonZero, Sums
+from regimes.features.trackers import (
+    EMAs,
+    Extremes,
+    Lags,
+    Moments,
+    NonZero,
+    Slots,
+    Sums,
+    slots,
+)
 from regimes.paths import check_symbol
 
 # --------------------------------------------------------------------------- online
@@ -37,7 +46,9 @@ from regimes.paths import check_symbol
 # and shares a tracker with the other series of its window.
 _DERIVED = ("r1sq", "rv")
 _DAY = "@day"  # suffix of the trackers of day-anchored windows (reset at a day's first bar)
-_SUPPORTED_SNAPSHOTS = (2, SNAPSHOT_VERSION)  # 2 had no day-anchored windows nor last_day
+# 2: no day-anchored windows, every feature of the selection computed; 3: selected_from
+# recorded, no day-anchored windows (no last_day); 4 (SNAPSHOT_VERSION): both.
+_SUPPORTED_SNAPSHOTS = (2, 3, SNAPSHOT_VERSION)
 
 
 def _time_of_day(ts_ns: np.ndarray, session, symbols=None) -> np.ndarray:
@@ -82,10 +93,28 @@ class OnlineFeatureBuffer:
     :func:`compute_batch` on the same bars. A bar that is not newer than the symbol's
     last bar, or a malformed bar, refuses the whole step and leaves the state unchanged.
     The whole state snapshots to a dict of arrays (:meth:`snapshot`, :meth:`save`) and
-    restores exactly (:meth:`restore`, :meth:`load`). ``timeframe``: day-anchored windows
-    (``anchor: market_day``) reset at each symbol's trading day on intraday timeframes
-    and roll on ``1d`` (``None`` counts as intraday), as :func:`compute_batch` does from
-    the bars' timeframe.
+    restores exactly (:meth:`restore`, :meth:`load`).
+
+    Parameters
+    ----------
+    spec : FeatureSpec
+        Formulas and windows of the features.
+    session : Session or None
+        Trading session (or market calendars) of the time-of-day feature.
+    symbols : sequence of str
+        Symbols to track from the start.
+    names : sequence of str
+        The features computed (columns of :attr:`OnlineResult.values`).
+    selected_from : sequence of str, optional
+        The selection ``names`` are part of (default: ``names``). The buffer keeps its
+        warm-up length (:attr:`warmup_bars`) and its window arithmetic, so its values and
+        warm-up flags equal those of a buffer (or :func:`compute_batch`) of the whole
+        selection, while only the windows ``names`` read are kept and advanced (the live
+        engine computes only the features its model reads).
+    timeframe : str, optional
+        The bars' timeframe: day-anchored windows (``anchor: market_day``) reset at each
+        symbol's trading day on intraday timeframes and roll on ``1d`` (``None`` counts
+        as intraday), as :func:`compute_batch` does from the bars' timeframe.
 
     Examples
     --------
@@ -106,17 +135,27 @@ class OnlineFeatureBuffer:
         session: Session | None,
         symbols: Sequence[str] = (),
         names: Sequence[str] = FIXED_FEATURES,
+        *,
+        selected_from: Sequence[str] | None = None,
         timeframe: str | None = None,
     ):
         _check_names(names)
+        selected_from = tuple(names) if selected_from is None else tuple(selected_from)
+        _check_names(selected_from)
+        if not set(names) <= set(selected_from):
+            raise BadInputError(
+                f"OnlineFeatureBuffer: features {sorted(set(names) - set(selected_from))} "
+                f"are not among selected_from {list(selected_from)}"
+            )
         self.spec = spec
         self.session = session
         self.names = tuple(names)
+        self.selected_from = selected_from
         self.timeframe = timeframe
         self.blocks = blocks_for(spec, self.names)
         self._resets = anchors_reset(timeframe) and any(b.anchored for b in self.blocks)
         self._warm = warmup_lengths(spec)
-        self._longest = max(self._warm[name] for name in self.names)
+        self._longest = max(self._warm[name] for name in selected_from)
         self.symbols: list[str] = []
         self._index: dict[str, int] = {}
         self._rows = 0
@@ -134,7 +173,9 @@ class OnlineFeatureBuffer:
         """The rolling statistics the blocks need: windows {(series, w, anchored): Sums
         or Moments}, extremes {w: [(series, +1 max / -1 min)]}, nonzero {(w, anchored):
         [series]}, EMAs {series: [span]} and the deepest lag."""
-        std_keys = _std_keys(self.blocks)
+        # The window arithmetic (Welford moments or plain sums) follows the whole selection,
+        # so a buffer of some of its features computes them exactly as one of all of them.
+        std_keys = _std_keys(blocks_for(self.spec, self.selected_from))
 
         def window_class(series: str, w: int, anchored: bool = False) -> type:
             return Moments if (series, w, anchored) in std_keys else Sums
@@ -227,8 +268,8 @@ class OnlineFeatureBuffer:
             if name.startswith("rv")
         ]
         self._plain_keys = [
-            (k, names)
-            for k, (_, _, names) in specs.items()
+            (k, names, args[0] if cls is not EMAs else None, k.endswith(_DAY))
+            for k, (cls, args, names) in specs.items()
             if not _is_derived(names[0]) and k != "lags:logc"
         ]
 
@@ -306,13 +347,17 @@ class OnlineFeatureBuffer:
         volume,
         is_gap=None,
         rows: np.ndarray | None = None,
+        screened: bool = False,
     ) -> OnlineResult:
         """Advance each of ``symbols`` by one closed bar; returns their feature rows.
 
-        ``rows``: as for :meth:`last_times` (-1 for a symbol not seen yet)."""
+        ``rows``: as for :meth:`last_times` (-1 for a symbol not seen yet).
+        ``screened``: the caller has already refused a symbol given twice, a bar not newer
+        than the symbol's last one and a malformed bar (the inference engine screens every
+        row, :func:`regimes.live.screening.screen`), so those checks are not repeated."""
         symbols = list(symbols)
         m = len(symbols)
-        if len(set(symbols)) != m:
+        if not screened and len(set(symbols)) != m:
             raise BadInputError("update: a symbol appears twice in one step")
         ts_ns = _as_ns(ts, m)
         arrays = {}
@@ -331,9 +376,9 @@ class OnlineFeatureBuffer:
         if gap.shape != (m,):
             raise BadInputError(f"update: is_gap has shape {gap.shape} for {m} symbols")
         known = self.rows_of(symbols) if rows is None else np.asarray(rows, dtype=np.int64)
-        last = self._last_of(known)
         # Every check before any change: a refused step leaves the buffer exactly as it was.
-        self._validate(symbols, last, ts_ns, arrays, gap)
+        if not screened:
+            self._validate(symbols, self._last_of(known), ts_ns, arrays, gap)
         idx = known
         if (known < 0).any():
             self.add_symbols([s for s, row in zip(symbols, known, strict=True) if row < 0])
@@ -353,7 +398,7 @@ class OnlineFeatureBuffer:
                 self._reset_new_days(rows, trading_day_numbers(stamps, self.session, names))
             count = self.count[rows] + 1
             self.count[rows] = count
-            assembled = _assemble(self.spec, self.names, bar, self._push(rows, bar), count)
+            assembled = _assemble(self.spec, self.names, bar, self._push(rows, bar, count), count)
         if real.all():
             values = assembled
         else:
@@ -395,17 +440,20 @@ class OnlineFeatureBuffer:
                 self._trackers[key].reset(opening)
         self.last_day[rows] = days
 
-    def _push(self, rows: np.ndarray, bar: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _push(
+        self, rows: np.ndarray, bar: dict[str, np.ndarray], count: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Push one bar into every tracker (one push per tracker, all its series at once)
-        and read every block's value."""
+        and read every block's value; ``count`` the rows' real bars including this one."""
         series = _derived_series(bar)
+        bar["logc"] = series["logc"]  # the r* formulas read it too
         trackers = self._trackers
         lags: Lags = trackers["lags:logc"]
         lags.push(rows, series["logc"])
         # One read of the log closes: 1 back is the last close before this bar (NaN on a
         # symbol's first bar), then every lag block's depth.
         lagged = lags.back(rows, self._lag_reads)
-        has_r1 = self.count[rows] >= 2
+        has_r1 = count >= 2
         r1sq = (series["logc"] - lagged[0]) ** 2
         read: dict[str, dict[str, np.ndarray]] = {}
         # Derived series first: r1^2 windows feed rv, and rv feeds the vol-of-vol window.
@@ -417,9 +465,22 @@ class OnlineFeatureBuffer:
             ready = np.isfinite(rv)  # exactly when the r1^2 window is full
             trackers[key].push(rows[ready], rv[None, ready])
             read[key] = trackers[key].read(rows)
-        for key, names in self._plain_keys:
-            x = np.stack([series[name] for name in names])
-            read[key] = trackers[key].advance(rows, x)  # push and read in one pass
+        # The plain trackers have seen every real bar, as many as the buffer counted before
+        # this one: one Slots per window length serves every rolling tracker of that window.
+        # The day-anchored ones have seen the bars since their last reset (the same count
+        # for all of them): one Slots per window length, from their own count, serves them.
+        steps: dict[tuple[int, bool], Slots] = {}
+        count_before = count - 1
+        capacity = len(self.count)
+        for key, names, w, anchored in self._plain_keys:
+            x = series[names[0]][None] if len(names) == 1 else np.stack([series[n] for n in names])
+            step = None
+            if w is not None:
+                step = steps.get((w, anchored))
+                if step is None:
+                    before = trackers[key].count[rows] if anchored else count_before
+                    step = steps[(w, anchored)] = slots(rows, before, w, capacity)
+            read[key] = trackers[key].advance(rows, x, step)  # push and read in one pass
         out = {block: lagged[column] for block, column in self._lag_columns}
         for block, key, statistic, column in self._block_reads:
             out[block] = read[key][statistic][column]
@@ -433,6 +494,7 @@ class OnlineFeatureBuffer:
             "__version__": np.array(SNAPSHOT_VERSION),
             "__spec__": np.array(self.spec.fingerprint()),
             "__names__": np.array(self.names),
+            "__selected_from__": np.array(self.selected_from),
             "__symbols__": np.array(self.symbols, dtype=object).astype(str)
             if self.symbols
             else np.array([], dtype=str),
@@ -453,9 +515,11 @@ class OnlineFeatureBuffer:
     ) -> OnlineFeatureBuffer:
         """Rebuild a buffer from :meth:`snapshot`; refuses a snapshot of another spec.
 
-        A version-2 snapshot (before day-anchored windows) restores into a buffer
-        without them: every symbol's next bar then counts as a day's first, which
-        changes nothing without day-anchored windows."""
+        A version-2 snapshot (before day-anchored windows and partial buffers) restores
+        into a buffer of its whole selection, and a version-3 one (a partial buffer,
+        before day-anchored windows) into one of its ``selected_from``; both are refused
+        for a spec with day-anchored windows. Without them every symbol's next bar counts
+        as a day's first, which changes nothing."""
         version = int(state["__version__"])
         if version not in _SUPPORTED_SNAPSHOTS:
             raise BadInputError(f"snapshot version {version} is not supported")
@@ -468,8 +532,20 @@ class OnlineFeatureBuffer:
         if str(state["__session__"]) != session_json:
             raise BadInputError("snapshot was taken with another trading session")
         names = [str(name) for name in state["__names__"]]
+        selected_from = names  # version 2: every feature computed, as selected
+        if version >= 3:
+            if "__selected_from__" not in state:
+                raise BadInputError("snapshot is incomplete: no '__selected_from__'")
+            selected_from = [str(name) for name in state["__selected_from__"]]
         timeframe = str(state.get("__timeframe__", "")) or None
-        buffer = cls(spec, session, [str(s) for s in state["__symbols__"]], names, timeframe)
+        buffer = cls(
+            spec,
+            session,
+            [str(s) for s in state["__symbols__"]],
+            names,
+            selected_from=selected_from,
+            timeframe=timeframe,
+        )
         if version < SNAPSHOT_VERSION and any(b.anchored for b in buffer.blocks):
             raise BadInputError(
                 f"snapshot version {version} predates day-anchored windows, which this "
@@ -491,7 +567,7 @@ class OnlineFeatureBuffer:
             return value.copy()
 
         buffer.last_ts = stored("last_ts", buffer.last_ts[:rows])
-        if version >= 3:
+        if version >= 4:
             buffer.last_day = stored("last_day", buffer.last_day[:rows])
         else:
             buffer.last_day = buffer.last_day[:rows].copy()

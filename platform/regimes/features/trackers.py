@@ -14,21 +14,59 @@ online features stay bit-identical to the batch ones.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from regimes.features.batch import _chan_combine, _welford_add
 
 
+class Slots(NamedTuple):
+    """Per-step bookkeeping of rows ``idx`` pushed together into the trackers of one window
+    ``w``, computed once and shared by every tracker of that window that is pushed on the
+    same rows and has seen as many values: the feature buffer's plain rolling series, whose
+    trackers have all seen as many values as the buffer has real bars, and separately its
+    day-anchored ones, whose trackers have all seen the bars since their last reset."""
+
+    idx: np.ndarray  # rows pushed
+    count: np.ndarray  # values seen after the push
+    j: np.ndarray  # offset of the new value in its block of w
+    opening: np.ndarray  # j == 0: the value opens a block
+    starting: np.ndarray  # rows whose value opens a block
+    spans: np.ndarray  # j + 1 < w: the window spans the previous block's suffix
+    cold: np.ndarray  # fewer than w values seen
+    slot: np.ndarray  # flat index of the new value in a (w, rows) ring
+    following: np.ndarray  # flat index of the previous block's suffix from j + 1
+
+
+def slots(idx: np.ndarray, count_before: np.ndarray, w: int, rows: int) -> Slots:
+    """:class:`Slots` of rows ``idx`` that had seen ``count_before`` values, for trackers
+    of window ``w`` with ``rows`` rows of capacity."""
+    j = count_before % w
+    opening = j == 0
+    count = count_before + 1
+    following = np.minimum(j + 1, w - 1)
+    following *= rows
+    following += idx
+    return Slots(
+        idx, count, j, opening, idx[opening], j + 1 < w, count < w, j * rows + idx, following
+    )
+
+
+_OFFSETS: dict[tuple[int, int], np.ndarray] = {}
+
+
 def _series_offsets(array: np.ndarray) -> np.ndarray:
-    """Flat offset of each series' block in an array laid out (S, ..., rows), (S, 1)."""
+    """Flat offset of each series' block in an array laid out (S, ..., rows), (S, 1);
+    None for one series (no offset to add)."""
     S = array.shape[0]
-    return (np.arange(S) * (array.size // S))[:, None]
-
-
-def _take(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``array[:, idx]`` of an (S, rows) array ((S, n); np.take is several times faster
-    than fancy indexing behind a slice)."""
-    return np.take(array, idx, axis=1)
+    if S == 1:
+        return None
+    key = (S, array.size)
+    offsets = _OFFSETS.get(key)
+    if offsets is None:
+        offsets = _OFFSETS[key] = (np.arange(S) * (array.size // S))[:, None]
+    return offsets
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
@@ -38,21 +76,18 @@ def _flat(array: np.ndarray) -> np.ndarray:
     return array.reshape(-1)
 
 
-def _set(array: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
-    """``array[:, idx] = values`` of an (S, rows) array, by one flat index."""
-    _flat(array)[idx + _series_offsets(array)] = values
+def _set(array: np.ndarray, flat_index: np.ndarray, values: np.ndarray) -> None:
+    """``array[:, i] = values`` of an (S, ...) array at the flat positions ``flat_index``
+    within each series' block (one flat index over all series)."""
+    offsets = _series_offsets(array)
+    _flat(array)[flat_index if offsets is None else flat_index + offsets] = values
 
 
-def _at(array: np.ndarray, idx: np.ndarray, slot: np.ndarray) -> np.ndarray:
-    """``array[:, slot, idx]`` of an (S, w, rows) array as (S, n), by one flat index; rows
-    at the same slot (symbols stepping together) are contiguous."""
-    S, w, rows = array.shape
-    return np.take(array.reshape(S, w * rows), slot * rows + idx, axis=1)
-
-
-def _put(array: np.ndarray, idx: np.ndarray, slot: np.ndarray, values: np.ndarray) -> None:
-    rows = array.shape[2]
-    _flat(array)[slot * rows + idx + _series_offsets(array)] = values
+def _get(array: np.ndarray, flat_index: np.ndarray) -> np.ndarray:
+    """``array[:, i]`` of an (S, ...) array at the flat positions ``flat_index`` within
+    each series' block, as (S, n) (np.take is several times faster than fancy indexing
+    behind a slice)."""
+    return array.reshape(array.shape[0], -1).take(flat_index, axis=1)
 
 
 class _Tracker:
@@ -84,19 +119,26 @@ class _Tracker:
             merged = np.concatenate([getattr(self, name), getattr(template, name)], axis=axis)
             setattr(self, name, merged)
 
+    def slots(self, idx: np.ndarray) -> Slots:
+        """The :class:`Slots` of a push to rows ``idx`` from this tracker's own counts."""
+        return slots(idx, self.count[idx], self.w, self.count.shape[0])
+
     def push(self, idx: np.ndarray, x: np.ndarray) -> None:
         """Append one value of each series, (S, n), to rows ``idx`` (distinct)."""
-        self._push(idx, x)
+        self._push(self.slots(idx), x)
 
     def read(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """The statistics of rows ``idx`` over their last ``w`` values, (S, n) each."""
         count = self.count[idx]
-        return self._values(idx, count, (count - 1) % self.w)
+        # The slots of the last push: j of the value that came in last.
+        last = slots(idx, count - 1, self.w, self.count.shape[0])
+        return self._values(last._replace(count=count, cold=count < self.w), None)
 
-    def advance(self, idx: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
-        """:meth:`push` then :meth:`read`, sharing the per-row bookkeeping."""
-        count, j = self._push(idx, x)
-        return self._values(idx, count, j)
+    def advance(self, idx: np.ndarray, x: np.ndarray, step: Slots | None = None):
+        """:meth:`push` then :meth:`read`, sharing the per-row bookkeeping; ``step`` the
+        slots when the caller computed them for several trackers (see :class:`Slots`)."""
+        step = self.slots(idx) if step is None else step
+        return self._values(step, self._push(step, x))
 
     def reset(self, idx: np.ndarray) -> None:
         """Start rows ``idx`` afresh (a day-anchored window at a trading day's first bar):
@@ -121,28 +163,25 @@ class Sums(_Tracker):
     def empty(self, rows: int) -> Sums:
         return Sums(rows, self.w, self.S, self.anchored)
 
-    def _push(self, idx, x):
-        count = self.count[idx]
-        j = count % self.w
-        opening = j == 0
-        starting = idx[opening]
+    def _push(self, step: Slots, x):
+        idx = step.idx
+        starting = step.starting
         if len(starting):
             block = self.ring[:, ::-1, starting]
             self.suffix[:, :, starting] = np.cumsum(block, axis=1)[:, ::-1]
-        _set(self.prefix, idx, np.where(opening, x, _take(self.prefix, idx) + x))
-        _put(self.ring, idx, j, x)
-        count += 1
-        self.count[idx] = count
-        return count, j
+        prefix = np.where(step.opening, x, _get(self.prefix, idx) + x)
+        _set(self.prefix, idx, prefix)
+        _set(self.ring, step.slot, x)
+        self.count[idx] = step.count
+        return prefix
 
-    def _values(self, idx, count, j):
-        w = self.w
-        following = np.minimum(j + 1, w - 1)
-        prefix = _take(self.prefix, idx)
-        total = np.where(j + 1 < w, _at(self.suffix, idx, following) + prefix, prefix)
+    def _values(self, step: Slots, prefix):
+        if prefix is None:
+            prefix = _get(self.prefix, step.idx)
+        total = np.where(step.spans, _get(self.suffix, step.following) + prefix, prefix)
         if self.anchored:  # fewer than w values since the reset: the prefix alone
-            return {"mean": np.where(count >= w, total / w, prefix / count)}
-        return {"mean": np.where(count >= w, total / w, np.nan)}
+            return {"mean": np.where(step.cold, prefix / step.count, total / self.w)}
+        return {"mean": np.where(step.cold, np.nan, total / self.w)}
 
 
 class Moments(_Tracker):
@@ -164,21 +203,21 @@ class Moments(_Tracker):
     def empty(self, rows: int) -> Moments:
         return Moments(rows, self.w, self.S, self.anchored)
 
-    def _push(self, idx, x):
-        count = self.count[idx]
-        j = count % self.w
-        starting = idx[j == 0]
+    def _push(self, step: Slots, x):
+        idx = step.idx
+        starting = step.starting
         if len(starting):
             self._suffix(starting)
             self.prefix_mean[:, starting] = 0.0
             self.prefix_m2[:, starting] = 0.0
-        mean, m2 = _welford_add(_take(self.prefix_mean, idx), _take(self.prefix_m2, idx), x, j + 1)
+        mean, m2 = _welford_add(
+            _get(self.prefix_mean, idx), _get(self.prefix_m2, idx), x, step.j + 1
+        )
         _set(self.prefix_mean, idx, mean)
         _set(self.prefix_m2, idx, m2)
-        _put(self.ring, idx, j, x)
-        count += 1
-        self.count[idx] = count
-        return count, j
+        _set(self.ring, step.slot, x)
+        self.count[idx] = step.count
+        return mean, m2
 
     def _suffix(self, starting: np.ndarray) -> None:
         """Mean and m2 of ``ring[:, j:]`` for every j (as the batch ``_welford_suffix``)."""
@@ -192,31 +231,32 @@ class Moments(_Tracker):
             means[:, j], m2s[:, j] = mean, m2
         self.suffix_mean[:, :, starting], self.suffix_m2[:, :, starting] = means, m2s
 
-    def _values(self, idx, count, j):
+    def _values(self, step: Slots, prefix):
         """Mean and population std of each row's window; NaN before w values."""
         w = self.w
-        following = np.minimum(j + 1, w - 1)
-        prefix_mean, prefix_m2 = _take(self.prefix_mean, idx), _take(self.prefix_m2, idx)
-        n_b = j + 1
+        if prefix is None:
+            prefix = _get(self.prefix_mean, step.idx), _get(self.prefix_m2, step.idx)
+        prefix_mean, prefix_m2 = prefix
+        n_b = step.j + 1
         n_a = w - n_b
         # Chan's combination on every row, kept where the window spans two blocks (the
         # same arithmetic as the batch path on those rows; the prefix alone elsewhere).
         with np.errstate(invalid="ignore", divide="ignore"):
             combined_mean, combined_m2 = _chan_combine(
-                _at(self.suffix_mean, idx, following),
-                _at(self.suffix_m2, idx, following),
+                _get(self.suffix_mean, step.following),
+                _get(self.suffix_m2, step.following),
                 n_a,
                 prefix_mean,
                 prefix_m2,
                 n_b,
             )
-        spans = n_a > 0
+        spans, cold = step.spans, step.cold
         mean = np.where(spans, combined_mean, prefix_mean)
         m2 = np.where(spans, combined_m2, prefix_m2)
-        cold = count < w
         if self.anchored:  # fewer than w values since the reset: the prefix alone
             mean, m2 = np.where(cold, prefix_mean, mean), np.where(cold, prefix_m2, m2)
-            return {"mean": mean, "std": np.sqrt(np.maximum(m2, 0.0) / np.where(cold, count, w))}
+            divisor = np.where(cold, step.count, w)
+            return {"mean": mean, "std": np.sqrt(np.maximum(m2, 0.0) / divisor)}
         std = np.sqrt(np.maximum(m2, 0.0) / w)
         mean[:, cold] = np.nan
         std[:, cold] = np.nan
@@ -233,6 +273,7 @@ class Extremes(_Tracker):
         self.w = w
         self.signs = np.asarray(signs, dtype=float)  # +1 max, -1 min
         self.sign_column = self.signs[:, None]
+        self.negates = bool((self.signs < 0).any())
         S = len(self.signs)
         self.ring = np.full((S, w, rows), -np.inf)
         self.suffix = np.full((S, w, rows), -np.inf)
@@ -242,28 +283,28 @@ class Extremes(_Tracker):
     def empty(self, rows: int) -> Extremes:
         return Extremes(rows, self.w, self.signs)
 
-    def _push(self, idx, x):
-        x = x * self.sign_column
-        count = self.count[idx]
-        j = count % self.w
-        opening = j == 0
-        starting = idx[opening]
+    def _push(self, step: Slots, x):
+        if self.negates:
+            x = x * self.sign_column
+        idx = step.idx
+        starting = step.starting
         if len(starting):
             block = self.ring[:, ::-1, starting]
             self.suffix[:, :, starting] = np.maximum.accumulate(block, axis=1)[:, ::-1]
-        _put(self.ring, idx, j, x)
-        _set(self.prefix, idx, np.where(opening, x, np.maximum(_take(self.prefix, idx), x)))
-        count += 1
-        self.count[idx] = count
-        return count, j
+        _set(self.ring, step.slot, x)
+        prefix = np.where(step.opening, x, np.maximum(_get(self.prefix, idx), x))
+        _set(self.prefix, idx, prefix)
+        self.count[idx] = step.count
+        return prefix
 
-    def _values(self, idx, count, j):
-        following = np.minimum(j + 1, self.w - 1)
-        prefix = _take(self.prefix, idx)
-        carried = np.where(j + 1 < self.w, _at(self.suffix, idx, following), prefix)
+    def _values(self, step: Slots, prefix):
+        if prefix is None:
+            prefix = _get(self.prefix, step.idx)
+        carried = np.where(step.spans, _get(self.suffix, step.following), prefix)
         value = np.maximum(prefix, carried)
-        value *= self.sign_column
-        return {"value": np.where(count >= self.w, value, np.nan)}
+        if self.negates:
+            value *= self.sign_column
+        return {"value": np.where(step.cold, np.nan, value)}
 
 
 class NonZero(_Tracker):
@@ -285,24 +326,21 @@ class NonZero(_Tracker):
         self.total[:, idx] = 0
         self.ring[:, :, idx] = 0
 
-    def _push(self, idx, x):
-        count = self.count[idx]
-        slot = count % self.w
+    def _push(self, step: Slots, x):
+        idx = step.idx
         flag = (x != 0).astype(np.int8)
-        total = _take(self.total, idx) + (flag - _at(self.ring, idx, slot))
+        total = _get(self.total, idx) + (flag - _get(self.ring, step.slot))
         _set(self.total, idx, total)
-        _put(self.ring, idx, slot, flag)
-        count += 1
-        self.count[idx] = count
-        return count, total
+        _set(self.ring, step.slot, flag)
+        self.count[idx] = step.count
+        return total
 
-    def read(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        return self._values(idx, self.count[idx], _take(self.total, idx))
-
-    def _values(self, idx, count, total):
+    def _values(self, step: Slots, total):
+        if total is None:
+            total = _get(self.total, step.idx)
         if self.anchored:  # the values since the reset, however few
             return {"value": total.astype(float)}
-        return {"value": np.where(count >= self.w, total.astype(float), np.nan)}
+        return {"value": np.where(step.cold, np.nan, total.astype(float))}
 
 
 class Lags(_Tracker):
@@ -322,7 +360,7 @@ class Lags(_Tracker):
     def empty(self, rows: int) -> Lags:
         return Lags(rows, self.depth)
 
-    def _push(self, idx, x):
+    def push(self, idx: np.ndarray, x: np.ndarray) -> None:
         self.ring[idx, self.count[idx] % self.size] = x
         self.count[idx] += 1
 
@@ -345,23 +383,23 @@ class EMAs(_Tracker):
     def __init__(self, rows: int, spans: np.ndarray):
         self.spans = np.asarray(spans, dtype=np.int64)
         self.alpha = (2.0 / (self.spans + 1.0))[:, None]
+        self.decay = 1.0 - self.alpha
         self.value = np.zeros((len(self.spans), rows))
         self.count = np.zeros(rows, dtype=np.int64)
 
     def empty(self, rows: int) -> EMAs:
         return EMAs(rows, self.spans)
 
-    def _push(self, idx, x):
-        previous = _take(self.value, idx)
-        decay = 1.0 - self.alpha
-        seeded = self.count[idx] == 0
-        value = np.where(seeded, x, self.alpha * x + decay * previous)
-        _set(self.value, idx, value)
-        self.count[idx] += 1
-        return value, None
+    def push(self, idx: np.ndarray, x: np.ndarray) -> None:
+        self.advance(idx, x)
 
     def read(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        return {"value": _take(self.value, idx)}
+        return {"value": _get(self.value, idx)}
 
-    def advance(self, idx: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {"value": self._push(idx, x)[0]}
+    def advance(self, idx: np.ndarray, x: np.ndarray, step: Slots | None = None):
+        count = self.count[idx] if step is None else step.count - 1
+        previous = _get(self.value, idx)
+        value = np.where(count == 0, x, self.alpha * x + self.decay * previous)
+        _set(self.value, idx, value)
+        self.count[idx] = count + 1
+        return {"value": value}

@@ -93,8 +93,8 @@ def answer_frame(
     values = {
         "symbol": bars["symbol"].to_numpy(dtype=object),
         "ts": pd.DatetimeIndex(bars["ts"]),
-        "timeframe": np.full(n, timeframe, dtype=object),
-        "model_id": np.full(n, model_id, dtype=object),
+        "timeframe": _constant(n, timeframe),
+        "model_id": _constant(n, model_id),
         "state_id": outputs.state_id,
         "raw_state_id": outputs.raw_state_id,
         "state_prob": state_prob,
@@ -108,3 +108,11 @@ def answer_frame(
     columns = {field.name: values[field.name] for field in answer_fields(d, K)}
     # Fresh arrays all: no copy (and no broadcasting of scalars, ~5x faster).
     return pd.DataFrame(columns, copy=False)
+
+
+def _constant(n: int, value: str) -> np.ndarray:
+    """An object column of ``n`` times ``value`` (``fill`` is ~10x faster than
+    ``np.full(n, value, dtype=object)``, which dominated the answer frame)."""
+    column = np.empty(n, dtype=object)
+    column.fill(value)
+    return column

@@ -3,6 +3,12 @@ request body of ``POST /v1/bars/{timeframe}``, its conversion into the engine's 
 frame, and answers as JSON-ready records in the one answer schema
 (:mod:`regimes.answers`).
 
+Two body forms (:data:`COLUMNAR_MEDIA_TYPE` selects the second): rows
+(``{"ts", "bars": [{symbol, open, ...}, ...]}``, :class:`BarsRequest`) and columns
+(``{"ts", "columns": {"symbol": [...], "open": [...], ...}}``, :class:`BarsColumns`,
+answered in columns too: :func:`answer_columns`), which costs less to write and read on
+both sides for large batches.
+
 Structural problems of a body (not JSON, a row without ``symbol``, a price that is not
 a number) refuse the whole request, naming the row and field
 (:func:`validation_message`); problems of a row's values (NaN or non-positive prices,
@@ -46,6 +52,35 @@ class BarsRequest(BaseModel):
 
     ts: datetime
     bars: list[BarIn] = Field(min_length=1)
+
+
+COLUMNAR_MEDIA_TYPE = "application/vnd.regimes.columns+json"
+"""Media type of the columnar body and answer of ``POST /v1/bars/{timeframe}``."""
+
+
+class ColumnsIn(BaseModel):
+    """The bars of one bar time as columns of equal length (row i of every column is one
+    symbol's bar; a null price refuses that row only, as in the row form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: list[str] = Field(min_length=1)
+    open: list[float | None]
+    high: list[float | None]
+    low: list[float | None]
+    close: list[float | None]
+    volume: list[float | None]
+    is_gap: list[bool] | None = None
+
+
+class BarsColumns(BaseModel):
+    """Closed bars of many symbols for one bar time, as columns (media type
+    :data:`COLUMNAR_MEDIA_TYPE`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ts: datetime
+    columns: ColumnsIn
 
 
 def validation_message(error: ValidationError, max_items: int = 5) -> str:
@@ -160,6 +195,59 @@ def _parse_plain(data) -> pd.DataFrame:
     return frame
 
 
+def parse_columns(data) -> pd.DataFrame:
+    """A parsed columnar body (:class:`BarsColumns`) -> the engine's bar frame.
+
+    Raises
+    ------
+    ValueError
+        The first structural problem, naming the column and row, e.g.
+        ``columns.close[3]: expected a number or null``; ``ts`` without a time zone.
+    """
+    if type(data) is not dict or data.keys() != {"ts", "columns"}:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"body: expected the keys ts and columns, got {keys}")
+    columns = data["columns"]
+    if type(columns) is not dict:
+        raise ValueError("columns: expected an object of columns")
+    unknown = sorted(set(columns) - _FIELDS)
+    missing = [name for name in ("symbol", *BAR_FIELDS) if name not in columns]
+    if unknown or missing:
+        raise ValueError(f"columns: unknown {unknown}, missing {missing}")
+    symbols = columns["symbol"]
+    if type(symbols) is not list or not symbols:
+        raise ValueError("columns.symbol: expected a list of at least one symbol")
+    rows = len(symbols)
+    for name, values in columns.items():
+        if type(values) is not list or len(values) != rows:
+            raise ValueError(f"columns.{name}: expected a list of {rows} values, like symbol")
+    for row, symbol in enumerate(symbols):
+        if type(symbol) is not str or not 1 <= len(symbol) <= 64:
+            raise ValueError(f"columns.symbol[{row}]: expected a name of 1 to 64 characters")
+    if type(data["ts"]) is not str:
+        raise ValueError("ts: expected an ISO time with a time zone")
+    try:
+        ts = _bar_time(data["ts"])
+    except ValueError as exc:
+        raise ValueError(str(exc) if str(exc).startswith("ts:") else f"ts: {exc}") from None
+    frame = {"symbol": np.array(symbols, dtype=object)}
+    for name in BAR_FIELDS:
+        values = columns[name]
+        for row, value in enumerate(values):
+            if value is not None and type(value) not in (int, float):
+                raise ValueError(f"columns.{name}[{row}]: expected a number or null")
+        frame[name] = np.array(values, dtype=float)  # null -> NaN: that row is refused
+    gaps = columns.get("is_gap")
+    if gaps is not None:
+        for row, value in enumerate(gaps):
+            if type(value) is not bool:
+                raise ValueError(f"columns.is_gap[{row}]: expected true or false")
+    frame["is_gap"] = np.array(gaps, dtype=bool) if gaps is not None else np.zeros(rows, bool)
+    out = pd.DataFrame(frame)
+    out.insert(1, "ts", pd.DatetimeIndex([ts]).repeat(rows))
+    return out
+
+
 def _iso_times(ts: pd.DatetimeIndex) -> list[str]:
     """ISO strings of ``ts``, formatted once per distinct time (a batch has one)."""
     codes, uniques = pd.factorize(ts)
@@ -212,6 +300,44 @@ def answer_records(answers: pd.DataFrame, labels: dict[int, str] | None = None) 
         }
         for symbol, when, state, prob, post, h, ll, unknown, why, model_id in columns
     ]
+
+
+def answer_columns(answers: pd.DataFrame, labels: dict[int, str] | None = None) -> dict:
+    """The answers as columns (the columnar answer of ``POST /v1/bars/{timeframe}``): the
+    fields of :func:`answer_records`, each a list (``posterior`` a list of K-lists), with
+    numpy arrays the JSON encoder writes directly; an undefined value (a bar still
+    warming up) is null, in ``posterior`` each of its K values."""
+    names = ("state_prob", "entropy", "loglik")
+    if answers.empty:
+        return {
+            k: []
+            for k in (
+                "symbol",
+                "ts",
+                "state_id",
+                "label",
+                *names,
+                "posterior",
+                "is_unknown",
+                "reason",
+                "model_id",
+            )
+        }
+    labels = labels or {}
+    posterior_columns = sorted(c for c in answers.columns if c.startswith("p_"))
+    state_id = answers["state_id"].to_numpy(dtype=np.int64)
+    label_of = {s: None if s == UNKNOWN else labels.get(s) for s in np.unique(state_id).tolist()}
+    return {
+        "symbol": answers["symbol"].tolist(),
+        "ts": _iso_times(pd.DatetimeIndex(answers["ts"])),
+        "state_id": state_id,
+        "label": [label_of[s] for s in state_id.tolist()],
+        **{name: answers[name].to_numpy(dtype=float) for name in names},
+        "posterior": np.ascontiguousarray(answers[posterior_columns].to_numpy(dtype=float)),
+        "is_unknown": answers["is_unknown"].to_numpy(dtype=bool),
+        "reason": answers["ood_reason"].where(answers["ood_reason"].notna(), None).tolist(),
+        "model_id": answers["model_id"].tolist(),
+    }
 
 
 def refused_records(rejected: pd.DataFrame) -> list[dict]:

@@ -161,8 +161,14 @@ class InferenceEngine:
         self.history = history
         self.timeframe = model.timeframe
         self.model_id = model.model_id
+        # Only the features the model reads are computed, with the warm-up and window
+        # arithmetic of the model's whole selection (what the batch path computes).
         self.buffer = OnlineFeatureBuffer(
-            model.feature_spec, model.session, names=model.feature_names, timeframe=model.timeframe
+            model.feature_spec,
+            model.session,
+            names=self.pipeline.features_,
+            selected_from=model.feature_names,
+            timeframe=model.timeframe,
         )
         self.settings = model.anti_chatter
         self.ood_settings = ood.OODSettings.from_config(model.ood_threshold, model.ood)
@@ -236,8 +242,9 @@ class InferenceEngine:
             )
         if not accepted.any():
             return self._answers(frame.iloc[:0], empty_outputs(0, self.pipeline.d, self.K))
-        frame = frame[accepted].reset_index(drop=True)
-        rows = rows[accepted]
+        if rejected:
+            frame = frame[accepted].reset_index(drop=True)
+            rows = rows[accepted]
         if (rows < 0).any():
             unseen = frame["symbol"].to_numpy()[rows < 0].tolist()
             if self.history is not None:
@@ -281,6 +288,7 @@ class InferenceEngine:
             bars["volume"],
             bars["is_gap"],
             rows=idx,
+            screened=True,  # by screen(): every row here passed its checks
         )
         X = self._stationary(features, bars["close"].to_numpy(dtype=float))
         # Counts by a product (all/sum over axis 1 are slow on rows as short as F).
@@ -292,7 +300,7 @@ class InferenceEngine:
         clipped = np.zeros(len(idx), dtype=np.int64)
         if usable.any():
             every = _all_or_mask(usable)
-            scaled = self.pipeline.scaler_.transform(X[every])
+            scaled = self.pipeline.scaler_.transform_in_place(X[every])  # X is the step's own
             clipped[every] = (np.abs(scaled) >= self.pipeline.scaler_.clip) @ columns
             target = idx[every]
             rows.window[target, :-1] = rows.window[target, 1:]

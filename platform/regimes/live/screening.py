@@ -33,15 +33,19 @@ def check_columns(bars: pd.DataFrame) -> pd.DataFrame:
     if ts.tz is None:
         raise BadInputError("step: ts must be timezone-aware (UTC)")
     frame = bars.reset_index(drop=True).copy(deep=False)
-    frame["ts"] = ts.tz_convert("UTC")
+    if str(ts.tz) != "UTC" or bars["ts"].dtype != _UTC_NS:  # already UTC (ns): kept as is
+        frame["ts"] = ts.tz_convert("UTC")
     for column in ("open", "high", "low", "close", "volume"):
         if frame[column].dtype.kind not in "fiu":  # a text cell: NaN, refused with its row
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if "is_gap" not in frame.columns:
         frame["is_gap"] = False
-    else:
+    elif frame["is_gap"].dtype != bool:
         frame["is_gap"] = frame["is_gap"].fillna(False).astype(bool)
     return frame
+
+
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 
 def screen(
@@ -85,7 +89,7 @@ def screen(
         f"ts differs from the batch's bar time {pd.Timestamp(batch_ts, tz='UTC').isoformat()}"
         " (one step is one bar time)",
     )
-    refuse(frame["symbol"].duplicated().to_numpy(), "symbol appears twice in the batch")
+    refuse(_repeated(frame["symbol"], rows), "symbol appears twice in the batch")
     last = buffer.last_times(symbols, rows)
     refuse(ts_ns == last, "duplicate bar (this bar time was already processed)")
     refuse(ts_ns < last, "out-of-order bar (older than the symbol's last bar)")
@@ -101,6 +105,16 @@ def screen(
         for i in sorted(reasons)
     ]
     return ~refused, rejected, rows
+
+
+def _repeated(symbols: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """Rows whose symbol came earlier in the batch (``duplicated()``, first kept). A
+    tracked symbol has one row in the engine's state arrays, so when every symbol is
+    tracked and no state row repeats (the usual step), no symbol does either; names are
+    compared only otherwise."""
+    if len(rows) and (rows >= 0).all() and np.bincount(rows).max() <= 1:
+        return np.zeros(len(rows), dtype=bool)
+    return symbols.duplicated().to_numpy()
 
 
 def rejected_frame(rows: list[dict]) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from regimes.live import antichatter, ood
 if TYPE_CHECKING:
     from regimes.live.engine import InferenceEngine
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3  # 3: the feature buffer holds only the features the model reads
 
 
 def take_snapshot(engine: InferenceEngine) -> dict[str, np.ndarray]:
@@ -65,6 +65,11 @@ def restore_snapshot(engine: InferenceEngine, state: dict[str, np.ndarray]) -> N
     buffer = OnlineFeatureBuffer.restore(part("buffer/"), model.feature_spec, model.session)
     if list(buffer.symbols) != symbols:
         raise BadInputError("engine snapshot: feature buffer and engine symbols differ")
+    if (buffer.names, buffer.selected_from) != (engine.buffer.names, engine.buffer.selected_from):
+        raise BadInputError(
+            f"engine snapshot: its feature buffer computes {list(buffer.names)}, this engine "
+            f"{list(engine.buffer.names)}"
+        )
     chatter = antichatter.AntiChatterState.restore(part("chatter/"))
     ood_state = part("ood/")
     try:

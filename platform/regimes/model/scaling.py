@@ -148,6 +148,24 @@ class RobustPowerScaler(TransformerMixin, BaseEstimator):
             raise BadInputError(f"RobustPowerScaler.transform: NaN produced at row {row}")
         return np.clip(Z, -self.clip, self.clip)  # also maps an overflow's inf to the clip
 
+    def transform_in_place(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`transform` of finite float64 rows that the caller owns, computed in ``X``
+        itself (no copies: the live step's scaler) and returned; the same values, bit for
+        bit. Falls back to :meth:`transform` (and a copy) where that has no fast path."""
+        check_is_fitted(self, "power_")
+        standard = getattr(self.power_, "_scaler", None)
+        fast = self.power_.standardize and hasattr(standard, "mean_")
+        if not fast or X.dtype != np.float64 or X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            X[...] = self.transform(X)
+            return X
+        if not np.isfinite(X).all():
+            _finite_2d(X, "RobustPowerScaler.transform_in_place")  # names the first bad cell
+        Z = _yeo_johnson_standardized(X, self.robust_, self.power_.lambdas_, standard, out=X)
+        if np.isnan(Z).any():
+            row = int(np.flatnonzero(np.isnan(Z).any(axis=1))[0])
+            raise BadInputError(f"RobustPowerScaler.transform: NaN produced at row {row}")
+        return np.clip(Z, -self.clip, self.clip, out=Z)
+
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "power_")
         return self.feature_names_in_
@@ -167,15 +185,16 @@ def _finite_2d(X, what: str) -> np.ndarray:
     return array
 
 
-def _yeo_johnson_standardized(X: np.ndarray, robust, lambdas, standard) -> np.ndarray:
+def _yeo_johnson_standardized(X: np.ndarray, robust, lambdas, standard, out=None) -> np.ndarray:
     """``power.transform(robust.transform(X))`` in one pass over the whole matrix.
 
     The same floating-point operations as scikit-learn (centre, scale) and scipy's
     ``yeojohnson`` (``±expm1(e * log1p(|x|)) / e`` with ``e = λ`` for x >= 0 and
     ``2 - λ`` below, ``log1p`` at λ = 0 or 2), so the result is bit for bit theirs —
-    without one scipy call per column, which dominated the live step.
+    without one scipy call per column, which dominated the live step. ``out=X``
+    computes in ``X`` itself.
     """
-    Z = np.array(X, dtype=np.float64)  # a copy
+    Z = np.array(X, dtype=np.float64) if out is None else out  # a copy, or X in place
     Z -= robust.center_
     Z /= robust.scale_
     eps = np.finfo(np.float64).eps
@@ -183,12 +202,15 @@ def _yeo_johnson_standardized(X: np.ndarray, robust, lambdas, standard) -> np.nd
     magnitude = np.log1p(np.abs(Z))
     exponent = np.where(positive, lambdas, 2.0 - lambdas)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # inf -> clipped
-        out = np.expm1(exponent * magnitude) / exponent
-    np.negative(out, out=out, where=~positive)
-    at_zero = positive & (np.abs(lambdas) < eps)
-    at_two = ~positive & (np.abs(lambdas - 2) <= eps)
-    out[at_zero] = magnitude[at_zero]
-    out[at_two] = -magnitude[at_two]
-    out -= standard.mean_
-    out /= standard.scale_
-    return out
+        Z = np.expm1(exponent * magnitude, out=Z)
+        Z /= exponent
+    np.negative(Z, out=Z, where=~positive)
+    if (np.abs(lambdas) < eps).any():  # log1p where lambda is 0 (>= 0) or 2 (< 0)
+        at_zero = positive & (np.abs(lambdas) < eps)
+        Z[at_zero] = magnitude[at_zero]
+    if (np.abs(lambdas - 2) <= eps).any():
+        at_two = ~positive & (np.abs(lambdas - 2) <= eps)
+        Z[at_two] = -magnitude[at_two]
+    Z -= standard.mean_
+    Z /= standard.scale_
+    return Z

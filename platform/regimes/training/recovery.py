@@ -51,29 +51,44 @@ def published_states(
     return out
 
 
-def score_states(truth, states, lengths: Sequence[int], K: int, K_true: int) -> dict:
+def score_states(truth, states, lengths: Sequence[int], K: int, K_true: int, fits=None) -> dict:
     """Accuracy (Hungarian when K <= K_true, else purity) and mean dwell of decoded
-    ``states`` against ``truth`` labels of the same bars."""
-    result = matched_accuracy(states, truth, K, K_true)
+    ``states`` against ``truth`` labels of the same bars.
+
+    ``fits`` names, per bar, the fit that decoded it (the walk-forward fold): each fit
+    numbers its states in its own way, so each fit's states are matched to the truth on
+    its own bars, and the accuracies are pooled weighted by bars."""
+    truth, states = np.asarray(truth), np.asarray(states)
+    fits = np.zeros(len(states), dtype=np.int64) if fits is None else np.asarray(fits)
+    hungarian = purity = headline = 0.0
+    for fit in np.unique(fits):
+        rows = fits == fit
+        result = matched_accuracy(states[rows], truth[rows], K, K_true)
+        share = rows.sum() / len(states)
+        hungarian += share * result.hungarian
+        purity += share * result.purity
+        headline += share * headline_accuracy(result)
     return {
-        "accuracy": headline_accuracy(result),
+        "accuracy": float(headline),
         "measure": "hungarian" if K <= K_true else "purity",
-        "hungarian": result.hungarian,
-        "purity": result.purity,
+        "hungarian": float(hungarian),
+        "purity": float(purity),
         "dwell": mean_dwell(states, lengths),
     }
 
 
 def recovery_figures(test_states: pd.DataFrame, truth: np.ndarray, K: int, K_true: int) -> dict:
     """Figures of one model's test-window states (columns ``symbol``, ``ts``, ``raw``,
-    ``published``, sorted by fold, symbol and time; ``fold`` optional) against the true
-    regime of each row: accuracy and dwell filtered (raw) and published, the true dwell
-    and chance (the share of the most common regime, at least 1/K_true)."""
+    ``published``, sorted by fold, symbol and time; ``fold`` optional, each fold's states
+    matched to the truth on their own) against the true regime of each row: accuracy and
+    dwell filtered (raw) and published, the true dwell and chance (the share of the most
+    common regime, at least 1/K_true)."""
     keys = ["fold", "symbol"] if "fold" in test_states else ["symbol"]
     runs = test_states[keys].astype(str).agg("/".join, axis=1).to_numpy()
     lengths = sequence_lengths(runs)
-    raw = score_states(truth, test_states["raw"].to_numpy(), lengths, K, K_true)
-    published = score_states(truth, test_states["published"].to_numpy(), lengths, K, K_true)
+    fits = test_states["fold"].to_numpy() if "fold" in test_states else None
+    raw = score_states(truth, test_states["raw"].to_numpy(), lengths, K, K_true, fits)
+    published = score_states(truth, test_states["published"].to_numpy(), lengths, K, K_true, fits)
     shares = np.bincount(truth, minlength=K_true) / max(len(truth), 1)
     return {
         "bars": int(len(truth)),
