@@ -77,6 +77,22 @@ def test_loader_reads_a_time_range_and_drops_unusable_rows(engine):
         load_features(engine, CONFIG, "1m")
 
 
+def test_features_computed_on_another_market_are_refused_naming_symbol_and_market(engine):
+    from regimes.data.markets import MarketBook
+
+    fx = MarketBook(CONFIG.markets, CONFIG.timeframes.session).calendar("fx")
+    config = SynthConfig(symbols=1, days=2, seed=4, symbol_prefix="FX")
+    db.upsert_bars(engine, generate(config, fx).bars)
+    db.assign_markets(engine, {"FX000": "fx"})
+    assert [r.error for r in run_features(engine, CONFIG, plan_units(engine, ["1m"]))] == [None]
+    assert len(load_features(engine, CONFIG, "1m")) > 0
+    db.assign_markets(engine, {"FX000": "crypto"})  # e.g. re-ingested with --market crypto
+    with pytest.raises(Exception, match=r"FX000 \(market crypto\) were computed under"):
+        load_features(engine, CONFIG, "1m")
+    assert [r.error for r in run_features(engine, CONFIG, plan_units(engine, ["1m"]))] == [None]
+    assert len(load_features(engine, CONFIG, "1m")) > 0
+
+
 def test_features_of_symbols_without_bars_are_pruned(engine):
     market = generate(SynthConfig(symbols=2, days=1, seed=9), CONFIG.timeframes.session)
     db.upsert_bars(engine, market.bars)

@@ -52,13 +52,15 @@ def _sp500() -> pd.DataFrame:
     )
 
 
-def _replay(buffer: OnlineFeatureBuffer, bars: pd.DataFrame, snapshot_at=None):
+def _replay(
+    buffer: OnlineFeatureBuffer, bars: pd.DataFrame, snapshot_at=None, spec=SPEC, session=SESSION
+):
     """Feed bars step by step (all symbols of one ts together); optionally snapshot and
     restore into a fresh buffer mid-stream. Returns the online frame and the buffer."""
     rows = []
     for step, (_, group) in enumerate(bars.groupby("ts", sort=True)):
         if snapshot_at is not None and step == snapshot_at:
-            buffer = OnlineFeatureBuffer.restore(buffer.snapshot(), SPEC, SESSION)
+            buffer = OnlineFeatureBuffer.restore(buffer.snapshot(), spec, session)
         result = buffer.update(
             group["symbol"].tolist(),
             group["ts"],

@@ -113,6 +113,35 @@ def test_xnys_year_aligned_and_resampled(xnys_2024):
     assert len(hourly) == 249 * 7 + 3 * 4
 
 
+def test_xnys_half_days_are_marked_on_every_bar_of_them(xnys_2024):
+    calendar, schedule, _, bars = xnys_2024
+    book = MarketBook(
+        MarketsConfig(default="nyse", markets={"nyse": MarketConfig(calendar="XNYS")}), EQUITY
+    )
+    aligned, _ = align_minutes(bars, calendar)
+    half_days = {
+        "2024-07-03",
+        "2024-11-29",
+        "2024-12-24",
+    }  # July 3rd, after Thanksgiving, Christmas Eve
+    for frame in (
+        aligned,
+        resample(aligned, "1h", calendar, 0.2),
+        resample(aligned, "1d", calendar, 0.2),
+    ):
+        marked = book.mark_short_days(frame)
+        local = pd.DatetimeIndex(marked["ts"]).tz_convert("America/New_York").strftime("%Y-%m-%d")
+        assert set(local[marked["is_short_day"].to_numpy()]) == half_days
+        assert marked.loc[np.isin(local, sorted(half_days)), "is_short_day"].all()
+        pd.testing.assert_frame_equal(marked.drop(columns="is_short_day"), frame)
+    # The day before Thanksgiving is a full day; on the legacy session nothing is short.
+    assert not book.mark_short_days(aligned[aligned["ts"] < _ny("2024-11-28")]).iloc[-1][
+        "is_short_day"
+    ]
+    legacy = MarketBook(MarketsConfig(), EQUITY)
+    assert not legacy.mark_short_days(aligned)["is_short_day"].any()
+
+
 # --------------------------------------------------------------------------- 24x5
 
 
@@ -373,3 +402,129 @@ def test_live_features_use_each_symbols_market_like_the_batch():
     assert batch.loc[("SPY", _ny("2024-01-08 09:30"))] == pytest.approx(0.0)
     restored = OnlineFeatureBuffer.restore(buffer.snapshot(), spec, calendars)
     assert restored.symbols == ["EURUSD", "SPY"]
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def test_a_model_keeps_its_exchange_schedule_when_the_library_changes(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from regimes.config.loading import default_config_dir, load_config
+    from regimes.data import calendars as calendars_module
+    from regimes.data import sql as db
+    from regimes.training.train import universe_calendars
+
+    config = load_config(default_config_dir())
+    markets = MarketsConfig(
+        default="nyse",
+        markets={"nyse": MarketConfig(calendar="XNYS"), "fx": config.markets.markets["fx"]},
+    )
+    config = dataclasses.replace(config, markets=markets)
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'regimes.db'}")
+    db.create_schema(engine)
+    window = (_ny("2024-06-03 09:30"), _ny("2024-08-30 15:59"))
+    one = universe_calendars(engine, config, ["SPY"], window)
+    db.assign_markets(engine, {"EURUSD": "fx"})
+    mixed = universe_calendars(engine, config, ["EURUSD", "QQQ", "SPY"], window)
+    assert one["schedule"]["library"].startswith("exchange-calendars ")
+    assert one["schedule"]["first"] == "2024-05-27" and one["schedule"]["last"] == "2025-08-31"
+    assert "2024-07-04" not in one["schedule"]["days"]  # a holiday: not a trading day
+    assert list(mixed["schedules"]) == ["nyse"]  # once per market, not per symbol
+    # Never past the days the library covers (they would read as holidays).
+    import exchange_calendars
+
+    end = exchange_calendars.get_calendar("XNYS").last_session
+    late = MarketCalendar("nyse", MarketConfig(calendar="XNYS")).freeze(end - timedelta(30), end)
+    assert late.frozen.last == end and late.frozen.table.index.max() <= end
+    assert "schedule" not in mixed["symbols"]["SPY"]
+    stored_one, stored_mixed = (
+        calendars_from_dict(json.loads(json.dumps(d))) for d in (one, mixed)
+    )
+    probes = pd.DatetimeIndex(
+        [
+            _ny("2024-06-19 10:00"),
+            _ny("2024-07-03 12:00"),
+            _ny("2024-07-03 14:00"),
+            _ny("2026-06-19 10:00"),
+        ]
+    )
+    before = (stored_one.in_session(probes), stored_one.time_of_day(probes.asi8))
+
+    # The library "updates": 2024-06-20 and 2026-06-22 become closed days. The installed
+    # schedule changes; the stored one does not, inside its span.
+    library = calendars_module._exchange_schedule
+
+    def updated(name, year):
+        frame = library(name, year)
+        return frame.drop(
+            [
+                d
+                for d in (pd.Timestamp("2024-06-20"), pd.Timestamp("2026-06-22"))
+                if d in frame.index
+            ]
+        )
+
+    calendars_module._year_schedule.cache_clear()
+    monkeypatch.setattr(calendars_module, "_exchange_schedule", updated)
+    try:
+        fresh = MarketCalendar("nyse", MarketConfig(calendar="XNYS"))
+        changed = pd.DatetimeIndex([_ny("2024-06-20 10:00")])
+        assert not fresh.in_session(changed)[0]
+        assert stored_one.in_session(changed)[0]
+        assert stored_mixed.of("SPY").in_session(changed)[0]
+        after = (stored_one.in_session(probes), stored_one.time_of_day(probes.asi8))
+        assert (before[0] == after[0]).all() and np.array_equal(before[1], after[1], equal_nan=True)
+        # Beyond the stored span the installed library answers (a model loaded afresh).
+        reloaded = calendars_from_dict(json.loads(json.dumps(one)))
+        assert not reloaded.in_session(pd.DatetimeIndex([_ny("2026-06-22 10:00")]))[0]
+    finally:
+        calendars_module._year_schedule.cache_clear()
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+@pytest.mark.parametrize(
+    ("market", "timeframe", "minutes"),
+    [(dict(calendar="24x5"), "1h", 60), (dict(calendar="24x7", timezone="Asia/Tokyo"), "15m", 15)],
+)
+def test_the_oracle_recovers_regimes_on_24x5_and_24x7_markets(market, timeframe, minutes):
+    from regimes.data.synth_variants import VARIANTS
+    from regimes.model.hmm.evaluation import truth_for_bars
+    from regimes.training.oracle import SynthOracle
+
+    calendar = _calendar("m", **market)
+    config = VARIANTS["k2-vol"].with_size(2, 10).config
+    generated = generate(config, calendar)
+    frames = [
+        resample(align_minutes(group, calendar)[0], timeframe, calendar, 0.2)
+        for _, group in generated.bars.groupby("symbol")
+    ]
+    bars = pd.concat(frames, ignore_index=True)
+    bars = bars[~bars["is_gap"]].reset_index(drop=True)
+    posterior = SynthOracle(generated, calendar, minutes).filtered(bars, "slow_regime")
+    truth = truth_for_bars(generated.truth, bars["ts"], bars["symbol"], minutes, "slow_regime")
+    accuracy = float((posterior.argmax(axis=1) == truth).mean())
+    assert accuracy >= 0.9, accuracy
+    # Bars off the generated grid are refused, naming the market's hours.
+    shifted = bars.assign(ts=bars["ts"] + pd.Timedelta("30s"))
+    with pytest.raises(BadInputError, match="do not open on a minute the market was generated"):
+        SynthOracle(generated, calendar, minutes).filtered(shifted, "slow_regime")
+
+
+def test_the_oracle_refuses_a_market_with_breaks():
+    from regimes.training.oracle import SynthOracle
+
+    futures = _calendar(
+        "futures",
+        calendar="custom",
+        timezone="America/Chicago",
+        open="17:00",
+        close="16:00",
+        breaks=[{"start": "08:00", "end": "08:30"}],
+    )
+    generated = generate(SynthConfig(symbols=1, days=2, seed=1), futures)
+    with pytest.raises(BadInputError, match="market futures.*has breaks inside the session"):
+        SynthOracle(generated, futures, 60)

@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     field_validator,
+    model_serializer,
 )
 
 FIXED_FEATURES: tuple[str, ...] = (
@@ -38,6 +39,10 @@ FIXED_FEATURES: tuple[str, ...] = (
 )
 """The plan's fixed 21-feature set, in canonical column order."""
 
+DAY_ANCHORABLE: tuple[str, ...] = ("vwap_60", "dist_vwap_60", "vol_z_60", "relvol_60")
+"""The VWAP and volume features whose windows may reset at the market's trading-day
+boundary (``anchor: market_day``)."""
+ANCHORS = ("rolling", "market_day")
 STATIONARITY_POLICIES = frozenset({"none", "log_ratio_to_close", "relative_to_close", "difference"})
 COVARIANCE_TYPES = frozenset({"diag", "full", "tied", "spherical"})
 RETRAIN_CADENCES = frozenset({"weekly", "biweekly", "monthly", "quarterly"})
@@ -65,6 +70,19 @@ class FeatureDefinition(BaseModel):
     inputs: list[Literal["ts", "open", "high", "low", "close", "volume"]] = Field(min_length=1)
     windows: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
     stationarity: Literal["none", "log_ratio_to_close", "relative_to_close", "difference"]
+    anchor: Literal["rolling", "market_day"] = "rolling"
+    """``rolling``: the window is the last n real bars, across nights, weekends and halts.
+    ``market_day`` (VWAP and volume features, intraday timeframes): the window is the last
+    min(n, bars since the market's trading day began) real bars."""
+
+    @model_serializer(mode="wrap")
+    def _omit_default_anchor(self, handler):
+        # A spec written before anchors existed dumps (and so fingerprints, and lands in
+        # artifacts) exactly as it did: ``anchor`` appears only when it is not rolling.
+        data = handler(self)
+        if data.get("anchor") == "rolling":
+            data.pop("anchor")
+        return data
 
 
 class FeatureSpec(BaseModel):
@@ -88,6 +106,15 @@ class FeatureSpec(BaseModel):
         if problems:
             raise ValueError(
                 "; ".join(problems) + f"; expected exactly the fixed set {list(FIXED_FEATURES)}"
+            )
+        anchored = [
+            name
+            for name, item in value.items()
+            if item.anchor != "rolling" and name not in DAY_ANCHORABLE
+        ]
+        if anchored:
+            raise ValueError(
+                f"{anchored}: anchor: market_day applies to {list(DAY_ANCHORABLE)} only"
             )
         # Canonical order, whatever the file's order.
         return {name: value[name] for name in FIXED_FEATURES}

@@ -28,6 +28,7 @@ from regimes.timeframes import TIMEFRAME_DURATION, check_timeframe
 
 SCHEDULE_COLUMNS = ("open", "close", "break_start", "break_end", "early_close")
 _DAY = 1440
+_DAY_NS = 86_400 * 10**9
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -46,6 +47,15 @@ def _year_schedule(config_json: str, year: int) -> pd.DataFrame:
     if config.calendar in ("24x5", "24x7", "custom"):
         return _weekly_schedule(config, year)
     return _exchange_schedule(config.calendar, year)
+
+
+@functools.lru_cache(maxsize=256)
+def _open_days(config_json: str, first_year: int, last_year: int) -> tuple[np.ndarray, np.ndarray]:
+    """UTC nanoseconds of every trading day's open of the years, and each day's name as
+    days since 1970-01-01 (cached: the live path asks once per bar)."""
+    frame = pd.concat([_year_schedule(config_json, y) for y in range(first_year, last_year + 1)])
+    opens = pd.DatetimeIndex(frame["open"]).as_unit("ns").asi8
+    return opens, pd.DatetimeIndex(frame.index).as_unit("ns").asi8 // _DAY_NS
 
 
 def _weekly_layout(config: MarketConfig) -> tuple[int, int, set[int], list[tuple[int, int]]]:
@@ -109,6 +119,57 @@ def _exchange_schedule(name: str, year: int) -> pd.DataFrame:
     return schedule
 
 
+class FrozenSchedule:
+    """An exchange calendar's schedule over a span of trading days, as a model stored it.
+
+    Parameters
+    ----------
+    library : str
+        The library and version that computed it, e.g. ``exchange-calendars 4.5.6``.
+    first, last : Timestamp
+        The span of day names it covers (naive midnights, inclusive): inside it a day
+        missing from ``table`` is a holiday.
+    table : DataFrame
+        The schedule rows (:meth:`MarketCalendar.schedule`'s columns).
+    """
+
+    def __init__(self, library: str, first, last, table: pd.DataFrame):
+        self.library = library
+        self.first, self.last = pd.Timestamp(first), pd.Timestamp(last)
+        self.table = table
+
+    def as_dict(self) -> dict:
+        """JSON-ready: times as UTC ISO strings, the break columns only when used."""
+
+        def stamps(column: str) -> list:
+            return [
+                None if pd.isna(t) else t.strftime("%Y-%m-%dT%H:%MZ") for t in self.table[column]
+            ]
+
+        data = {
+            "library": self.library,
+            "first": self.first.strftime("%Y-%m-%d"),
+            "last": self.last.strftime("%Y-%m-%d"),
+            "days": [d.strftime("%Y-%m-%d") for d in self.table.index],
+            "open": stamps("open"),
+            "close": stamps("close"),
+            "early_close": [bool(v) for v in self.table["early_close"]],
+        }
+        if self.table["break_start"].notna().any():
+            data["break_start"], data["break_end"] = stamps("break_start"), stamps("break_end")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FrozenSchedule:
+        days = pd.DatetimeIndex(pd.to_datetime(data["days"]), name="day")
+        table = pd.DataFrame(index=days)
+        for column in SCHEDULE_COLUMNS[:-1]:
+            values = data.get(column, [None] * len(days))
+            table[column] = pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns")
+        table["early_close"] = np.asarray(data["early_close"], dtype=bool)
+        return cls(data["library"], data["first"], data["last"], table)
+
+
 class MarketCalendar:
     """The calendar of one named market (see :mod:`regimes.config.markets`).
 
@@ -127,9 +188,13 @@ class MarketCalendar:
     Timestamp('2024-01-07 22:00:00+0000', tz='UTC')
     """
 
-    def __init__(self, name: str, config: MarketConfig):
+    def __init__(self, name: str, config: MarketConfig, frozen: FrozenSchedule | None = None):
         self.name = name
         self.config = config
+        self.frozen = frozen
+        """An exchange calendar's schedule as a model stored it (:meth:`freeze`): inside
+        its span it replaces what the installed library says."""
+        self._years: dict[int, pd.DataFrame] = {}
 
     def __repr__(self) -> str:
         return f"MarketCalendar({self.name!r}, {self.config.calendar!r})"
@@ -185,14 +250,52 @@ class MarketCalendar:
 
     # ------------------------------------------------------------------ schedules
 
+    @property
+    def is_exchange(self) -> bool:
+        """Whether the schedule comes from ``exchange-calendars`` (and so may change when
+        the library does)."""
+        return self.config.calendar not in ("24x5", "24x7", "custom")
+
+    def freeze(self, first, last) -> MarketCalendar:
+        """This calendar with its exchange schedule of trading days ``first`` - 7 days to
+        ``last`` + 366 days stored, with the library's version: what a model artifact
+        keeps so that its answers do not change when ``exchange-calendars`` updates
+        (holidays, early closes). Other kinds are defined by their config alone and
+        come back as they are."""
+        if not self.is_exchange:
+            return self
+        import exchange_calendars
+
+        # Within the days the library covers: beyond them it knows no sessions, which
+        # must not be stored as a stretch of holidays.
+        library = exchange_calendars.get_calendar(self.config.calendar)
+        first = pd.Timestamp(first).tz_localize(None).normalize() - pd.Timedelta(days=7)
+        last = pd.Timestamp(last).tz_localize(None).normalize() + pd.Timedelta(days=366)
+        first, last = max(first, library.first_session), min(last, library.last_session)
+        table = self.schedule(first, last)
+        frozen = FrozenSchedule(
+            f"exchange-calendars {exchange_calendars.__version__}", first, last, table
+        )
+        return MarketCalendar(self.name, self.config, frozen)
+
+    def _year(self, year: int) -> pd.DataFrame:
+        """The schedule of the days named in ``year``: the library's, with the frozen
+        schedule's days where it covers them."""
+        frame = _year_schedule(self.config.model_dump_json(), year)
+        if self.frozen is None:
+            return frame
+        if year not in self._years:
+            span = self.frozen
+            outside = frame.loc[(frame.index < span.first) | (frame.index > span.last)]
+            stored = span.table.loc[span.table.index.year == year]
+            self._years[year] = pd.concat([outside, stored]).sort_index()
+        return self._years[year]
+
     def schedule(self, first, last) -> pd.DataFrame:
         """Trading days named ``first`` .. ``last`` (dates, inclusive): UTC ``open``,
         ``close``, ``break_start``, ``break_end`` (NaT without a break), ``early_close``."""
         first, last = pd.Timestamp(first).normalize(), pd.Timestamp(last).normalize()
-        frames = [
-            _year_schedule(self.config.model_dump_json(), year)
-            for year in range(first.year, last.year + 1)
-        ]
+        frames = [self._year(year) for year in range(first.year, last.year + 1)]
         frame = pd.concat(frames) if frames else _empty_schedule()
         return frame.loc[(frame.index >= first) & (frame.index <= last)]
 
@@ -251,6 +354,35 @@ class MarketCalendar:
         if days is None:
             return pd.DatetimeIndex([pd.NaT] * len(row))
         return pd.DatetimeIndex(np.where(inside, days, np.datetime64("NaT")))
+
+    def day_numbers(self, ts_ns: np.ndarray) -> np.ndarray:
+        """The trading day of each UTC timestamp (nanoseconds) as days since 1970-01-01
+        of the day's name: the day whose session opened last at or before it (a bar in a
+        break belongs to its day); the UTC date where no session opened in the two days
+        before (never for a bar on the calendar)."""
+        ts_ns = np.asarray(ts_ns, dtype=np.int64)
+        fallback = ts_ns // _DAY_NS
+        if not len(ts_ns):
+            return fallback
+        # Years as UTC sees them, widened by one: a day's name and its UTC open may fall
+        # in different years (FX's 2 January opens on 1 January).
+        first, last = (pd.Timestamp(int(v), tz="UTC").year for v in (ts_ns.min(), ts_ns.max()))
+        if self.frozen is None:
+            opens, names = _open_days(self.config.model_dump_json(), first - 1, last + 1)
+        else:
+            frame = self.schedule(f"{first - 1}-01-01", f"{last + 1}-12-31")
+            opens = pd.DatetimeIndex(frame["open"]).as_unit("ns").asi8
+            names = pd.DatetimeIndex(frame.index).as_unit("ns").asi8 // _DAY_NS
+        row = np.searchsorted(opens, ts_ns, side="right") - 1
+        return np.where(row >= 0, names[np.maximum(row, 0)], fallback)
+
+    def short_day(self, ts) -> np.ndarray:
+        """Whether the trading day of each UTC timestamp closes early (a half day such as
+        XNYS's day after Thanksgiving); False when the market is closed."""
+        schedule, row, inside = self._locate(ts)
+        if not len(schedule):
+            return np.zeros(len(row), dtype=bool)
+        return inside & schedule["early_close"].to_numpy(dtype=bool)[np.maximum(row, 0)]
 
     def session_open(self, ts) -> pd.DatetimeIndex:
         """The UTC open of the trading day of each timestamp (NaT when closed)."""

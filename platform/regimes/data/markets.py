@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
+import numpy as np
+import pandas as pd
+
 from regimes.config.markets import MarketsConfig
 from regimes.config.timeframes import Session
-from regimes.data.calendars import MarketCalendar
+from regimes.data.calendars import FrozenSchedule, MarketCalendar
 from regimes.errors import BadInputError, ConfigError
 
 Calendar = Session | MarketCalendar | None
@@ -103,6 +106,32 @@ class MarketBook:
                 found[symbol] = calendar
         return found
 
+    def mark_short_days(self, bars: pd.DataFrame) -> pd.DataFrame:
+        """``bars`` (any symbols and timeframes) with ``is_short_day``: the bar's trading
+        day closes early on its symbol's market (an exchange calendar's half days). The
+        flag is derived from the calendar where bars are read, not stored: the bars
+        table is unchanged, and a calendar without early closes marks none.
+
+        Examples
+        --------
+        >>> from regimes.config.markets import MarketConfig, MarketsConfig
+        >>> nyse = MarketsConfig(default="nyse", markets={"nyse": MarketConfig(calendar="XNYS")})
+        >>> stamps = pd.to_datetime(["2024-11-27 15:00", "2024-11-29 15:00"], utc=True)
+        >>> bars = pd.DataFrame({"symbol": "SPY", "ts": stamps})
+        >>> MarketBook(nyse, None).mark_short_days(bars)["is_short_day"].tolist()
+        [False, True]
+        """
+        out = bars.copy()
+        flags = np.zeros(len(out), dtype=bool)
+        symbols = out["symbol"].to_numpy()
+        for symbol in pd.unique(symbols):
+            calendar = self.calendar_of(symbol)
+            if isinstance(calendar, MarketCalendar):
+                rows = np.flatnonzero(symbols == symbol)
+                flags[rows] = calendar.short_day(pd.DatetimeIndex(out["ts"].iloc[rows]))
+        out["is_short_day"] = flags
+        return out
+
     def check_assignment(self, symbol: str, market: str) -> str:
         """``market`` for ``symbol`` at ingest, refused when the config maps it elsewhere."""
         self.config.check_market(market)
@@ -140,40 +169,84 @@ class SymbolCalendars:
         return self.calendars[symbol]
 
     def as_dict(self) -> dict:
-        return {symbol: calendar_as_dict(c) for symbol, c in self.calendars.items()}
+        return {symbol: calendar_as_dict(c, False) for symbol, c in self.calendars.items()}
+
+    def frozen_schedules(self) -> dict[str, dict]:
+        """The stored exchange schedule of each market that has one, by market name
+        (kept once per market, not per symbol)."""
+        return {
+            c.name: c.frozen.as_dict()
+            for c in self.calendars.values()
+            if isinstance(c, MarketCalendar) and c.frozen is not None
+        }
+
+    def freeze(self, first, last) -> SymbolCalendars:
+        """Every exchange calendar frozen over the window (:meth:`MarketCalendar.freeze`),
+        once per market."""
+        frozen: dict[str, Calendar] = {}
+        calendars = {}
+        for symbol, calendar in self.calendars.items():
+            if isinstance(calendar, MarketCalendar):
+                if calendar.name not in frozen:
+                    frozen[calendar.name] = calendar.freeze(first, last)
+                calendar = frozen[calendar.name]
+            calendars[symbol] = calendar
+        return SymbolCalendars(calendars)
 
     def model_dump_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
 
 
-def calendar_as_dict(calendar: Calendar) -> dict | None:
-    """A JSON-ready description of a calendar (what a model artifact stores)."""
+def calendar_as_dict(calendar: Calendar, with_schedule: bool = True) -> dict | None:
+    """A JSON-ready description of a calendar (what a model artifact stores), with its
+    frozen exchange schedule (``schedule``) unless ``with_schedule`` is false."""
     if calendar is None:
         return {"kind": "session", "session": None}
     if isinstance(calendar, Session):
         return {"kind": "session", "session": calendar.model_dump(mode="json")}
-    return {"kind": "market", **calendar.as_dict()}
+    data = {"kind": "market", **calendar.as_dict()}
+    if with_schedule and calendar.frozen is not None:
+        data["schedule"] = calendar.frozen.as_dict()
+    return data
 
 
-def calendar_from_dict(data: dict) -> Calendar:
-    """The calendar :func:`calendar_as_dict` described."""
+def calendar_from_dict(data: dict, schedules: Mapping[str, dict] | None = None) -> Calendar:
+    """The calendar :func:`calendar_as_dict` described (``schedules``: frozen exchange
+    schedules by market name, as :func:`calendars_as_dict` keeps them once per market)."""
     data = dict(data)
     kind = data.pop("kind")
     if kind == "session":
         session = data["session"]
         return None if session is None else Session.model_validate(session)
-    return MarketCalendar.from_dict(data)
+    stored = data.pop("schedule", None) or (schedules or {}).get(data["name"])
+    calendar = MarketCalendar.from_dict(data)
+    if stored is not None:
+        calendar = MarketCalendar(calendar.name, calendar.config, FrozenSchedule.from_dict(stored))
+    return calendar
 
 
 def calendars_from_dict(data: dict) -> Calendar | SymbolCalendars:
-    """A single calendar, or per-symbol calendars (``{"symbols": {symbol: calendar}}``)."""
+    """A single calendar, or per-symbol calendars (``{"symbols": {symbol: calendar}}``,
+    with ``schedules`` by market)."""
     if "symbols" in data:
-        return SymbolCalendars({s: calendar_from_dict(c) for s, c in data["symbols"].items()})
+        schedules = data.get("schedules")
+        return SymbolCalendars(
+            {s: calendar_from_dict(c, schedules) for s, c in data["symbols"].items()}
+        )
     return calendar_from_dict(data)
 
 
 def calendars_as_dict(calendar: Calendar | SymbolCalendars) -> dict:
     """The inverse of :func:`calendars_from_dict`."""
     if isinstance(calendar, SymbolCalendars):
-        return {"symbols": calendar.as_dict()}
+        schedules = calendar.frozen_schedules()
+        return {"symbols": calendar.as_dict(), **({"schedules": schedules} if schedules else {})}
     return calendar_as_dict(calendar)
+
+
+def freeze_calendars(calendar: Calendar | SymbolCalendars, first, last):
+    """``calendar`` with every exchange calendar's schedule stored over the window
+    ``first`` .. ``last`` (what a model artifact keeps; see :meth:`MarketCalendar.freeze`)."""
+    if isinstance(calendar, SymbolCalendars | MarketCalendar):
+        return calendar.freeze(first, last)
+    return calendar

@@ -19,6 +19,7 @@ from regimes.features.definitions import (
     time_of_day,
     warmup_lengths,
 )
+from regimes.features.market_days import anchors_reset, day_starts, trading_day_numbers
 
 # --------------------------------------------------------------------------- batch
 
@@ -180,10 +181,83 @@ def _ema(x: np.ndarray, span: int) -> np.ndarray:
     return out
 
 
-def _std_keys(blocks: Sequence[Block]) -> set[tuple[str, int]]:
-    """(series, window) pairs that need a variance: those use Welford moments, the rest
-    plain block sums (cheaper; same result in batch and online either way)."""
-    return {(b.series, b.window) for b in blocks if b.kind == "std"}
+def _std_keys(blocks: Sequence[Block]) -> set[tuple[str, int, bool]]:
+    """(series, window, anchored) of the windows that need a variance: those use Welford
+    moments, the rest plain block sums (cheaper; same result in batch and online)."""
+    return {(b.series, b.window, b.anchored) for b in blocks if b.kind == "std"}
+
+
+# Day-anchored windows (``anchor: market_day``) hold the last min(w, bars since the
+# trading day began) values. They use the same block scheme on a layout where every
+# trading day starts a new block of w (the online trackers reset at a day's first bar):
+# a window ending at offset k >= w - 1 of its day is computed exactly as a rolling one; a
+# shorter one (k < w - 1) is the current block's prefix alone, over k + 1 values.
+
+
+def _day_layout(days: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(position of each value in the day-blocked layout, its offset within its trading
+    day, the layout's length)."""
+    n = len(days)
+    starts = day_starts(days)
+    first = np.flatnonzero(starts)
+    day = np.cumsum(starts) - 1
+    offset = np.arange(n) - first[day]
+    padded = -(-np.diff(np.r_[first, n]) // w) * w
+    base = np.r_[0, np.cumsum(padded)[:-1]]
+    return base[day] + offset, offset, int(padded.sum())
+
+
+def _day_blocks(x: np.ndarray, w: int, layout) -> np.ndarray:
+    position, _, size = layout
+    padded = np.zeros(size)
+    padded[position] = x
+    return padded.reshape(-1, w)
+
+
+def _anchored_mean(x: np.ndarray, w: int, layout) -> np.ndarray:
+    position, offset, _ = layout
+    block = _day_blocks(x, w, layout)
+    prefix = np.cumsum(block, axis=1).ravel()[position]
+    suffix = np.cumsum(block[:, ::-1], axis=1)[:, ::-1].ravel()
+    j = offset % w
+    total = np.where(j + 1 < w, suffix[np.clip(position - w + 1, 0, None)] + prefix, prefix)
+    return np.where(offset >= w - 1, total / w, prefix / (offset + 1))
+
+
+def _anchored_moments(x: np.ndarray, w: int, layout) -> tuple[np.ndarray, np.ndarray]:
+    position, offset, _ = layout
+    block = _day_blocks(x, w, layout)
+    prefix_mean, prefix_m2 = (a.ravel()[position] for a in _welford_prefix(block))
+    suffix_mean, suffix_m2 = (a.ravel() for a in _welford_suffix(block))
+    source = np.clip(position - w + 1, 0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean, m2 = _window_moments(
+            prefix_mean, prefix_m2, suffix_mean[source], suffix_m2[source], offset % w, w
+        )
+    full = offset >= w - 1
+    mean, m2 = np.where(full, mean, prefix_mean), np.where(full, m2, prefix_m2)
+    return mean, np.sqrt(np.maximum(m2, 0.0) / np.where(full, w, offset + 1))
+
+
+def _anchored_nonzero(x: np.ndarray, w: int, layout) -> np.ndarray:
+    _, offset, _ = layout
+    cumulative = np.concatenate([[0], np.cumsum(x != 0)])
+    t = np.arange(len(x))
+    return (cumulative[t + 1] - cumulative[t - np.minimum(offset, w - 1)]).astype(float)
+
+
+def _anchored_block(block: Block, series: dict[str, np.ndarray], cache: dict) -> np.ndarray:
+    x, w = series[block.series], block.window
+    layout = cache.setdefault(("layout", w), _day_layout(cache["days"], w))
+    if block.kind == "nonzero":
+        return _anchored_nonzero(x, w, layout)
+    if (block.series, w, True) not in cache["std_keys"]:
+        return _anchored_mean(x, w, layout)
+    key = (block.series, w, True)
+    if key not in cache:
+        cache[key] = _anchored_moments(x, w, layout)
+    mean, std = cache[key]
+    return mean if block.kind == "mean" else std
 
 
 def _series_start(series: str) -> int:
@@ -197,13 +271,15 @@ def _series_start(series: str) -> int:
 
 
 def _batch_block(block: Block, series: dict[str, np.ndarray], cache: dict) -> np.ndarray:
+    if block.anchored:
+        return _anchored_block(block, series, cache)
     x = series[block.series]
-    if block.kind == "mean" and (block.series, block.window) not in cache["std_keys"]:
+    if block.kind == "mean" and (block.series, block.window, False) not in cache["std_keys"]:
         start = _series_start(block.series)
         head = np.full(min(start, len(x)), np.nan)
         return np.concatenate([head, _rolling_mean(x[start:], block.window)])
     if block.kind in ("mean", "std"):
-        key = (block.series, block.window)
+        key = (block.series, block.window, False)
         if key not in cache:
             start = _series_start(block.series)
             mean, std = _rolling_moments(x[start:], block.window)
@@ -228,13 +304,14 @@ def _batch_symbol(
     bar: dict[str, np.ndarray],
     session: Session | None,
 ) -> np.ndarray:
-    """Features of one symbol's real (non-gap) bars, oldest first."""
+    """Features of one symbol's real (non-gap) bars, oldest first (``bar["day"]``: their
+    trading days, where day-anchored windows reset)."""
     series = _derived_series(bar)
     bar["logc"] = series["logc"]  # the r* formulas read it too
     r1 = np.concatenate([[np.nan], np.diff(series["logc"])])
     series["r1sq"] = r1**2
     blocks = blocks_for(spec, names)
-    cache: dict = {"std_keys": _std_keys(blocks)}
+    cache: dict = {"std_keys": _std_keys(blocks), "days": bar.get("day")}
     for block in blocks:
         if block.kind == "std" and block.series.startswith("rv"):
             inner = int(block.series[2:])
@@ -300,6 +377,7 @@ def compute_batch(
         k: ordered[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close", "volume")
     }
     tod = time_of_day(ts_ns, session, symbols)  # once for all symbols: zones cost per call
+    day = _trading_days(spec, names, ts_ns, session, symbols, ordered["timeframe"].iloc[0])
     values = np.full((len(ordered), len(names)), np.nan)
     count = np.empty(len(ordered), dtype=np.int64)
     for start, end in zip(starts, ends, strict=True):
@@ -307,6 +385,7 @@ def compute_batch(
         bar = {k: v[real] for k, v in fields.items()}
         _check_prices(symbols[start], bar, ordered["ts"].iloc[real])
         bar["tod"] = tod[real]
+        bar["day"] = day[real]
         if len(real):
             values[real] = _batch_symbol(spec, names, bar, session)
         count[start:end] = np.cumsum(~gap[start:end])
@@ -317,6 +396,14 @@ def compute_batch(
     result["is_warmup"] = count < longest
     result["is_gap"] = gap
     return result
+
+
+def _trading_days(spec, names, ts_ns, session, symbols, timeframe: str) -> np.ndarray:
+    """Each row's trading day where a day-anchored window needs it; one day (no resets)
+    otherwise, and on the 1d timeframe (``regimes.features.market_days``)."""
+    if anchors_reset(timeframe) and any(b.anchored for b in blocks_for(spec, names)):
+        return trading_day_numbers(ts_ns, session, symbols)
+    return np.zeros(len(ts_ns), dtype=np.int64)
 
 
 def valid_bars(o, h, lo, c, v) -> np.ndarray:

@@ -16,8 +16,9 @@ from regimes.data.calendars import MarketCalendar
 from regimes.data.markets import SymbolCalendars
 from regimes.errors import BadInputError
 
-SNAPSHOT_VERSION = 3  # 2: trackers grouped by window (regimes.features.trackers);
-# 3: the buffer may compute some of a selection (``selected_from`` recorded)
+SNAPSHOT_VERSION = 4  # 2: trackers grouped by window (regimes.features.trackers);
+# 4: the buffer may compute some of a selection (``selected_from`` recorded) and its
+# day-anchored windows restart at a market day (``last_day``, ``__timeframe__`` recorded)
 _NEVER = np.iinfo(np.int64).min  # last_ts of a symbol that has had no bar yet
 _ZERO_STD_RELATIVE = 1e-9
 _CHUNK_ROWS = 65_536
@@ -79,29 +80,42 @@ class Block:
 
     kind: ``mean`` / ``std`` (rolling moments), ``max`` / ``min`` (extremes), ``nonzero``
     (count of non-zero values), ``lag`` (the series ``window`` real bars back), ``ema``
-    (exponential average of span ``window``, seeded with the first value).
+    (exponential average of span ``window``, seeded with the first value). ``anchored``:
+    the window resets where the market's trading day does (``anchor: market_day``) and
+    holds the last min(window, bars since the day began) values.
     """
 
     series: str
     kind: str
     window: int
+    anchored: bool = False
 
     @property
     def key(self) -> str:
-        return f"{self.kind}:{self.series}:{self.window}"
+        return block_key(self.kind, self.series, self.window, self.anchored)
+
+
+def block_key(kind: str, series: str, window: int, anchored: bool = False) -> str:
+    return f"{kind}:{series}:{window}" + ("@day" if anchored else "")
+
+
+def day_anchored(spec: FeatureSpec, name: str) -> bool:
+    """Whether feature ``name``'s windows reset at the market's trading day."""
+    return spec.features[name].anchor == "market_day"
 
 
 def blocks_for(spec: FeatureSpec, names: Sequence[str]) -> list[Block]:
     """The building blocks the given features need (deduplicated, stable order)."""
     w = lambda name, key="n": _window(spec, name, key)  # noqa: E731
+    day = lambda name: day_anchored(spec, name)  # noqa: E731
     needs: dict[str, list[Block]] = {
         "clv": [],
         "pullback_depth": [Block("close", "max", w("pullback_depth"))],
         "r5": [Block("logc", "lag", w("r5"))],
         "r15": [Block("logc", "lag", w("r15"))],
         "r60": [Block("logc", "lag", w("r60"))],
-        "vwap_60": _vwap_blocks(w("vwap_60")),
-        "dist_vwap_60": _vwap_blocks(w("dist_vwap_60")),
+        "vwap_60": _vwap_blocks(w("vwap_60"), day("vwap_60")),
+        "dist_vwap_60": _vwap_blocks(w("dist_vwap_60"), day("dist_vwap_60")),
         "tod_sin": [],
         "macd": [
             Block("close", "ema", w("macd", "fast")),
@@ -114,13 +128,16 @@ def blocks_for(spec: FeatureSpec, names: Sequence[str]) -> list[Block]:
             Block("r1sq", "mean", w("vol_of_vol", "inner")),
             Block(f"rv{w('vol_of_vol', 'inner')}", "std", w("vol_of_vol", "outer")),
         ],
-        "vol_z_60": [Block("logv", "mean", w("vol_z_60")), Block("logv", "std", w("vol_z_60"))],
+        "vol_z_60": [
+            Block("logv", "mean", w("vol_z_60"), day("vol_z_60")),
+            Block("logv", "std", w("vol_z_60"), day("vol_z_60")),
+        ],
         "range_1": [],
         "rv_15": [Block("r1sq", "mean", w("rv_15"))],
         "rv_60": [Block("r1sq", "mean", w("rv_60"))],
         "relvol_60": [
-            Block("volume", "mean", w("relvol_60")),
-            Block("volume", "nonzero", w("relvol_60")),
+            Block("volume", "mean", w("relvol_60"), day("relvol_60")),
+            Block("volume", "nonzero", w("relvol_60"), day("relvol_60")),
         ],
         "range_z_60": [
             Block("range", "mean", w("range_z_60")),
@@ -136,12 +153,12 @@ def blocks_for(spec: FeatureSpec, names: Sequence[str]) -> list[Block]:
     return list(seen.values())
 
 
-def _vwap_blocks(n: int) -> list[Block]:
+def _vwap_blocks(n: int, anchored: bool) -> list[Block]:
     return [
-        Block("tpv", "mean", n),
-        Block("volume", "mean", n),
-        Block("typical", "mean", n),
-        Block("volume", "nonzero", n),
+        Block("tpv", "mean", n, anchored),
+        Block("volume", "mean", n, anchored),
+        Block("typical", "mean", n, anchored),
+        Block("volume", "nonzero", n, anchored),
     ]
 
 
@@ -153,7 +170,8 @@ def _zscore(x, mean, std):
 
 # Each formula: (bar fields, block getter, windows of the feature) -> values over rows.
 # ``bar`` holds open/high/low/close/volume/tod (and logc when the caller has it), ``b`` reads
-# a block value by (kind, series, window), ``w`` the feature's window by key.
+# a block value by (kind, series, window, anchored), ``w`` the feature's window by key and
+# ``w.anchored`` whether its windows reset at the market's trading day (:func:`day_anchored`).
 
 
 def _clv(bar, b, w):
@@ -172,12 +190,12 @@ def _log_return(bar, b, w):
 
 
 def _vwap(bar, b, w):
-    n = w("n")
-    traded = b("nonzero", "volume", n) > 0
+    n, day = w("n"), w.anchored
+    traded = b("nonzero", "volume", n, day) > 0
     return np.where(
         traded,
-        b("mean", "tpv", n) / np.where(traded, b("mean", "volume", n), 1.0),
-        b("mean", "typical", n),
+        b("mean", "tpv", n, day) / np.where(traded, b("mean", "volume", n, day), 1.0),
+        b("mean", "typical", n, day),
     )
 
 
@@ -213,8 +231,8 @@ def _vol_of_vol(bar, b, w):
 
 
 def _vol_z(bar, b, w):
-    n = w("n")
-    return _zscore(np.log1p(bar["volume"]), b("mean", "logv", n), b("std", "logv", n))
+    n, day = w("n"), w.anchored
+    return _zscore(np.log1p(bar["volume"]), b("mean", "logv", n, day), b("std", "logv", n, day))
 
 
 def _range_1(bar, b, w):
@@ -226,9 +244,10 @@ def _realised_vol(bar, b, w):
 
 
 def _relvol(bar, b, w):
-    n = w("n")
-    traded = b("nonzero", "volume", n) > 0
-    return np.where(traded, bar["volume"] / np.where(traded, b("mean", "volume", n), 1.0), 1.0)
+    n, day = w("n"), w.anchored
+    traded = b("nonzero", "volume", n, day) > 0
+    volume = b("mean", "volume", n, day)
+    return np.where(traded, bar["volume"] / np.where(traded, volume, 1.0), 1.0)
 
 
 def _range_z(bar, b, w):
@@ -274,6 +293,19 @@ def _logc(bar: dict[str, np.ndarray]) -> np.ndarray:
     return np.log(bar["close"]) if logc is None else logc
 
 
+class _Windows:
+    """A feature's windows for its formula: ``w(key)`` the window (``default`` when the
+    spec leaves it out), ``w.anchored`` whether they reset at the market's trading day."""
+
+    __slots__ = ("anchored", "windows")
+
+    def __init__(self, windows: dict, anchored: bool):
+        self.windows, self.anchored = windows, anchored
+
+    def __call__(self, key: str, default=None):
+        return int(self.windows[key]) if default is None else self.windows.get(key, default)
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What :func:`_assemble` needs per feature, looked up once per (spec, names):
@@ -291,11 +323,7 @@ def _plan(spec: FeatureSpec, names: tuple[str, ...]) -> _Plan:
     warm = warmup_lengths(spec)
     formulas = []
     for name in names:
-        windows = dict(spec.features[name].windows)
-
-        def w(key: str, default=None, windows=windows):
-            return int(windows[key]) if default is None else windows.get(key, default)
-
+        w = _Windows(dict(spec.features[name].windows), day_anchored(spec, name))
         formulas.append((FORMULAS[name], w))
     plan = _Plan(tuple(formulas), np.array([warm[name] for name in names])[:, None])
     _PLAN_CACHE[key] = (spec, plan)
@@ -323,8 +351,8 @@ def _assemble(
     """
     plan = _plan(spec, tuple(names))
 
-    def b(kind: str, series: str, window: int) -> np.ndarray:
-        return blocks[f"{kind}:{series}:{window}"]
+    def b(kind: str, series: str, window: int, anchored: bool = False) -> np.ndarray:
+        return blocks[block_key(kind, series, window, anchored)]
 
     out = np.empty((len(plan.formulas), len(count)))
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -26,6 +26,7 @@ from regimes.features.definitions import (
     time_of_day,
     warmup_lengths,
 )
+from regimes.features.market_days import anchors_reset, trading_day_numbers
 from regimes.features.trackers import (
     EMAs,
     Extremes,
@@ -44,6 +45,10 @@ from regimes.paths import check_symbol
 # their windows are trackers of their own; every other series is pushed on every real bar
 # and shares a tracker with the other series of its window.
 _DERIVED = ("r1sq", "rv")
+_DAY = "@day"  # suffix of the trackers of day-anchored windows (reset at a day's first bar)
+# 2: no day-anchored windows, every feature of the selection computed; 3: selected_from
+# recorded, no day-anchored windows (no last_day); 4 (SNAPSHOT_VERSION): both.
+_SUPPORTED_SNAPSHOTS = (2, 3, SNAPSHOT_VERSION)
 
 
 def _time_of_day(ts_ns: np.ndarray, session, symbols=None) -> np.ndarray:
@@ -106,6 +111,10 @@ class OnlineFeatureBuffer:
         warm-up flags equal those of a buffer (or :func:`compute_batch`) of the whole
         selection, while only the windows ``names`` read are kept and advanced (the live
         engine computes only the features its model reads).
+    timeframe : str, optional
+        The bars' timeframe: day-anchored windows (``anchor: market_day``) reset at each
+        symbol's trading day on intraday timeframes and roll on ``1d`` (``None`` counts
+        as intraday), as :func:`compute_batch` does from the bars' timeframe.
 
     Examples
     --------
@@ -126,7 +135,9 @@ class OnlineFeatureBuffer:
         session: Session | None,
         symbols: Sequence[str] = (),
         names: Sequence[str] = FIXED_FEATURES,
+        *,
         selected_from: Sequence[str] | None = None,
+        timeframe: str | None = None,
     ):
         _check_names(names)
         selected_from = tuple(names) if selected_from is None else tuple(selected_from)
@@ -140,7 +151,9 @@ class OnlineFeatureBuffer:
         self.session = session
         self.names = tuple(names)
         self.selected_from = selected_from
+        self.timeframe = timeframe
         self.blocks = blocks_for(spec, self.names)
+        self._resets = anchors_reset(timeframe) and any(b.anchored for b in self.blocks)
         self._warm = warmup_lengths(spec)
         self._longest = max(self._warm[name] for name in selected_from)
         self.symbols: list[str] = []
@@ -148,6 +161,7 @@ class OnlineFeatureBuffer:
         self._rows = 0
         self._trackers: dict[str, object] = {}
         self.last_ts = np.zeros(0, dtype=np.int64)
+        self.last_day = np.zeros(0, dtype=np.int64)  # trading day of the last real bar
         self.count = np.zeros(0, dtype=np.int64)
         self._build(0)
         if symbols:
@@ -156,36 +170,36 @@ class OnlineFeatureBuffer:
     # -- structure
 
     def _statistics(self):
-        """The rolling statistics the blocks need: windows {(series, w): Sums or
-        Moments}, extremes {w: [(series, +1 max / -1 min)]}, nonzero {w: [series]},
-        EMAs {series: [span]} and the deepest lag."""
+        """The rolling statistics the blocks need: windows {(series, w, anchored): Sums
+        or Moments}, extremes {w: [(series, +1 max / -1 min)]}, nonzero {(w, anchored):
+        [series]}, EMAs {series: [span]} and the deepest lag."""
         # The window arithmetic (Welford moments or plain sums) follows the whole selection,
         # so a buffer of some of its features computes them exactly as one of all of them.
         std_keys = _std_keys(blocks_for(self.spec, self.selected_from))
 
-        def window_class(series: str, w: int) -> type:
-            return Moments if (series, w) in std_keys else Sums
+        def window_class(series: str, w: int, anchored: bool = False) -> type:
+            return Moments if (series, w, anchored) in std_keys else Sums
 
-        windows: dict[tuple[str, int], type] = {}
+        windows: dict[tuple[str, int, bool], type] = {}
         extremes: dict[int, list[tuple[str, float]]] = {}
-        nonzero: dict[int, list[str]] = {}
+        nonzero: dict[tuple[int, bool], list[str]] = {}
         emas: dict[str, list[int]] = {}
         lag_depth = 1
         for block in self.blocks:
-            series, w = block.series, block.window
+            series, w, day = block.series, block.window, block.anchored
             if block.kind in ("mean", "std"):
-                windows.setdefault((series, w), window_class(series, w))
+                windows.setdefault((series, w, day), window_class(series, w, day))
             elif block.kind in ("max", "min"):
                 extremes.setdefault(w, []).append((series, 1.0 if block.kind == "max" else -1.0))
             elif block.kind == "nonzero":
-                nonzero.setdefault(w, []).append(series)
+                nonzero.setdefault((w, day), []).append(series)
             elif block.kind == "ema":
                 emas.setdefault(series, []).append(w)
             elif block.kind == "lag":
                 lag_depth = max(lag_depth, w)
             if series.startswith("rv"):
                 inner = int(series[2:])
-                windows.setdefault(("r1sq", inner), window_class("r1sq", inner))
+                windows.setdefault(("r1sq", inner, False), window_class("r1sq", inner))
         return windows, extremes, nonzero, emas, lag_depth
 
     def _layout(self) -> None:
@@ -193,21 +207,22 @@ class OnlineFeatureBuffer:
         and record where each block's value is read: ``self._columns[(kind, series:w)]``
         = (tracker key, column)."""
         windows, extremes, nonzero, emas, lag_depth = self._statistics()
-        plain: dict[tuple[type, int], list[str]] = {}
+        plain: dict[tuple[type, int, bool], list[str]] = {}
         specs: dict[str, tuple] = {}
         self._columns: dict[tuple[str, str], tuple[str, int]] = {}
-        for (series, w), cls in windows.items():
+        for (series, w, day), cls in windows.items():
             if _is_derived(series):
                 key = f"window:{w}:{series}"
                 specs[key] = (cls, (w,), (series,))
                 self._columns[("window", f"{series}:{w}")] = (key, 0)
             else:
-                plain.setdefault((cls, w), []).append(series)
-        for (cls, w), names in plain.items():
-            key = f"window:{w}:{'+'.join(names)}"
-            specs[key] = (cls, (w, len(names)), tuple(names))
+                plain.setdefault((cls, w, day), []).append(series)
+        for (cls, w, day), names in plain.items():
+            suffix = _DAY if day else ""
+            key = f"window:{w}:{'+'.join(names)}{suffix}"
+            specs[key] = (cls, (w, len(names), day), tuple(names))
             for column, series in enumerate(names):
-                self._columns[("window", f"{series}:{w}")] = (key, column)
+                self._columns[("window", f"{series}:{w}{suffix}")] = (key, column)
         for w, members in extremes.items():
             key = f"extreme:{w}:{'+'.join(f'{s}{int(sign)}' for s, sign in members)}"
             signs = np.array([sign for _, sign in members])
@@ -215,11 +230,12 @@ class OnlineFeatureBuffer:
             for column, (series, sign) in enumerate(members):
                 kind = "max" if sign > 0 else "min"
                 self._columns[(kind, f"{series}:{w}")] = (key, column)
-        for w, names in nonzero.items():
-            key = f"nonzero:{w}:{'+'.join(names)}"
-            specs[key] = (NonZero, (w, len(names)), tuple(names))
+        for (w, day), names in nonzero.items():
+            suffix = _DAY if day else ""
+            key = f"nonzero:{w}:{'+'.join(names)}{suffix}"
+            specs[key] = (NonZero, (w, len(names), day), tuple(names))
             for column, series in enumerate(names):
-                self._columns[("nonzero", f"{series}:{w}")] = (key, column)
+                self._columns[("nonzero", f"{series}:{w}{suffix}")] = (key, column)
         for series, spans in emas.items():
             key = f"ema:{series}:{'+'.join(map(str, spans))}"
             specs[key] = (EMAs, (np.array(spans),), (series,) * len(spans))
@@ -227,6 +243,7 @@ class OnlineFeatureBuffer:
                 self._columns[("ema", f"{series}:{span}")] = (key, column)
         specs["lags:logc"] = (Lags, (lag_depth,), ("logc",))
         self._specs = specs
+        self._day_keys = [key for key in specs if key.endswith(_DAY)]
         self._plan_reads(specs)
 
     def _plan_reads(self, specs: dict[str, tuple]) -> None:
@@ -239,7 +256,8 @@ class OnlineFeatureBuffer:
         for block in self.blocks:
             if block.kind != "lag":
                 family = "window" if block.kind in ("mean", "std") else block.kind
-                key, column = self._columns[(family, f"{block.series}:{block.window}")]
+                suffix = _DAY if block.anchored else ""
+                key, column = self._columns[(family, f"{block.series}:{block.window}{suffix}")]
                 statistic = block.kind if block.kind in ("mean", "std") else "value"
                 self._block_reads.append((block.key, key, statistic, column))
         derived = {k: names[0] for k, (_, _, names) in specs.items() if _is_derived(names[0])}
@@ -250,7 +268,7 @@ class OnlineFeatureBuffer:
             if name.startswith("rv")
         ]
         self._plain_keys = [
-            (k, names, args[0] if cls is not EMAs else None)
+            (k, names, args[0] if cls is not EMAs else None, k.endswith(_DAY))
             for k, (cls, args, names) in specs.items()
             if not _is_derived(names[0]) and k != "lags:logc"
         ]
@@ -288,6 +306,7 @@ class OnlineFeatureBuffer:
         for tracker in self._trackers.values():
             tracker.grow(extra)
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, _NEVER)])
+        self.last_day = np.concatenate([self.last_day, np.full(extra, _NEVER)])
         self.count = np.concatenate([self.count, np.zeros(extra, dtype=np.int64)])
         self._capacity = capacity
 
@@ -375,6 +394,8 @@ class OnlineFeatureBuffer:
             if isinstance(self.session, SymbolCalendars):
                 names = [self.symbols[row] for row in rows]
             bar["tod"] = _time_of_day(stamps, self.session, names)
+            if self._resets:
+                self._reset_new_days(rows, trading_day_numbers(stamps, self.session, names))
             count = self.count[rows] + 1
             self.count[rows] = count
             assembled = _assemble(self.spec, self.names, bar, self._push(rows, bar, count), count)
@@ -411,6 +432,14 @@ class OnlineFeatureBuffer:
                 "state changed"
             )
 
+    def _reset_new_days(self, rows: np.ndarray, days: np.ndarray) -> None:
+        """Reset the day-anchored windows of the rows whose bar opens a trading day."""
+        opening = rows[days != self.last_day[rows]]
+        if len(opening):
+            for key in self._day_keys:
+                self._trackers[key].reset(opening)
+        self.last_day[rows] = days
+
     def _push(
         self, rows: np.ndarray, bar: dict[str, np.ndarray], count: np.ndarray
     ) -> dict[str, np.ndarray]:
@@ -437,17 +466,20 @@ class OnlineFeatureBuffer:
             trackers[key].push(rows[ready], rv[None, ready])
             read[key] = trackers[key].read(rows)
         # The plain trackers have seen every real bar, as many as the buffer counted before
-        # this one: one Slots per window length serves every tracker of that window.
-        steps: dict[int, Slots] = {}
+        # this one: one Slots per window length serves every rolling tracker of that window.
+        # The day-anchored ones have seen the bars since their last reset (the same count
+        # for all of them): one Slots per window length, from their own count, serves them.
+        steps: dict[tuple[int, bool], Slots] = {}
         count_before = count - 1
         capacity = len(self.count)
-        for key, names, w in self._plain_keys:
+        for key, names, w, anchored in self._plain_keys:
             x = series[names[0]][None] if len(names) == 1 else np.stack([series[n] for n in names])
             step = None
             if w is not None:
-                step = steps.get(w)
+                step = steps.get((w, anchored))
                 if step is None:
-                    step = steps[w] = slots(rows, count_before, w, capacity)
+                    before = trackers[key].count[rows] if anchored else count_before
+                    step = steps[(w, anchored)] = slots(rows, before, w, capacity)
             read[key] = trackers[key].advance(rows, x, step)  # push and read in one pass
         out = {block: lagged[column] for block, column in self._lag_columns}
         for block, key, statistic, column in self._block_reads:
@@ -467,7 +499,9 @@ class OnlineFeatureBuffer:
             if self.symbols
             else np.array([], dtype=str),
             "__session__": np.array(self.session.model_dump_json() if self.session else ""),
+            "__timeframe__": np.array(self.timeframe or ""),
             "last_ts": self.last_ts[: self._rows].copy(),
+            "last_day": self.last_day[: self._rows].copy(),
             "count": self.count[: self._rows].copy(),
         }
         for key, tracker in self._trackers.items():
@@ -479,9 +513,15 @@ class OnlineFeatureBuffer:
     def restore(
         cls, state: dict[str, np.ndarray], spec: FeatureSpec, session: Session | None
     ) -> OnlineFeatureBuffer:
-        """Rebuild a buffer from :meth:`snapshot`; refuses a snapshot of another spec."""
+        """Rebuild a buffer from :meth:`snapshot`; refuses a snapshot of another spec.
+
+        A version-2 snapshot (before day-anchored windows and partial buffers) restores
+        into a buffer of its whole selection, and a version-3 one (a partial buffer,
+        before day-anchored windows) into one of its ``selected_from``; both are refused
+        for a spec with day-anchored windows. Without them every symbol's next bar counts
+        as a day's first, which changes nothing."""
         version = int(state["__version__"])
-        if version not in (2, SNAPSHOT_VERSION):  # 2: every feature computed, as selected
+        if version not in _SUPPORTED_SNAPSHOTS:
             raise BadInputError(f"snapshot version {version} is not supported")
         if str(state["__spec__"]) != spec.fingerprint():
             raise BadInputError(
@@ -492,12 +532,25 @@ class OnlineFeatureBuffer:
         if str(state["__session__"]) != session_json:
             raise BadInputError("snapshot was taken with another trading session")
         names = [str(name) for name in state["__names__"]]
-        selected_from = names
+        selected_from = names  # version 2: every feature computed, as selected
         if version >= 3:
             if "__selected_from__" not in state:
                 raise BadInputError("snapshot is incomplete: no '__selected_from__'")
             selected_from = [str(name) for name in state["__selected_from__"]]
-        buffer = cls(spec, session, [str(s) for s in state["__symbols__"]], names, selected_from)
+        timeframe = str(state.get("__timeframe__", "")) or None
+        buffer = cls(
+            spec,
+            session,
+            [str(s) for s in state["__symbols__"]],
+            names,
+            selected_from=selected_from,
+            timeframe=timeframe,
+        )
+        if version < SNAPSHOT_VERSION and any(b.anchored for b in buffer.blocks):
+            raise BadInputError(
+                f"snapshot version {version} predates day-anchored windows, which this "
+                "feature spec has"
+            )
         rows = len(buffer.symbols)
         buffer._capacity = rows
 
@@ -514,6 +567,10 @@ class OnlineFeatureBuffer:
             return value.copy()
 
         buffer.last_ts = stored("last_ts", buffer.last_ts[:rows])
+        if version >= 4:
+            buffer.last_day = stored("last_day", buffer.last_day[:rows])
+        else:
+            buffer.last_day = buffer.last_day[:rows].copy()
         buffer.count = stored("count", buffer.count[:rows])
         for key, tracker in buffer._trackers.items():
             for name in tracker.STATE:

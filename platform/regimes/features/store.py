@@ -10,12 +10,14 @@ units out; :func:`run_features` runs them one after the other in this process.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from regimes.config.loading import PlatformConfig
@@ -46,6 +48,19 @@ class FeatureUnitResult:
         return asdict(self)
 
 
+def features_fingerprint(spec, calendar) -> str:
+    """What stored feature rows record as ``feature_spec_sha256``: the spec's fingerprint,
+    combined with the market calendar's (name and config) for a symbol not on the
+    ``session`` of ``timeframes.yaml`` -- time of day and day-anchored windows follow the
+    calendar, so rows computed on another market's calendar must not be trained on."""
+    from regimes.data.calendars import MarketCalendar
+
+    if not isinstance(calendar, MarketCalendar):
+        return spec.fingerprint()
+    joined = f"{spec.fingerprint()}|{calendar.model_dump_json()}"
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
 def symbol_calendar(engine, config: PlatformConfig, symbol: str):
     """The calendar of ``symbol``'s market (config mapping, recorded market or default)."""
     from regimes.data.markets import MarketBook
@@ -68,7 +83,12 @@ def compute_and_store(
     calendar = symbol_calendar(engine, config, symbol)
     frame = compute_batch(bars, config.features, calendar, names)
     written = db.rewrite_features(
-        engine, frame, symbol, timeframe, config.features.version, config.features.fingerprint()
+        engine,
+        frame,
+        symbol,
+        timeframe,
+        config.features.version,
+        features_fingerprint(config.features, calendar),
     )
     return FeatureUnitResult(
         symbol=symbol,
@@ -152,6 +172,22 @@ def summarize(results: Sequence[FeatureUnitResult]) -> pd.DataFrame:
     return table.reindex(order).reset_index()
 
 
+def _book(engine, config: PlatformConfig):
+    from regimes.data.markets import MarketBook
+
+    return MarketBook(config.markets, config.timeframes.session, db.read_markets(engine))
+
+
+def _expected_fingerprints(engine, config: PlatformConfig, symbols: pd.Series) -> np.ndarray:
+    """:func:`features_fingerprint` of each row's symbol on its market today."""
+    book = _book(engine, config)
+    by_symbol = {
+        symbol: features_fingerprint(config.features, book.calendar_of(symbol))
+        for symbol in pd.unique(symbols)
+    }
+    return symbols.map(by_symbol).to_numpy(dtype=object)
+
+
 def load_features(
     engine,
     config: PlatformConfig,
@@ -170,16 +206,24 @@ def load_features(
     """
     names = selected_features(config.features, config.timeframe(timeframe))
     frame = db.read_features(engine, timeframe, symbols, start, end, features=names)
-    stale = (frame["feature_spec_version"] != config.features.version) | (
-        frame["feature_spec_sha256"] != config.features.fingerprint()
-    )
+    stale = frame["feature_spec_version"] != config.features.version
     if stale.any():
         versions = sorted(frame.loc[stale, "feature_spec_version"].unique().tolist())
         raise BadInputError(
             f"features: {int(stale.sum())} stored {timeframe} row(s) were computed under another "
-            f"feature spec (version(s) {versions}, or the same version with other formulas or "
-            f"windows); the config is version {config.features.version}; run `regimes features` "
-            "again"
+            f"feature spec (version(s) {versions}); the config is version "
+            f"{config.features.version}; run `regimes features` again"
+        )
+    moved = frame["feature_spec_sha256"] != _expected_fingerprints(engine, config, frame["symbol"])
+    if moved.any():
+        symbols = sorted(frame.loc[moved, "symbol"].unique())
+        book = _book(engine, config)
+        named = ", ".join(f"{symbol} (market {book.market_of(symbol)})" for symbol in symbols[:10])
+        raise BadInputError(
+            f"features: {int(moved.sum())} stored {timeframe} row(s) of {named} were computed "
+            "under another feature spec (the same version with other formulas or windows) or "
+            "on another market calendar than the symbol's market now; run `regimes features "
+            f"--timeframe {timeframe} --symbols {' '.join(symbols[:10])}` again"
         )
     usable = ~(frame["is_warmup"] | frame["is_gap"])
     empty = [name for name in names if frame.loc[usable, name].isna().any()]

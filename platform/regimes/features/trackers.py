@@ -24,8 +24,9 @@ from regimes.features.batch import _chan_combine, _welford_add
 class Slots(NamedTuple):
     """Per-step bookkeeping of rows ``idx`` pushed together into the trackers of one window
     ``w``, computed once and shared by every tracker of that window that is pushed on the
-    same rows (the feature buffer's plain series, whose trackers have all seen as many
-    values as the buffer has real bars)."""
+    same rows and has seen as many values: the feature buffer's plain rolling series, whose
+    trackers have all seen as many values as the buffer has real bars, and separately its
+    day-anchored ones, whose trackers have all seen the bars since their last reset."""
 
     idx: np.ndarray  # rows pushed
     count: np.ndarray  # values seen after the push
@@ -139,6 +140,12 @@ class _Tracker:
         step = self.slots(idx) if step is None else step
         return self._values(step, self._push(step, x))
 
+    def reset(self, idx: np.ndarray) -> None:
+        """Start rows ``idx`` afresh (a day-anchored window at a trading day's first bar):
+        the next value opens a block, and until w values the window is that block's
+        prefix. The ring's old values are overwritten before they are read again."""
+        self.count[idx] = 0
+
 
 class Sums(_Tracker):
     """Rolling means over ``w`` values of S series from block prefix and suffix sums: the
@@ -146,15 +153,15 @@ class Sums(_Tracker):
 
     STATE = ("ring", "suffix", "prefix", "count")
 
-    def __init__(self, rows: int, w: int, S: int = 1):
-        self.w, self.S = w, S
+    def __init__(self, rows: int, w: int, S: int = 1, anchored: bool = False):
+        self.w, self.S, self.anchored = w, S, anchored
         self.ring = np.zeros((S, w, rows))
         self.suffix = np.zeros((S, w, rows))
         self.prefix = np.zeros((S, rows))
         self.count = np.zeros(rows, dtype=np.int64)
 
     def empty(self, rows: int) -> Sums:
-        return Sums(rows, self.w, self.S)
+        return Sums(rows, self.w, self.S, self.anchored)
 
     def _push(self, step: Slots, x):
         idx = step.idx
@@ -172,6 +179,8 @@ class Sums(_Tracker):
         if prefix is None:
             prefix = _get(self.prefix, step.idx)
         total = np.where(step.spans, _get(self.suffix, step.following) + prefix, prefix)
+        if self.anchored:  # fewer than w values since the reset: the prefix alone
+            return {"mean": np.where(step.cold, prefix / step.count, total / self.w)}
         return {"mean": np.where(step.cold, np.nan, total / self.w)}
 
 
@@ -182,8 +191,8 @@ class Moments(_Tracker):
 
     STATE = ("ring", "suffix_mean", "suffix_m2", "prefix_mean", "prefix_m2", "count")
 
-    def __init__(self, rows: int, w: int, S: int = 1):
-        self.w, self.S = w, S
+    def __init__(self, rows: int, w: int, S: int = 1, anchored: bool = False):
+        self.w, self.S, self.anchored = w, S, anchored
         self.ring = np.zeros((S, w, rows))
         self.suffix_mean = np.zeros((S, w, rows))
         self.suffix_m2 = np.zeros((S, w, rows))
@@ -192,7 +201,7 @@ class Moments(_Tracker):
         self.count = np.zeros(rows, dtype=np.int64)
 
     def empty(self, rows: int) -> Moments:
-        return Moments(rows, self.w, self.S)
+        return Moments(rows, self.w, self.S, self.anchored)
 
     def _push(self, step: Slots, x):
         idx = step.idx
@@ -244,6 +253,10 @@ class Moments(_Tracker):
         spans, cold = step.spans, step.cold
         mean = np.where(spans, combined_mean, prefix_mean)
         m2 = np.where(spans, combined_m2, prefix_m2)
+        if self.anchored:  # fewer than w values since the reset: the prefix alone
+            mean, m2 = np.where(cold, prefix_mean, mean), np.where(cold, prefix_m2, m2)
+            divisor = np.where(cold, step.count, w)
+            return {"mean": mean, "std": np.sqrt(np.maximum(m2, 0.0) / divisor)}
         std = np.sqrt(np.maximum(m2, 0.0) / w)
         mean[:, cold] = np.nan
         std[:, cold] = np.nan
@@ -299,14 +312,19 @@ class NonZero(_Tracker):
 
     STATE = ("ring", "total", "count")
 
-    def __init__(self, rows: int, w: int, S: int = 1):
-        self.w, self.S = w, S
+    def __init__(self, rows: int, w: int, S: int = 1, anchored: bool = False):
+        self.w, self.S, self.anchored = w, S, anchored
         self.ring = np.zeros((S, w, rows), dtype=np.int8)
         self.total = np.zeros((S, rows), dtype=np.int64)
         self.count = np.zeros(rows, dtype=np.int64)
 
     def empty(self, rows: int) -> NonZero:
-        return NonZero(rows, self.w, self.S)
+        return NonZero(rows, self.w, self.S, self.anchored)
+
+    def reset(self, idx: np.ndarray) -> None:
+        self.count[idx] = 0
+        self.total[:, idx] = 0
+        self.ring[:, :, idx] = 0
 
     def _push(self, step: Slots, x):
         idx = step.idx
@@ -320,6 +338,8 @@ class NonZero(_Tracker):
     def _values(self, step: Slots, total):
         if total is None:
             total = _get(self.total, step.idx)
+        if self.anchored:  # the values since the reset, however few
+            return {"value": total.astype(float)}
         return {"value": np.where(step.cold, np.nan, total.astype(float))}
 
 

@@ -168,6 +168,7 @@ class InferenceEngine:
             model.session,
             names=self.pipeline.features_,
             selected_from=model.feature_names,
+            timeframe=model.timeframe,
         )
         self.settings = model.anti_chatter
         self.ood_settings = ood.OODSettings.from_config(model.ood_threshold, model.ood)

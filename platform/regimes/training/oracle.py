@@ -24,6 +24,13 @@ of a timeframe:
   oracle is the true-parameter filter, not an exact likelihood).
 
 Gap bars carry no observation: the filter only predicts through them.
+
+On a market calendar (``regimes synth --market``: 24x5, 24x7, exchange calendars) a
+bar's minutes of the session are counted from its trading day's open, as the generator
+lays them out (each day's own length: early closes, daylight-saving days), and the
+intraday profiles span the longest generated day. Calendars with breaks inside the
+session (futures halts, lunch breaks) are refused: a bar across a break would hold
+fewer minutes than the oracle assumes.
 """
 
 from __future__ import annotations
@@ -34,8 +41,16 @@ import numpy as np
 import pandas as pd
 
 from regimes.config.timeframes import Session
-from regimes.data.bars import session_minute_of_day
-from regimes.data.synth import MINUTES_PER_YEAR, SynthConfig, SynthMarket, season_profiles
+from regimes.data.bars import session_minute_of_day, session_minutes
+from regimes.data.calendars import MarketCalendar
+from regimes.data.synth import (
+    MINUTES_PER_YEAR,
+    SynthConfig,
+    SynthMarket,
+    _day_layout,
+    season_profiles,
+    trading_days,
+)
 from regimes.errors import BadInputError
 from regimes.model.hmm.filtering import GaussianHMMParams, filter_step
 
@@ -102,20 +117,27 @@ class SynthOracle:
     ----------
     market : SynthMarket
         A generated market (it carries its :class:`SynthConfig` and per-symbol params).
-    session : Session or None
-        The session the market was generated on.
+    session : Session, MarketCalendar or None
+        The session or market calendar the market was generated on.
     bar_minutes : int
         Minutes per bar of the timeframe (1, 5, 15, 60, or the session's length for 1d).
     """
 
-    def __init__(self, market: SynthMarket, session: Session | None, bar_minutes: int):
+    def __init__(
+        self, market: SynthMarket, session: Session | MarketCalendar | None, bar_minutes: int
+    ):
         if market.config is None:
             raise BadInputError("oracle: the market does not carry its generating config")
         self.config: SynthConfig = market.config
         self.symbols = market.params["symbols"]
         self.session = session
         self.bar_minutes = int(bar_minutes)
-        self.per_day = 24 * 60 if session is None else session.minutes
+        if isinstance(session, MarketCalendar):
+            self._grid = self._calendar_grid(session)
+            self.per_day = int(self._grid[2].max())
+        else:
+            self._grid = None
+            self.per_day = 24 * 60 if session is None else session.minutes
         self.slow = _level_arrays(self.config.slow_regimes, slow=True)
         self.fast = _level_arrays(self.config.fast_regimes, slow=False)
         Ks, Kf = len(self.config.slow_regimes), len(self.config.fast_regimes)
@@ -143,6 +165,41 @@ class SynthOracle:
                 ("volume2", season_volume**2),
             )
         }
+
+    def _calendar_grid(self, calendar: MarketCalendar) -> tuple[np.ndarray, ...]:
+        """The generator's minutes (UTC ns), each one's minute of its trading day and its
+        day's length in minutes; refused for a calendar with breaks."""
+        days = trading_days(self.config.start, self.config.days, calendar)
+        schedule = calendar.schedule(days.min(), days.max())
+        if calendar.config.breaks or schedule["break_start"].notna().any():
+            raise BadInputError(
+                f"oracle: {calendar.hours()} has breaks inside the session; the oracle "
+                "models sessions without breaks (use a 24x5, 24x7 or break-free market)"
+            )
+        grid = session_minutes(days, calendar)
+        minute_of_day, starts, counts, _ = _day_layout(grid, days, calendar)
+        day = np.searchsorted(starts, np.arange(len(grid)), side="right") - 1
+        return grid.asi8, minute_of_day, counts[day]
+
+    def _bar_minutes_of_day(self, ts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(first, last) minute of the trading day that each bar spans."""
+        if self._grid is None:
+            first = session_minute_of_day(ts, self.session)
+            first = np.rint(first - (0 if self.session is None else self.session.open_minute))
+            first = np.clip(first.astype(np.int64), 0, self.per_day - 1)
+            return first, np.minimum(first + self.bar_minutes, self.per_day)
+        grid, minute_of_day, day_length = self._grid
+        stamps = pd.DatetimeIndex(ts).as_unit("ns").asi8
+        index = np.clip(np.searchsorted(grid, stamps), 0, len(grid) - 1)
+        outside = grid[index] != stamps
+        if outside.any():
+            first_bad = pd.Timestamp(int(stamps[np.flatnonzero(outside)[0]]), tz="UTC")
+            raise BadInputError(
+                f"oracle: {int(outside.sum())} bar(s) do not open on a minute the market was "
+                f"generated on (first at {first_bad.isoformat()}; {self.session.hours()})"
+            )
+        first = minute_of_day[index]
+        return first, np.minimum(first + self.bar_minutes, day_length[index])
 
     # -- per-state moments
 
@@ -189,10 +246,7 @@ class SynthOracle:
         """log p(bar | state) for every bar (rows of one or more symbols) and state:
         (n, K); gap bars get 0 (no observation)."""
         n = len(bars)
-        first = session_minute_of_day(bars["ts"], self.session)
-        first = np.rint(first - (0 if self.session is None else self.session.open_minute))
-        first = np.clip(first.astype(np.int64), 0, self.per_day - 1)
-        last = np.minimum(first + self.bar_minutes, self.per_day)
+        first, last = self._bar_minutes_of_day(bars["ts"])
         minutes = (last - first).astype(float)
         S1 = self._cum["vol"][last] - self._cum["vol"][first]
         S2 = self._cum["vol2"][last] - self._cum["vol2"][first]

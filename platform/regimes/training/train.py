@@ -136,7 +136,12 @@ def train_timeframe(
         "aligned_to": None if previous is None else previous.model_id,
     }
     # Symbols left out as too short still get their calendar: a backfill answers for them.
-    markets = universe_calendars(engine, config, sorted([*resolved["universe"], *skipped]))
+    markets = universe_calendars(
+        engine,
+        config,
+        sorted([*resolved["universe"], *skipped]),
+        (frame["ts"].min(), frame["ts"].max()),
+    )
     if markets is not None:  # absent for the session of timeframes.yaml: ids as before
         resolved["markets"] = markets
     digest = inputs_hash(resolved, data_fingerprint(frame), seed)
@@ -365,23 +370,37 @@ def _artifact_files(
 MIN_SYMBOL_ROWS = 100
 
 
-def universe_calendars(engine, config: PlatformConfig, universe: Sequence[str]) -> dict | None:
+def universe_calendars(
+    engine, config: PlatformConfig, universe: Sequence[str], window=None
+) -> dict | None:
     """The market calendar(s) of a universe as the artifact stores them; ``None`` when
     every symbol is on the ``session`` of ``timeframes.yaml`` (the artifact's
     ``session`` then says everything). One market: its calendar; several: each
     symbol's (features are computed per symbol on its own market's day, so a pooled
-    model over several markets is sound; its time axis is the union of the grids)."""
+    model over several markets is sound; its time axis is the union of the grids).
+    With a ``window`` (first, last bar time), exchange calendars carry their schedule
+    over it, so a library update does not change the model."""
     from regimes.data import sql as db
-    from regimes.data.markets import MarketBook, SymbolCalendars, calendars_as_dict
+    from regimes.data.markets import (
+        MarketBook,
+        SymbolCalendars,
+        calendars_as_dict,
+        freeze_calendars,
+    )
+
+    def stored(calendar):
+        return calendars_as_dict(
+            calendar if window is None else freeze_calendars(calendar, *window)
+        )
 
     book = MarketBook(config.markets, config.timeframes.session, db.read_markets(engine))
     groups = book.group(universe)
     if all(book.is_legacy(market) for market in groups):
         return None
     if len(groups) == 1:
-        return calendars_as_dict(book.calendar(next(iter(groups))))
+        return stored(book.calendar(next(iter(groups))))
     calendars = {symbol: book.calendar_of(symbol) for symbol in universe}
-    return calendars_as_dict(SymbolCalendars(calendars))
+    return stored(SymbolCalendars(calendars))
 
 
 def drop_short_symbols(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
