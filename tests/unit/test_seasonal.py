@@ -230,6 +230,14 @@ def test_off_and_1d_mean_no_adjuster_and_tod_sin_stays_a_candidate(seed):
     frame = _pipeline_frame(seed, days=20)
     pipeline = StateVectorPipeline(_config_with(None), "15m").fit(frame)
     assert pipeline.seasonal_ is None and "seasonal" not in pipeline.fit_ranges()
+    assert "tod_sin" in pipeline.selection_.candidates
+    # No bucket with enough training rows: nothing to adjust, fitted as with it off.
+    thin = SeasonalConfig(bucket_minutes=60, min_bucket_rows=10_000)
+    pipeline = StateVectorPipeline(_config_with(thin), "15m").fit(frame)
+    assert pipeline.seasonal_ is None and "tod_sin" in pipeline.selection_.candidates
+    enough = SeasonalConfig(bucket_minutes=60, min_bucket_rows=20)
+    pipeline = StateVectorPipeline(_config_with(enough), "15m").fit(frame)
+    assert pipeline.seasonal_ is not None and "tod_sin" not in pipeline.selection_.candidates
     assert CONFIG.timeframe("1d").seasonal is None
 
 

@@ -27,7 +27,7 @@ from regimes.features.store import load_features
 from regimes.model.encoders.base import Encoder, make_windows
 from regimes.model.encoders.pca import PCAEncoder, WindowPCAEncoder
 from regimes.model.scaling import RobustPowerScaler, stationarize
-from regimes.model.seasonal import SeasonalAdjuster, minutes_into_day
+from regimes.model.seasonal import SeasonalAdjuster, bucket_index, minutes_into_day
 from regimes.model.selection import CALENDAR_FEATURES, select_features
 from regimes.model.splits import FitRange, Fold, check_fold, walk_forward_splits
 
@@ -138,7 +138,9 @@ class StateVectorPipeline:
     With the timeframe's ``seasonal`` setting on, a
     :class:`~regimes.model.seasonal.SeasonalAdjuster` is fitted on the scaled training
     rows right after the scaler (``seasonal_``; None when off) and ``tod_sin`` is left
-    out of the candidates (the adjustment takes the time of day out). Each row's
+    out of the candidates (the adjustment takes the time of day out); when no bucket
+    holds ``min_bucket_rows`` training rows there is nothing to adjust and the pipeline
+    is fitted as with the setting off. Each row's
     minutes into its trading day come from the frame's ``minute_of_day`` column, else
     from ``ts`` on the config's session (``calendar_``).
     """
@@ -182,14 +184,18 @@ class StateVectorPipeline:
         _require(train, ["symbol", "ts", "close", "is_warmup", "is_gap", *candidates])
         self.calendar_ = self.config.timeframes.session
         seasonal = tf_config.seasonal if self.timeframe != "1d" else None
-        if seasonal is not None:
-            candidates = [name for name in candidates if name not in CALENDAR_FEATURES]
         usable = _usable(train)
         if usable.sum() == 0:
             raise BadInputError(
                 f"{self.timeframe}: no usable training rows (all warm-up or gap); a longer "
                 "history is needed"
             )
+        if seasonal is not None and not _any_full_bucket(self._minutes(train)[usable], seasonal):
+            # Every bucket would fall back to no adjustment: the model is fitted as
+            # without one (and keeps the time-of-day feature).
+            seasonal = None
+        if seasonal is not None:
+            candidates = [name for name in candidates if name not in CALENDAR_FEATURES]
         stationary = stationarize(train, spec, candidates, train["close"])
         stationary_usable = stationary.loc[usable].assign(
             ts=train.loc[usable, "ts"].to_numpy(), symbol=train.loc[usable, "symbol"].to_numpy()
@@ -379,6 +385,13 @@ class StateVectorPipeline:
                 if r is not None
             },
         )
+
+
+def _any_full_bucket(minutes: np.ndarray, seasonal) -> bool:
+    """Whether some time-of-day bucket holds ``min_bucket_rows`` of these rows."""
+    bucket = bucket_index(minutes, seasonal.bucket_minutes)
+    counts = np.unique(bucket[bucket >= 0], return_counts=True)[1]
+    return bool(len(counts)) and int(counts.max()) >= seasonal.min_bucket_rows
 
 
 def _usable(frame: pd.DataFrame) -> np.ndarray:

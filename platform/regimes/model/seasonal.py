@@ -90,6 +90,14 @@ def minutes_into_day(ts_ns, calendar, symbols=None) -> np.ndarray:
     return time_of_day(ts_ns, calendar) * day
 
 
+def bucket_index(minutes, bucket_minutes: int) -> np.ndarray:
+    """Each row's time-of-day bucket, ``floor(minutes / bucket_minutes)``; -1 where the
+    minute is NaN or before the open."""
+    minutes = np.asarray(minutes, dtype=float)
+    index = np.floor((minutes + _BOUNDARY_SLACK) / bucket_minutes)
+    return np.where(np.isfinite(index) & (index >= 0), np.nan_to_num(index), -1).astype(np.int64)
+
+
 class SeasonalAdjuster(BaseEstimator):
     """Per time-of-day bucket standardisation of scaled features, fitted on training rows.
 
@@ -132,10 +140,8 @@ class SeasonalAdjuster(BaseEstimator):
 
     def _bucket_of(self, minutes: np.ndarray, n_buckets: int) -> np.ndarray:
         """Each row's bucket; ``n_buckets`` (the identity row) when NaN or outside."""
-        minutes = np.asarray(minutes, dtype=float)
-        index = np.floor((minutes + _BOUNDARY_SLACK) / self.bucket_minutes)
-        inside = np.isfinite(index) & (index >= 0) & (index < n_buckets)
-        return np.where(inside, np.nan_to_num(index), n_buckets).astype(np.int64)
+        index = bucket_index(minutes, self.bucket_minutes)
+        return np.where((index >= 0) & (index < n_buckets), index, n_buckets)
 
     def fit(self, X, minutes) -> SeasonalAdjuster:
         """Learn each bucket's mean and spread from training rows ``X`` (n, F) at
@@ -164,8 +170,7 @@ class SeasonalAdjuster(BaseEstimator):
             raise BadInputError(
                 "SeasonalAdjuster.fit: no training row has a time of day (market closed?)"
             )
-        last = np.floor((minutes[known].max() + _BOUNDARY_SLACK) / self.bucket_minutes)
-        n_buckets = int(last) + 1
+        n_buckets = int(bucket_index(minutes[known], self.bucket_minutes).max()) + 1
         bucket = self._bucket_of(minutes, n_buckets)
         counts = np.bincount(bucket, minlength=n_buckets + 1)[:n_buckets]
         overall_std = X.std(axis=0)
