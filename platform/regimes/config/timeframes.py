@@ -38,7 +38,7 @@ class SeasonalConfig(BaseModel):
     model_config = _STRICT
 
     bucket_minutes: int = Field(ge=1, le=1440)
-    min_bucket_rows: int = Field(default=50, ge=2)
+    min_bucket_rows: int = Field(default=150, ge=2)
 
 
 class AntiChatter(BaseModel):

@@ -134,7 +134,7 @@ class SeasonalAdjuster(BaseEstimator):
     True
     """
 
-    def __init__(self, bucket_minutes: int = 30, min_bucket_rows: int = 50):
+    def __init__(self, bucket_minutes: int = 30, min_bucket_rows: int = 150):
         self.bucket_minutes = bucket_minutes
         self.min_bucket_rows = min_bucket_rows
 
