@@ -140,9 +140,9 @@ class StateVectorPipeline:
     rows right after the scaler (``seasonal_``; None when off) and ``tod_sin`` is left
     out of the candidates (the adjustment takes the time of day out); when no bucket
     holds ``min_bucket_rows`` training rows there is nothing to adjust and the pipeline
-    is fitted as with the setting off. Each row's
-    minutes into its trading day come from the frame's ``minute_of_day`` column, else
-    from ``ts`` on the config's session (``calendar_``).
+    is fitted as with the setting off. Each row's minutes into its trading day come from
+    the frame's ``minute_of_day`` column, else from ``ts`` on the config's session
+    (``calendar_``; a loaded model's own calendar, see :meth:`from_parts`).
     """
 
     def __init__(
