@@ -10,7 +10,8 @@ filter running from the fold's validation start) are scored. Oracle: the filter 
 generator's true parameters on the same bars (:mod:`regimes.training.oracle`), scored on
 the same test bars. k-means: K = the chosen K, fitted on each fold's training z, predicting
 its test z. Usage: ``python benchmarks/run.py regimes`` (``REGIMES_BENCH_CASES=default/5m``
-to run some cases only).
+to run some cases only; ``REGIMES_BENCH_SEASONAL=none`` turns the seasonal adjustment
+off in every timeframe, for the comparison in docs/regime_model.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,22 @@ from regimes.training.grid import (  # noqa: E402
 from regimes.training.oracle import SynthOracle  # noqa: E402
 from regimes.training.recovery import recovery_figures, score_states  # noqa: E402
 
-CONFIG = load_config(ROOT / "config")
+
+def bench_config():
+    """``config/``, with the seasonal adjustment off when ``REGIMES_BENCH_SEASONAL=none``."""
+    config = load_config(ROOT / "config")
+    if os.environ.get("REGIMES_BENCH_SEASONAL") != "none":
+        return config
+    timeframes = {
+        name: tf.model_copy(update={"seasonal": None})
+        for name, tf in config.timeframes.timeframes.items()
+    }
+    return replace(
+        config, timeframes=config.timeframes.model_copy(update={"timeframes": timeframes})
+    )
+
+
+CONFIG = bench_config()
 MINUTES = {"5m": 5, "15m": 15, "1h": 60}
 SIZE = {"5m": (3, 60), "1h": (4, 150)}  # symbols, trading days
 SLOW_DWELL_BARS = 30

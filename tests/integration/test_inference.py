@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from regimes.config.loading import load_config
+from regimes.config.timeframes import SeasonalConfig
 from regimes.data import sql as db
 from regimes.data.bars import resample_symbols
 from regimes.data.synth import SynthConfig, generate
@@ -17,12 +21,24 @@ from regimes.live.engine import ANSWER_REASONS, DatabaseHistory, InferenceEngine
 from regimes.model.hmm.filtering import filter_sequences
 from regimes.model.loaded import LoadedModel
 from regimes.model.pipeline import load_training_frame
+from regimes.model.scaling import stationarize
 from regimes.training.grid import z_sequences
 from regimes.training.train import train_timeframe
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 CONFIG = load_config(REPO_ROOT / "config")
+# The model of these tests has a seasonal adjustment that adjusts (hour buckets hold
+# enough of its training rows), so every parity, restart and replay test runs with it.
+SEASONAL = SeasonalConfig(bucket_minutes=60, min_bucket_rows=20)
+
+
+def _with_seasonal(config, timeframe: str, seasonal):
+    timeframes = dict(config.timeframes.timeframes)
+    timeframes[timeframe] = timeframes[timeframe].model_copy(update={"seasonal": seasonal})
+    return replace(
+        config, timeframes=config.timeframes.model_copy(update={"timeframes": timeframes})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +53,12 @@ def model(tmp_path_factory):
     resample_symbols(engine, CONFIG.timeframes.session, 0.2, timeframes=["15m"])
     run_features(engine, CONFIG, plan_units(engine, ["15m"]))
     result = train_timeframe(
-        engine, CONFIG, "15m", home / "models", grid={"K": [6], "covariance": ["diag"]}, seed=1
+        engine,
+        _with_seasonal(CONFIG, "15m", SEASONAL),
+        "15m",
+        home / "models",
+        grid={"K": [6], "covariance": ["diag"]},
+        seed=1,
     )
     yield engine, result
     engine.dispose()
@@ -408,3 +429,95 @@ def test_cold_start_warm_up_switches_are_not_counted(model):
     counts = live.switch_counts()
     # At most the live bar's own switch; none of the warm-up's (it had 8 for SYN000).
     assert (counts["raw_switches"] <= 1).all() and (counts["published_switches"] <= 1).all()
+
+
+def test_the_seasonal_adjustment_is_stored_and_applied_live_as_offline(model):
+    """The adjuster travels in the artifact; live steps, the replay and the training
+    pipeline put the same bars in the same buckets: the same z."""
+    engine, result = model
+    loaded = LoadedModel.load(result.path)
+    adjuster = loaded.pipeline.seasonal_
+    assert loaded.metadata["format_version"] == 3 and "seasonal.pkl" in loaded.metadata["files"]
+    assert adjuster.bucket_minutes == 60 and adjuster.adjusted_.sum() >= 6
+    assert "tod_sin" not in loaded.pipeline.features_
+    bars = db.read_bars(engine, "15m")
+    live = InferenceEngine(loaded)
+    stepped = pd.concat([live.step(g) for _, g in bars.groupby("ts", sort=True)])
+    stepped = stepped.dropna(subset=["z_00"]).sort_values(["symbol", "ts"])
+    frame = load_training_frame(engine, CONFIG, "15m")
+    batch = loaded.pipeline.transform(frame)
+    z = [f"z_{k:02d}" for k in range(loaded.d)]
+    merged = batch.merge(stepped, on=["symbol", "ts"], suffixes=("_batch", "_live"))
+    assert len(merged) == len(batch) == len(stepped)
+    # z within rounding of the encoder's matrix product over blocks of other sizes...
+    np.testing.assert_allclose(
+        merged[[c + "_batch" for c in z]].to_numpy(),
+        merged[[c + "_live" for c in z]].to_numpy(),
+        rtol=0,
+        atol=1e-12,
+    )
+    # ...and the adjusted rows the encoder reads bit for bit: the engine's newest window
+    # row of each symbol is the batch path's adjusted row of its last usable bar.
+    pipeline = loaded.pipeline
+    X = stationarize(frame, loaded.feature_spec, pipeline.features_, frame["close"])
+    X = X[pipeline.features_].to_numpy()
+    usable = ~(frame["is_warmup"] | frame["is_gap"]).to_numpy() & np.isfinite(X).all(axis=1)
+    adjusted = adjuster.transform(
+        pipeline.scaler_.transform(X[usable]), pipeline._minutes(frame)[usable]
+    )
+    last = frame[usable].reset_index(drop=True).groupby("symbol").tail(1)
+    rows = live.buffer.rows_of(last["symbol"])
+    np.testing.assert_array_equal(live._rows.window[rows, -1], adjusted[last.index.to_numpy()])
+    # Without the adjustment the same model encodes other z: it is really applied.
+    unadjusted = replace_seasonal(loaded.pipeline, None).transform(frame)
+    assert np.abs(unadjusted[z].to_numpy() - batch[z].to_numpy()).max() > 0.1
+
+
+def replace_seasonal(pipeline, seasonal):
+    import copy
+
+    clone = copy.copy(pipeline)
+    clone.seasonal_ = seasonal
+    return clone
+
+
+def test_a_format_2_artifact_still_loads_and_answers_without_adjustment(model, tmp_path):
+    """Artifacts written before the adjustment (format 2, no seasonal.pkl) load and
+    answer as the code of their time did: scaler straight into the encoder."""
+    from regimes.errors import ArtifactIntegrityError
+    from regimes.model.artifact import read_file, verify_artifact, write_artifact
+
+    engine, result = model
+    source = Path(result.path)
+    original = verify_artifact(source)
+    contents = {name: read_file(source, name, original) for name in original["files"]}
+    document = {k: v for k, v in original.items() if k != "files"}
+    document["format_version"] = 2
+    with_seasonal = write_artifact(tmp_path / "a", "15m", result.model_id, contents, document)
+    with pytest.raises(ArtifactIntegrityError, match="format-2 artifact cannot hold seasonal"):
+        LoadedModel.load(with_seasonal)
+    contents.pop("seasonal.pkl")
+    old = LoadedModel.load(
+        write_artifact(tmp_path / "b", "15m", result.model_id, contents, document)
+    )
+    assert old.pipeline.seasonal_ is None
+    bars = db.read_bars(engine, "15m")
+    answers = InferenceEngine(old).replay_batch(bars).dropna(subset=["z_00"])
+    stepper = InferenceEngine(old)
+    stepped = pd.concat([stepper.step(g) for _, g in bars.groupby("ts", sort=True)])
+    stepped = stepped.dropna(subset=["z_00"]).sort_values(["symbol", "ts"])
+    z = [f"z_{k:02d}" for k in range(old.d)]
+    frame = load_training_frame(engine, CONFIG, "15m")
+    current = LoadedModel.load(result.path)
+    by_hand = replace_seasonal(current.pipeline, None).transform(frame)  # scaler -> encoder
+    for got in (answers, stepped):
+        merged = by_hand.merge(got, on=["symbol", "ts"], suffixes=("_hand", "_old"))
+        assert len(merged) == len(by_hand)
+        np.testing.assert_allclose(
+            merged[[c + "_hand" for c in z]].to_numpy(),
+            merged[[c + "_old" for c in z]].to_numpy(),
+            rtol=0,
+            atol=1e-12,
+        )
+    adjusted = current.pipeline.transform(frame)
+    assert np.abs(adjusted[z].to_numpy() - by_hand[z].to_numpy()).max() > 0.1

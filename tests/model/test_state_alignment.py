@@ -22,6 +22,16 @@ from tests.model.conftest import CONFIG
 pytestmark = pytest.mark.model
 
 
+def _without_seasonal(config, timeframe: str):
+    from dataclasses import replace
+
+    timeframes = dict(config.timeframes.timeframes)
+    timeframes[timeframe] = timeframes[timeframe].model_copy(update={"seasonal": None})
+    return replace(
+        config, timeframes=config.timeframes.model_copy(update={"timeframes": timeframes})
+    )
+
+
 def _sequences(z: pd.DataFrame, d: int):
     z = z.sort_values(["symbol", "ts"], kind="stable")
     values = z[[f"z_{k:02d}" for k in range(d)]].to_numpy()
@@ -38,9 +48,14 @@ def test_refit_on_a_shifted_window_keeps_state_ids(market_5m, method):
     shifted = frame[(frame["ts"] >= axis[int(0.2 * n)]) & (frame["ts"] < axis[int(0.8 * n)])]
     shared = frame[(frame["ts"] >= axis[int(0.2 * n)]) & (frame["ts"] < axis[int(0.6 * n)])]
 
-    old_pipe = StateVectorPipeline(CONFIG, "5m", "pca", latent_dim=6).fit(first)
+    # Without the seasonal adjustment, as docs/regime_model.md's 91% was measured. With
+    # it (the shipped 5m setting) both methods find the same mapping, but the two fits'
+    # states agree on only 63% of the shared bars (unaligned 29%): docs/regime_model.md,
+    # "Seasonal adjustment".
+    config = _without_seasonal(CONFIG, "5m")
+    old_pipe = StateVectorPipeline(config, "5m", "pca", latent_dim=6).fit(first)
     new_pipe = StateVectorPipeline(
-        CONFIG, "5m", "pca", latent_dim=6, previous_selection=old_pipe.features_
+        config, "5m", "pca", latent_dim=6, previous_selection=old_pipe.features_
     ).fit(shifted)
     old_shared, z_old_shared, _ = _sequences(old_pipe.transform(shared), 6)
     new_shared, _, _ = _sequences(new_pipe.transform(shared), 6)

@@ -22,9 +22,23 @@ from regimes.config.spec import (
     MAX_K,
     RETRAIN_CADENCES,
 )
-from regimes.timeframes import TIMEFRAMES, parse_duration
+from regimes.timeframes import TIMEFRAME_DURATION, TIMEFRAMES, parse_duration
 
 # ------------------------------------------------------------------------- timeframes
+
+SEASONAL_OFF = "none"
+
+
+class SeasonalConfig(BaseModel):
+    """Seasonal adjustment of one timeframe's scaled features
+    (:class:`regimes.model.seasonal.SeasonalAdjuster`): each feature standardised per
+    time-of-day bucket of ``bucket_minutes`` from the trading day's open, fitted on the
+    training rows. ``seasonal: none`` in the YAML turns it off."""
+
+    model_config = _STRICT
+
+    bucket_minutes: int = Field(ge=1, le=1440)
+    min_bucket_rows: int = Field(default=150, ge=2)
 
 
 class AntiChatter(BaseModel):
@@ -122,6 +136,20 @@ class TimeframeConfig(BaseModel):
     state_ttl: timedelta
     anti_chatter: AntiChatter
     ood: OODConfig = Field(default_factory=OODConfig)
+    # Absent (models trained before it existed) or ``none``: no seasonal adjustment.
+    seasonal: SeasonalConfig | None = None
+
+    @field_validator("seasonal", mode="before")
+    @classmethod
+    def _seasonal(cls, value):
+        if value is None or value == SEASONAL_OFF:
+            return None
+        if isinstance(value, str):
+            raise ValueError(
+                f"expected {SEASONAL_OFF!r} or a mapping such as {{bucket_minutes: 30}}, "
+                f"got {value!r}"
+            )
+        return value
 
     @field_validator("k_range")
     @classmethod
@@ -300,4 +328,24 @@ class TimeframesConfig(BaseModel):
                 + (f"; unknown {unknown}" if unknown else "")
                 + (f"; missing {missing}" if missing else "")
             )
+        for name, config in value.items():
+            _check_seasonal(name, config.seasonal)
         return {name: value[name] for name in TIMEFRAMES}
+
+
+def _check_seasonal(timeframe: str, seasonal: SeasonalConfig | None) -> None:
+    """Buckets hold whole bars of the timeframe; a 1d bar is a whole day (no buckets)."""
+    if seasonal is None:
+        return
+    field = f"timeframes.{timeframe}.seasonal"
+    if timeframe == "1d":
+        raise ValueError(
+            f"{field}: a 1d bar is a whole trading day, so there is no time of day to "
+            f"adjust for; expected {SEASONAL_OFF!r}"
+        )
+    bar = int(TIMEFRAME_DURATION[timeframe].total_seconds() // 60)
+    if seasonal.bucket_minutes % bar:
+        raise ValueError(
+            f"{field}.bucket_minutes: expected a whole number of {timeframe} bars "
+            f"(a multiple of {bar}), got {seasonal.bucket_minutes}"
+        )

@@ -2,8 +2,9 @@
 answers out, for many symbols at once.
 
 Per bar: online features (:class:`~regimes.features.online.OnlineFeatureBuffer`) ->
-stationarity -> the model's scaler -> a ring of the last L scaled rows (windowed
-encoders) -> the encoder -> one batched filter step -> anti-chatter -> OOD checks.
+stationarity -> the model's scaler -> its seasonal adjustment (when it has one) -> a
+ring of the last L scaled rows (windowed encoders) -> the encoder -> one batched filter
+step -> anti-chatter -> OOD checks.
 Everything comes from the model artifact (:class:`~regimes.model.loaded.LoadedModel`):
 its feature spec, session, fitted objects, OOD and anti-chatter settings. Today's
 ``config/`` plays no part, so the engine computes exactly what the batch path
@@ -57,6 +58,7 @@ from regimes.live.snapshot import (
 from regimes.model.hmm.filtering import entropy, filter_step
 from regimes.model.loaded import LoadedModel
 from regimes.model.scaling import stationarize
+from regimes.model.seasonal import minutes_into_day
 from regimes.paths import artifact_dir, check_model_id, check_symbol, check_timeframe_name
 
 log = logging.getLogger(__name__)
@@ -302,6 +304,7 @@ class InferenceEngine:
             every = _all_or_mask(usable)
             scaled = self.pipeline.scaler_.transform_in_place(X[every])  # X is the step's own
             clipped[every] = (np.abs(scaled) >= self.pipeline.scaler_.clip) @ columns
+            scaled = self._deseasonalize(scaled, bars, every)
             target = idx[every]
             rows.window[target, :-1] = rows.window[target, 1:]
             rows.window[target, -1] = scaled
@@ -338,6 +341,16 @@ class InferenceEngine:
         for name, count in reason_counts(reason).items():
             self._counts[name] += count
         return self._answers(bars, outputs)
+
+    def _deseasonalize(self, scaled: np.ndarray, bars: pd.DataFrame, every) -> np.ndarray:
+        """The model's seasonal adjustment of the scaled rows (identity without one), on
+        each bar's minutes into its market trading day, as the batch path applies it."""
+        seasonal = self.pipeline.seasonal_
+        if seasonal is None:
+            return scaled
+        ts_ns = pd.DatetimeIndex(bars["ts"]).as_unit("ns").asi8[every]
+        symbols = bars["symbol"].to_numpy()[every]
+        return seasonal.transform(scaled, minutes_into_day(ts_ns, self.model.session, symbols))
 
     def _stationary(self, features, close: np.ndarray) -> np.ndarray:
         """The model's features of this step, made stationary, as an (n, F) array.

@@ -22,6 +22,7 @@ from regimes.live.screening import check_columns
 from regimes.model.encoders.base import make_windows
 from regimes.model.hmm.filtering import entropy, filter_sequences
 from regimes.model.scaling import stationarize
+from regimes.model.seasonal import minutes_into_day
 from regimes.paths import check_symbol
 
 if TYPE_CHECKING:
@@ -67,6 +68,10 @@ def replay_with_inputs(engine: InferenceEngine, bars: pd.DataFrame):
     if usable.any():
         scaled[usable] = pipeline.scaler_.transform(X[usable])
         clipped[usable] = (np.abs(scaled[usable]) >= pipeline.scaler_.clip).sum(axis=1)
+        if pipeline.seasonal_ is not None:  # the engine's hook, on the same minutes
+            ts_ns = pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8[usable]
+            minutes = minutes_into_day(ts_ns, model.session, frame["symbol"].to_numpy()[usable])
+            scaled[usable] = pipeline.seasonal_.transform(scaled[usable], minutes)
     symbols = frame["symbol"].to_numpy()
     starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
     ends = np.r_[starts[1:], len(frame)]

@@ -14,9 +14,11 @@ What a model directory holds, and where each setting lives::
     metadata.json         format_version, model_id, timeframe, feature names, OOD threshold,
                           anti-chatter, state labels, state TTL, metrics, sha256 of each file
     feature_spec.yaml     the feature spec (formulas, windows, stationarity)
-    resolved_config.json  session, the timeframe's config (OOD windows, feature selection),
-                          preprocessing, and the pipeline's own state (encoder kind, L, features)
+    resolved_config.json  session, the timeframe's config (OOD windows, feature selection,
+                          seasonal), preprocessing, and the pipeline's own state (encoder
+                          kind, L, features)
     scaler.pkl, encoder.pkl, hmm.pkl, encoder.onnx
+    seasonal.pkl          the seasonal adjuster, when the model has one (format 3)
 """
 
 from __future__ import annotations
@@ -41,18 +43,25 @@ from regimes.errors import ArtifactIntegrityError
 from regimes.features.selection import selected_features
 from regimes.model.artifact import METADATA_FILE, load_pickle, read_file, verify_artifact
 from regimes.model.pipeline import StateVectorPipeline
+from regimes.model.seasonal import SeasonalAdjuster
 from regimes.timeframes import parse_duration
 
-FORMAT_VERSION = 2
-"""Layout of a model directory this code reads and writes (``format_version`` in
-``metadata.json``). Version 1 (no ``format_version``) pickled the whole pipeline with the
-training config inside it; such models must be retrained."""
+FORMAT_VERSION = 3
+"""Layout of a model directory this code writes (``format_version`` in
+``metadata.json``). Version 3 may hold ``seasonal.pkl`` (the seasonal adjuster, applied
+right after the scaler); a reader of version 2 would ignore it and answer differently,
+so it must refuse these. Version 1 (no ``format_version``) pickled the whole pipeline
+with the training config inside it; such models must be retrained."""
+READABLE_FORMATS = frozenset({2, FORMAT_VERSION})
+"""Versions this code loads: a version-2 artifact has no seasonal adjustment and answers
+exactly as it did."""
 
 FEATURE_SPEC_FILE = "feature_spec.yaml"
 RESOLVED_CONFIG_FILE = "resolved_config.json"
 SCALER_FILE = "scaler.pkl"
 ENCODER_FILE = "encoder.pkl"
 HMM_FILE = "hmm.pkl"
+SEASONAL_FILE = "seasonal.pkl"
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,8 @@ class LoadedModel:
     feature_names : tuple of str
         The features the online buffer computes (the timeframe's selection at training).
     pipeline : StateVectorPipeline
-        Scaler + encoder, rebuilt from ``scaler.pkl`` and ``encoder.pkl``.
+        Scaler (+ seasonal adjuster) + encoder, rebuilt from ``scaler.pkl``,
+        ``seasonal.pkl`` (when present) and ``encoder.pkl``.
     hmm : RegimeHMM
     ood_threshold : float
         The calibrated log-likelihood threshold.
@@ -165,6 +175,8 @@ class LoadedModel:
             own_state,
             load_pickle(directory, SCALER_FILE, metadata),
             load_pickle(directory, ENCODER_FILE, metadata),
+            seasonal=_seasonal(directory, metadata),
+            calendar=session,
         )
         if pipeline.features_ != feature_names:
             raise ArtifactIntegrityError(
@@ -210,6 +222,7 @@ class LoadedModel:
                 list(selected_features(config.features, today)),
             ),
             f"timeframes.{tf}.state_ttl": (self.state_ttl, today.state_ttl),
+            f"timeframes.{tf}.seasonal": (self.timeframe_config.seasonal, today.seasonal),
         }
         found: list[str] = []
         for prefix, (ours, theirs) in pairs.items():
@@ -225,13 +238,30 @@ class LoadedModel:
 
 def _check_format(directory: Path, metadata: Mapping[str, Any]) -> None:
     version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_FORMATS:
         shown = "no format version" if version is None else f"format version {version!r}"
         raise ArtifactIntegrityError(
             f"{directory / METADATA_FILE}: model {metadata.get('model_id', directory.name)} has "
-            f"{shown}, this regimes reads format {FORMAT_VERSION}; retrain it "
+            f"{shown}, this regimes reads formats {sorted(READABLE_FORMATS)}; retrain it "
             f"(`regimes train --timeframe {metadata.get('timeframe', '<tf>')}`)"
         )
+
+
+def _seasonal(directory: Path, metadata: Mapping[str, Any]):
+    """The stored seasonal adjuster, or None (format 2, or a model trained without one)."""
+    if SEASONAL_FILE not in metadata.get("files", {}):
+        return None
+    if metadata.get("format_version") == 2:
+        raise ArtifactIntegrityError(
+            f"{directory / METADATA_FILE}: a format-2 artifact cannot hold {SEASONAL_FILE}"
+        )
+    adjuster = load_pickle(directory, SEASONAL_FILE, metadata)
+    if not isinstance(adjuster, SeasonalAdjuster):
+        raise ArtifactIntegrityError(
+            f"{directory / SEASONAL_FILE}: expected a SeasonalAdjuster, got "
+            f"{type(adjuster).__name__}"
+        )
+    return adjuster
 
 
 def _feature_spec(directory: Path, metadata: Mapping[str, Any]) -> FeatureSpec:

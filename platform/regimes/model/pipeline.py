@@ -27,12 +27,17 @@ from regimes.features.store import load_features
 from regimes.model.encoders.base import Encoder, make_windows
 from regimes.model.encoders.pca import PCAEncoder, WindowPCAEncoder
 from regimes.model.scaling import RobustPowerScaler, stationarize
-from regimes.model.selection import select_features
+from regimes.model.seasonal import SeasonalAdjuster, bucket_index, minutes_into_day
+from regimes.model.selection import CALENDAR_FEATURES, select_features
 from regimes.model.splits import FitRange, Fold, check_fold, walk_forward_splits
 
 logger = logging.getLogger(__name__)
 
 ENCODER_KINDS = frozenset({"pca", "window", "vae"})
+MINUTE_COLUMN = "minute_of_day"
+"""Column of a training frame with each bar's minutes into its market trading day
+(:func:`regimes.model.seasonal.minutes_into_day`; :func:`load_training_frame` adds it
+from each symbol's market). Without it the pipeline computes it from ``ts``."""
 DEFAULT_WINDOW = {"pca": 1, "window": 8, "vae": 8}
 MAX_D = 16
 
@@ -68,7 +73,24 @@ def load_training_frame(
         )
     bars = db.read_bars(engine, timeframe, symbols, start, end)[["symbol", "ts", "close"]]
     frame = features.merge(bars, on=["symbol", "ts"], how="left", validate="one_to_one")
-    return frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+    frame[MINUTE_COLUMN] = _minutes_by_market(engine, config, frame)
+    return frame
+
+
+def _minutes_by_market(engine, config: PlatformConfig, frame: pd.DataFrame) -> np.ndarray:
+    """Each row's minutes into its symbol's market trading day (the calendar its features
+    were computed on, as the artifact stores it for the live engine)."""
+    from regimes.data.markets import MarketBook
+
+    book = MarketBook(config.markets, config.timeframes.session, db.read_markets(engine))
+    ts_ns = pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8
+    symbols = frame["symbol"].to_numpy()
+    out = np.empty(len(frame))
+    for symbol in pd.unique(symbols):
+        rows = np.flatnonzero(symbols == symbol)
+        out[rows] = minutes_into_day(ts_ns[rows], book.calendar_of(symbol))
+    return out
 
 
 @dataclass
@@ -112,6 +134,15 @@ class StateVectorPipeline:
     regime_horizon : float, optional
         Bars a regime of this timeframe lasts: turns on feature selection by regime
         persistence (:func:`regimes.model.selection.excess_persistence`).
+
+    With the timeframe's ``seasonal`` setting on, a
+    :class:`~regimes.model.seasonal.SeasonalAdjuster` is fitted on the scaled training
+    rows right after the scaler (``seasonal_``; None when off) and ``tod_sin`` is left
+    out of the candidates (the adjustment takes the time of day out); when no bucket
+    holds ``min_bucket_rows`` training rows there is nothing to adjust and the pipeline
+    is fitted as with the setting off. Each row's minutes into its trading day come from
+    the frame's ``minute_of_day`` column, else from ``ts`` on the config's session
+    (``calendar_``; a loaded model's own calendar, see :meth:`from_parts`).
     """
 
     def __init__(
@@ -151,12 +182,20 @@ class StateVectorPipeline:
         pre = self.config.timeframes.preprocessing
         candidates = list(selected_features(spec, tf_config))
         _require(train, ["symbol", "ts", "close", "is_warmup", "is_gap", *candidates])
+        self.calendar_ = self.config.timeframes.session
+        seasonal = tf_config.seasonal if self.timeframe != "1d" else None
         usable = _usable(train)
         if usable.sum() == 0:
             raise BadInputError(
                 f"{self.timeframe}: no usable training rows (all warm-up or gap); a longer "
                 "history is needed"
             )
+        if seasonal is not None and not _any_full_bucket(self._minutes(train)[usable], seasonal):
+            # Every bucket would fall back to no adjustment: the model is fitted as
+            # without one (and keeps the time-of-day feature).
+            seasonal = None
+        if seasonal is not None:
+            candidates = [name for name in candidates if name not in CALENDAR_FEATURES]
         stationary = stationarize(train, spec, candidates, train["close"])
         stationary_usable = stationary.loc[usable].assign(
             ts=train.loc[usable, "ts"].to_numpy(), symbol=train.loc[usable, "symbol"].to_numpy()
@@ -164,7 +203,7 @@ class StateVectorPipeline:
         self.selection_ = select_features(
             stationary_usable,
             candidates,
-            tf_config.feature_budget,
+            min(tf_config.feature_budget, len(candidates)),
             pre.selection,
             self.previous_selection,
             horizon=self.regime_horizon,
@@ -178,6 +217,11 @@ class StateVectorPipeline:
             quantile_range=pre.scaler.quantile_range, clip=pre.scaler.clip
         ).fit(X[finite], feature_names=self.features_)
         self.scaler_range_ = FitRange.of(train["ts"].to_numpy()[rows])
+        self.seasonal_ = None
+        if seasonal is not None:
+            self.seasonal_ = SeasonalAdjuster(
+                seasonal.bucket_minutes, seasonal.min_bucket_rows
+            ).fit(self.scaler_.transform(X[finite]), self._minutes(train)[rows])
         windows, ends = self._windows(train, stationary)
         L = self.window_length
         if len(windows) == 0:
@@ -207,6 +251,10 @@ class StateVectorPipeline:
         scaled = np.full_like(X, np.nan)
         if usable.any():
             scaled[usable] = self.scaler_.transform(X[usable])
+            if self.seasonal_ is not None:
+                scaled[usable] = self.seasonal_.transform(
+                    scaled[usable], self._minutes(frame)[usable]
+                )
         symbols = frame["symbol"].to_numpy()
         starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
         ends = np.r_[starts[1:], len(frame)]
@@ -218,6 +266,13 @@ class StateVectorPipeline:
             all_windows.append(windows)
             all_rows.append(rows + start)
         return np.concatenate(all_windows), np.concatenate(all_rows)
+
+    def _minutes(self, frame: pd.DataFrame) -> np.ndarray:
+        """Each row's minutes into its market trading day (see :data:`MINUTE_COLUMN`)."""
+        if MINUTE_COLUMN in frame.columns:
+            return frame[MINUTE_COLUMN].to_numpy(dtype=float)
+        ts_ns = pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8
+        return minutes_into_day(ts_ns, self.calendar_, frame["symbol"].to_numpy())
 
     # -- storing and rebuilding
 
@@ -237,11 +292,20 @@ class StateVectorPipeline:
 
     @classmethod
     def from_parts(
-        cls, spec: FeatureSpec, own_state: dict[str, Any], scaler: RobustPowerScaler, encoder
+        cls,
+        spec: FeatureSpec,
+        own_state: dict[str, Any],
+        scaler: RobustPowerScaler,
+        encoder,
+        seasonal: SeasonalAdjuster | None = None,
+        calendar=None,
     ) -> StateVectorPipeline:
         """A fitted pipeline from its stored parts (see :meth:`own_state`): it transforms
         like the one that was fitted; its fit-time diagnostics (selection, fit ranges) are
-        not part of it and live in the artifact's metadata."""
+        not part of it and live in the artifact's metadata. ``seasonal`` is the stored
+        adjuster (None: the model has none, e.g. every format-2 artifact); ``calendar``
+        the model's session or market calendar(s), for frames without a
+        ``minute_of_day`` column."""
         pipeline = cls(
             None,
             own_state["timeframe"],
@@ -253,6 +317,8 @@ class StateVectorPipeline:
         pipeline.features_ = list(own_state["features"])
         pipeline.scaler_ = scaler
         pipeline.encoder_ = encoder
+        pipeline.seasonal_ = seasonal
+        pipeline.calendar_ = calendar
         return pipeline
 
     # -- transform
@@ -287,11 +353,14 @@ class StateVectorPipeline:
 
     def fit_ranges(self) -> dict[str, FitRange | None]:
         self._check_fitted()
-        return {
+        ranges = {
             "selection": self.selection_.fit_range,
             "scaler": self.scaler_range_,
             "encoder": self.encoder_range_,
         }
+        if self.seasonal_ is not None:  # fitted on the scaler's rows
+            ranges["seasonal"] = self.scaler_range_
+        return ranges
 
     def check_fold(self, fold: Fold) -> None:
         """Raise :class:`~regimes.model.splits.LeakageError` if any stage saw the fold's future."""
@@ -316,6 +385,13 @@ class StateVectorPipeline:
                 if r is not None
             },
         )
+
+
+def _any_full_bucket(minutes: np.ndarray, seasonal) -> bool:
+    """Whether some time-of-day bucket holds ``min_bucket_rows`` of these rows."""
+    bucket = bucket_index(minutes, seasonal.bucket_minutes)
+    counts = np.unique(bucket[bucket >= 0], return_counts=True)[1]
+    return bool(len(counts)) and int(counts.max()) >= seasonal.min_bucket_rows
 
 
 def _usable(frame: pd.DataFrame) -> np.ndarray:

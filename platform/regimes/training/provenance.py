@@ -23,10 +23,13 @@ def _stable(obj):
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
-    """sha256 of the training frame's content (keys, features, closes, flags)."""
+    """sha256 of the training frame's content (keys, features, closes, flags).
+
+    ``minute_of_day`` is left out: it follows from ``ts`` and the market calendar, which
+    the artifact's resolved config already fingerprints."""
     from regimes.data.synth import content_sha256
 
-    columns = sorted(frame.columns)
+    columns = sorted(c for c in frame.columns if c != "minute_of_day")
     return content_sha256(frame.sort_values(["symbol", "ts"]).reset_index(drop=True), columns)
 
 

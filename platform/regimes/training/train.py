@@ -22,6 +22,7 @@ from regimes.model.loaded import (
     HMM_FILE,
     RESOLVED_CONFIG_FILE,
     SCALER_FILE,
+    SEASONAL_FILE,
 )
 from regimes.model.pipeline import StateVectorPipeline, load_training_frame
 from regimes.model.splits import walk_forward_splits
@@ -354,6 +355,7 @@ def _artifact_files(
     document = {**resolved, "pipeline": pipeline.own_state()}
     files = {
         SCALER_FILE: dumped(pipeline.scaler_),
+        **({} if pipeline.seasonal_ is None else {SEASONAL_FILE: dumped(pipeline.seasonal_)}),
         ENCODER_FILE: dumped(pipeline.encoder_),
         HMM_FILE: dumped(hmm),
         FEATURE_SPEC_FILE: yaml.safe_dump(
