@@ -240,22 +240,13 @@ def test_the_session_markets_days_come_from_its_own_symbols_only(tmp_path):
 
 
 def test_day_anchored_windows_live_equal_offline_on_two_markets(tmp_path):
-    """A model whose VWAP and volume windows reset at each market's day (FX at 17:00 New
-    York, crypto at midnight UTC): the engine bar by bar, restarted midway from a snapshot,
-    gives the offline batch path's answers."""
-    import yaml
-
+    """A model of the shipped spec, whose VWAP and volume windows reset at each market's
+    day (FX at 17:00 New York, crypto at midnight UTC): the engine bar by bar, restarted
+    midway from a snapshot, gives the offline batch path's answers."""
     from regimes.live.engine import InferenceEngine
 
-    config_dir = tmp_path / "config"
-    shutil.copytree(default_config_dir(), config_dir)
-    spec = yaml.safe_load((config_dir / "features.yaml").read_text())
-    spec["version"] += 1
-    for name in ("vwap_60", "dist_vwap_60", "vol_z_60", "relvol_60"):
-        spec["features"][name]["anchor"] = "market_day"
-    (config_dir / "features.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     home = tmp_path / "home"
-    with Workspace.open(home=home, config_dir=config_dir, environ={}) as workspace:
+    with Workspace.open(home=home, environ={}) as workspace:
         for seed, market, prefix in ((7, "fx", "FX"), (8, "crypto", "BTC")):
             request = data.SynthRequest(symbols=1, days=12, seed=seed, market=market, prefix=prefix)
             data.synth(workspace, request)
