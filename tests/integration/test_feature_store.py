@@ -95,8 +95,10 @@ def test_features_of_spec_version_1_are_refused_until_recomputed(engine):
         engine, generate(SynthConfig(symbols=1, days=2, seed=5), CONFIG.timeframes.session).bars
     )
     assert [r.error for r in run_features(engine, version_1, plan_units(engine, ["1m"]))] == [None]
+    stored = len(db.read_features(engine, "1m"))  # every bar of the 2 days
+    assert stored > 700
     expected = (
-        r"780 stored 1m row\(s\) were computed under another feature spec "
+        rf"{stored} stored 1m row\(s\) were computed under another feature spec "
         rf"\(version\(s\) \[1\]\); the config is version {CONFIG.features.version}; "
         r"run `regimes features` again"
     )
