@@ -13,6 +13,11 @@ PYTEST_ARGS ?=
 export DO_NOT_TRACK := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# Bytecode caches are written into .venv and __pycache__/ (git-ignored): with
+# PYTHONDONTWRITEBYTECODE set by a shell, every process the demo and the tests start (CLI
+# runs, Ray workers, Serve replicas, the Prefect server) compiles every module it imports
+# from source again.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test bench style clean
 

@@ -32,6 +32,9 @@ class TcpProxy:
         self._closed = False
         self.cuts = 0
         self.forwarded = 0
+        self.upstream_ports: list[int] = []
+        """Local ports of the proxy's connections to the server (a database lists them as
+        its clients' ports)."""
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
 
     def __enter__(self) -> TcpProxy:
@@ -75,7 +78,14 @@ class TcpProxy:
                 continue
             server.settimeout(None)
             with self._lock:
-                self._sockets.update((client, server))
+                self.upstream_ports.append(server.getsockname()[1])
+                down = self._down
+                if not down:
+                    self._sockets.update((client, server))
+            if down:  # cut while this connection was being opened
+                _reset(client)
+                _reset(server)
+                continue
             threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 
@@ -110,9 +120,18 @@ class TcpProxy:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (linger 0), not FIN: the peer sees a dropped connection."""
+    """Drop the connection so that its peer sees it at once (linger 0: RST on close).
+
+    ``shutdown`` comes first: a plain ``close`` while the other pump thread is blocked in
+    ``recv`` on the same socket only releases the descriptor, the kernel keeps the
+    connection open until that ``recv`` returns, and a database server waiting for the
+    rest of a statement would then hold its transaction (and its locks) forever."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     try:

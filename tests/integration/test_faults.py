@@ -5,6 +5,8 @@ that stores everything exactly once."""
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -16,7 +18,7 @@ from tests.conftest import REPO_ROOT, _empty_pg_engine
 from tests.faults import TcpProxy
 from tests.integration.test_cli import run
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # bounded: a hang fails
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]  # bounded: a hang fails
 CONFIG = load_config(REPO_ROOT / "config")
 
 
@@ -31,6 +33,28 @@ def _counts(engine, table: str) -> dict[str, int]:
             sa.text(f"SELECT symbol, count(*) FROM {table} GROUP BY symbol")
         ).all()
     return dict(rows)
+
+
+def _server_dropped(engine, proxy: TcpProxy, within_s: float = 20.0) -> None:
+    """The server has let go of every connection the proxy opened (a backend still waiting
+    for the rest of a cut statement would hold its transaction's locks forever)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        with engine.connect() as connection:
+            alive = (
+                connection.execute(
+                    sa.text(
+                        "SELECT client_port FROM pg_stat_activity WHERE client_port = ANY(:ports)"
+                    ),
+                    {"ports": list(proxy.upstream_ports)},
+                )
+                .scalars()
+                .all()
+            )
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"the server still holds dropped connections {alive}"
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -84,6 +108,7 @@ def test_a_database_connection_cut_mid_write_leaves_nothing_half_written(
             and "lost the connection to the database" in last
         ), last
         assert "nothing of it was written" in last, last
+        _server_dropped(direct, proxy)
         assert _counts(direct, "bars").get(first, 0) == 0  # all or nothing
 
         proxy.heal()
@@ -117,6 +142,7 @@ def test_a_database_connection_cut_mid_write_leaves_nothing_half_written(
         assert proxy.cuts == 2, f"no cut within {proxy_budget} bytes"
         assert "Traceback" not in cut.stderr, cut.stderr
         assert "lost the connection to the database" in cut.stderr, cut.stderr
+        _server_dropped(direct, proxy)
         proxy.heal()
         after_cut = _counts(direct, "computed_features")
         assert set(after_cut.values()) <= {

@@ -264,3 +264,69 @@ def test_duplicate_state_labels_are_numbered_all_of_them():
         "low-vol flat, light volume #2",
         "low-vol flat, light volume #3",
     ]
+
+
+def test_baum_welch_equals_hmmlearns_log_space_fit_with_rows_no_state_explains():
+    """The row-rescaled probability-space E-step fits the same parameters as hmmlearn's
+    log-space one, also when some rows lie so far from every state that their emission
+    densities underflow to 0 in plain probability space (hmmlearn's own "scaling" then
+    fails on them)."""
+    from hmmlearn.hmm import GaussianHMM
+
+    rng = np.random.default_rng(3)
+    K, d = 3, 4
+    means = rng.normal(0.0, 3.0, (K, d))
+    states = np.repeat(rng.integers(0, K, 120), 25)
+    Z = means[states] + rng.normal(0.0, 1.0, (len(states), d))
+    Z[::400] += 60.0  # log-density below -745 under every state
+    lengths = [1000, 1000, len(Z) - 2000]
+    start = {
+        "startprob": np.full(K, 1.0 / K),
+        "transmat": np.full((K, K), 0.05) + np.eye(K) * (1.0 - 0.05 * K),
+        "means": means + rng.normal(0.0, 0.5, (K, d)),
+        "covars": np.ones((K, d)),
+    }
+    fitted = _hmmlearn.fit_gaussian_hmm(
+        Z,
+        lengths,
+        covariance_type="diag",
+        transmat_prior=1.0,
+        min_covar=1e-3,
+        n_iter=15,
+        tol=-np.inf,
+        random_state=0,
+        **start,
+    )
+    reference = GaussianHMM(
+        n_components=K,
+        covariance_type="diag",
+        min_covar=1e-3,
+        n_iter=15,
+        tol=-np.inf,
+        params="stmc",
+        init_params="",
+        implementation="log",
+    )
+    reference.startprob_, reference.transmat_ = start["startprob"], start["transmat"]
+    reference.means_, reference.covars_ = start["means"], start["covars"]
+    # At the start, some rows' densities are 0 under every state in probability space.
+    initial = reference._compute_log_likelihood(Z)
+    assert np.isfinite(initial).all() and (np.exp(initial).max(axis=1) == 0.0).any()
+    reference.fit(Z, lengths)
+    assert fitted.iterations == reference.monitor_.iter == 15
+    np.testing.assert_allclose(fitted.means, reference.means_, atol=1e-8)
+    np.testing.assert_allclose(fitted.transmat, reference.transmat_, atol=1e-8)
+    np.testing.assert_allclose(fitted.covars, reference._covars_, atol=1e-8)
+    plain = GaussianHMM(
+        n_components=K,
+        covariance_type="diag",
+        min_covar=1e-3,
+        n_iter=15,
+        params="stmc",
+        init_params="",
+        implementation="scaling",
+    )
+    plain.startprob_, plain.transmat_ = start["startprob"], start["transmat"]
+    plain.means_, plain.covars_ = start["means"], start["covars"]
+    with pytest.raises(ValueError, match="underflow"):
+        plain.fit(Z, lengths)
