@@ -130,6 +130,8 @@ def test_demo_runs_end_to_end_and_says_where_things_went(home):
     assert set(markets) == {"fx", "crypto"} and all(
         m["states stored"] > 0 for m in markets.values()
     )
+    assert set(out["markets"]["day_anchored"]["day_starts"]) == {"fx", "crypto"}
+    assert "day-anchored windows" in result.stderr
     sunday = out["markets"]["composite"]["on the Sunday after FX's last Friday, 12:00 New York"]
     fx = next(row for row in sunday if row["symbol"] == "FX000")
     assert not fx["1h"].startswith("UNKNOWN"), sunday

@@ -10,6 +10,7 @@ from regimes.config.loading import load_config
 from regimes.config.settings import resolve_settings
 from regimes.data import sql as db
 from regimes.data.synth import SynthConfig, generate
+from regimes.errors import BadInputError
 from regimes.features.store import load_features, plan_units, run_features
 from tests.conftest import REPO_ROOT
 from tests.integration.test_cli import last_json, run
@@ -75,6 +76,43 @@ def test_loader_reads_a_time_range_and_drops_unusable_rows(engine):
         connection.execute(db.computed_features.update().values(feature_spec_version=99))
     with pytest.raises(Exception, match="another feature spec"):
         load_features(engine, CONFIG, "1m")
+
+
+def test_features_of_spec_version_1_are_refused_until_recomputed(engine):
+    """Version 2 anchors the VWAP and volume windows at the market's day: rows stored by
+    version 1 (rolling windows) would not mean what the config says."""
+    from regimes.config.spec import FeatureSpec
+
+    dumped = CONFIG.features.model_dump(mode="json")
+    for item in dumped["features"].values():
+        item.pop("anchor", None)
+    version_1 = type(CONFIG)(
+        features=FeatureSpec.model_validate({**dumped, "version": 1}),
+        timeframes=CONFIG.timeframes,
+        source_dir=CONFIG.source_dir,
+    )
+    db.upsert_bars(
+        engine, generate(SynthConfig(symbols=1, days=2, seed=5), CONFIG.timeframes.session).bars
+    )
+    assert [r.error for r in run_features(engine, version_1, plan_units(engine, ["1m"]))] == [None]
+    stored = len(db.read_features(engine, "1m"))  # every bar of the 2 days
+    assert stored > 700
+    expected = (
+        rf"{stored} stored 1m row\(s\) were computed under another feature spec "
+        rf"\(version\(s\) \[1\]\); the config is version {CONFIG.features.version}; "
+        r"run `regimes features` again"
+    )
+    with pytest.raises(BadInputError, match=expected):
+        load_features(engine, CONFIG, "1m")
+    rolling = load_features(engine, version_1, "1m", drop_unusable=True)
+    assert [r.error for r in run_features(engine, CONFIG, plan_units(engine, ["1m"]))] == [None]
+    anchored = load_features(engine, CONFIG, "1m", drop_unusable=True)
+    assert anchored["ts"].equals(rolling["ts"])  # the same warm-up: n bars of the symbol
+    # The second day's first bar: a one-bar window now, the last 60 bars before.
+    day = anchored["ts"].dt.date
+    first = (day != day.shift()) & day.shift().notna()
+    assert first.sum() == 1 and (anchored.loc[first, "relvol_60"] == 1.0).all()
+    assert (rolling.loc[first, "relvol_60"] != 1.0).all()
 
 
 def test_features_computed_on_another_market_are_refused_naming_symbol_and_market(engine):

@@ -240,22 +240,13 @@ def test_the_session_markets_days_come_from_its_own_symbols_only(tmp_path):
 
 
 def test_day_anchored_windows_live_equal_offline_on_two_markets(tmp_path):
-    """A model whose VWAP and volume windows reset at each market's day (FX at 17:00 New
-    York, crypto at midnight UTC): the engine bar by bar, restarted midway from a snapshot,
-    gives the offline batch path's answers."""
-    import yaml
-
+    """A model of the shipped spec, whose VWAP and volume windows reset at each market's
+    day (FX at 17:00 New York, crypto at midnight UTC): the engine bar by bar, restarted
+    midway from a snapshot, gives the offline batch path's answers."""
     from regimes.live.engine import InferenceEngine
 
-    config_dir = tmp_path / "config"
-    shutil.copytree(default_config_dir(), config_dir)
-    spec = yaml.safe_load((config_dir / "features.yaml").read_text())
-    spec["version"] += 1
-    for name in ("vwap_60", "dist_vwap_60", "vol_z_60", "relvol_60"):
-        spec["features"][name]["anchor"] = "market_day"
-    (config_dir / "features.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     home = tmp_path / "home"
-    with Workspace.open(home=home, config_dir=config_dir, environ={}) as workspace:
+    with Workspace.open(home=home, environ={}) as workspace:
         for seed, market, prefix in ((7, "fx", "FX"), (8, "crypto", "BTC")):
             request = data.SynthRequest(symbols=1, days=12, seed=seed, market=market, prefix=prefix)
             data.synth(workspace, request)
@@ -288,3 +279,37 @@ def test_day_anchored_windows_live_equal_offline_on_two_markets(tmp_path):
         batch[numeric].to_numpy(float), stepped[numeric].to_numpy(float), rtol=0, atol=1e-9
     )
     assert (~stepped["is_unknown"]).sum() > 100
+
+
+def test_the_demo_names_the_day_anchored_windows_and_where_each_markets_day_starts(tmp_path):
+    """Demo step 11's line comes from features.yaml and markets.yaml, not from the demo."""
+    import yaml
+
+    from regimes.app.demo_markets import day_anchored_windows
+    from regimes.config.spec import DAY_ANCHORABLE
+
+    days = {"fx": pd.Timestamp("2024-03-11").date(), "crypto": pd.Timestamp("2024-03-11").date()}
+    with Workspace.open(home=tmp_path / "home", environ={}) as workspace:
+        shipped = day_anchored_windows(workspace, days)
+    assert shipped["features"] == list(DAY_ANCHORABLE)
+    # FX's Monday opened Sunday 17:00 New York (after the DST change: 21:00 UTC).
+    assert shipped["day_starts"] == {"fx": "17:00 America/New_York", "crypto": "00:00 UTC"}
+    assert shipped["line"].endswith("fx at 17:00 America/New_York, crypto at 00:00 UTC")
+
+    config_dir = tmp_path / "config"
+    shutil.copytree(default_config_dir(), config_dir)
+    spec = yaml.safe_load((config_dir / "features.yaml").read_text())
+    spec["version"] += 1
+    for item in spec["features"].values():
+        item.pop("anchor", None)
+    (config_dir / "features.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    markets = (config_dir / "markets.yaml").read_text()
+    markets = markets.replace(
+        "crypto: {calendar: 24x7}",
+        "crypto: {calendar: 24x7, timezone: Asia/Tokyo, day_start: '09:00'}",
+    )
+    (config_dir / "markets.yaml").write_text(markets)
+    with Workspace.open(home=tmp_path / "other", config_dir=config_dir, environ={}) as workspace:
+        edited = day_anchored_windows(workspace, days)
+    assert edited["features"] == [] and "anchors no window" in edited["line"]
+    assert edited["day_starts"]["crypto"] == "09:00 Asia/Tokyo"

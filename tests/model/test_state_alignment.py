@@ -1,7 +1,18 @@
 """Hungarian label alignment on the synthetic market: after a refit on a shifted window
-(encoder anchored, states matched), state ids mean what they meant before."""
+(encoder anchored, states matched), state ids mean what they meant before.
+
+The alignment must find the best relabelling there is (the permutation of the refit's
+states that agrees most with the old model on the shared bars); how much two fits on
+different windows can agree at all is the data's and the features'. Measured with the
+emission cost on market seeds 11-15 (default market, 5m), the aligned agreement was
+0.913, 0.540, 0.648, 0.828, 0.802 with the VWAP and volume windows rolling (feature spec
+version 1) and 0.834, 0.863, 0.976, 0.950, 0.926 with them anchored at the day (version
+2, shipped); on seeds 11 and 12, the two checked, it equalled the best relabelling's.
+"""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -90,9 +101,15 @@ def test_refit_on_a_shifted_window_keeps_state_ids(market_5m, method):
     old_states = old_post.argmax(axis=1)
     agreement = float((aligned_states == old_states).mean())
     before = float((raw_states == old_states).mean())
-    print(
-        f"{method}: agreement {agreement:.3f} (unaligned {before:.3f}), cost {report.cost:.3f}, "
-        f"mapping {report.mapping}, unstable {report.unstable}"
+    best = max(
+        float((np.asarray(order)[raw_states] == old_states).mean())
+        for order in itertools.permutations(range(hmm_kwargs["n_states"]))
     )
-    assert agreement >= 0.9
+    print(
+        f"{method}: agreement {agreement:.3f} (unaligned {before:.3f}, best relabelling "
+        f"{best:.3f}), cost {report.cost:.3f}, mapping {report.mapping}, "
+        f"unstable {report.unstable}"
+    )
+    assert agreement == pytest.approx(best, abs=0.005)  # relabelling the filter: no worse
+    assert agreement >= 0.8
     assert not report.unstable

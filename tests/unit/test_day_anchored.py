@@ -1,6 +1,7 @@
-"""Day-anchored VWAP and volume windows (``anchor: market_day``): they reset where each
-symbol's market starts its trading day, batch and online agree bit for bit (through
-snapshots too), 1d windows roll, and the shipped spec is untouched."""
+"""Day-anchored VWAP and volume windows (``anchor: market_day``, the shipped default since
+spec version 2): they reset where each symbol's market starts its trading day, batch and
+online agree bit for bit (through snapshots too), 1d windows roll, and a spec without
+anchors (version 1's) keeps its fingerprint."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from tests.unit.test_features import SESSION, SPEC, _aligned_market, _sp500
 from tests.unit.test_features import _replay as replay
 
 pytestmark = pytest.mark.unit
-ANCHORED_SPEC = FeatureSpec.model_validate(
+ANCHORED_SPEC = SPEC  # the shipped spec
+# The spec as shipped before anchors were on (version 1): every window rolls.
+ROLLING_SPEC = FeatureSpec.model_validate(
     {
-        **SPEC.model_dump(mode="json"),
+        "version": 1,
         "features": {
-            name: {**item, "anchor": "market_day"} if name in DAY_ANCHORABLE else item
+            name: {key: value for key, value in item.items() if key != "anchor"}
             for name, item in SPEC.model_dump(mode="json")["features"].items()
         },
     }
@@ -63,14 +66,22 @@ def _market_bars(calendar: MarketCalendar, prefix: str, days: int, seed: int) ->
 _START = pd.Timestamp("2024-03-07").date()  # FX data runs across the US DST change
 
 
-def test_spec_option_is_off_in_the_shipped_spec_and_its_fingerprint_is_unchanged():
-    assert not any(block.anchored for block in blocks_for(SPEC, FIXED_FEATURES))
-    assert all("anchor" not in item for item in SPEC.model_dump()["features"].values())
-    assert ANCHORED_SPEC.fingerprint() != SPEC.fingerprint()
+def test_the_shipped_spec_anchors_vwap_and_volume_and_a_rolling_spec_keeps_its_fingerprint():
+    anchored = {name for name, item in SPEC.features.items() if item.anchor == "market_day"}
+    assert anchored == set(DAY_ANCHORABLE) and SPEC.version == 2
+    assert {b.anchored for b in blocks_for(SPEC, ["vwap_60", "relvol_60", "vol_z_60"])} == {True}
+    assert not any(block.anchored for block in blocks_for(ROLLING_SPEC, FIXED_FEATURES))
+    # A spec without anchors (version 1, and what its models' artifacts store) dumps, and
+    # so fingerprints, without the key: an explicit `rolling` is the same spec.
+    assert all("anchor" not in item for item in ROLLING_SPEC.model_dump()["features"].values())
+    explicit = ROLLING_SPEC.model_dump(mode="json")
+    explicit["features"]["vwap_60"]["anchor"] = "rolling"
+    assert FeatureSpec.model_validate(explicit).fingerprint() == ROLLING_SPEC.fingerprint()
+    assert ANCHORED_SPEC.fingerprint() != ROLLING_SPEC.fingerprint()
     assert ANCHORED_SPEC.model_dump()["features"]["vwap_60"]["anchor"] == "market_day"
     round_trip = FeatureSpec.model_validate(ANCHORED_SPEC.model_dump(mode="json"))
     assert round_trip.fingerprint() == ANCHORED_SPEC.fingerprint()
-    wrong = SPEC.model_dump(mode="json")
+    wrong = ROLLING_SPEC.model_dump(mode="json")
     wrong["features"]["rv_15"]["anchor"] = "market_day"
     with pytest.raises(ValueError, match=r"\['rv_15'\]: anchor: market_day applies to"):
         FeatureSpec.model_validate(wrong)
@@ -86,7 +97,7 @@ def test_windows_reset_at_each_session_day_and_batch_equals_online(seed):
     online = _replay(buffer, bars, ANCHORED_SPEC, SESSION, snapshot_at=700)
     _assert_identical(batch, online)
     # Features without an anchor are exactly the rolling spec's.
-    rolling = compute_batch(bars, SPEC, SESSION)
+    rolling = compute_batch(bars, ROLLING_SPEC, SESSION)
     for name in set(FIXED_FEATURES) - set(DAY_ANCHORABLE):
         assert np.array_equal(batch[name], rolling[name], equal_nan=True), name
 
@@ -155,7 +166,7 @@ def test_fx_and_crypto_reset_at_their_own_day_starts_bit_for_bit_with_restarts(s
 def test_daily_windows_roll_on_the_1d_timeframe():
     bars = _sp500().iloc[:250]
     anchored = compute_batch(bars, ANCHORED_SPEC, SESSION)
-    rolling = compute_batch(bars, SPEC, SESSION)
+    rolling = compute_batch(bars, ROLLING_SPEC, SESSION)
     pd.testing.assert_frame_equal(anchored, rolling)
     online = _replay(
         OnlineFeatureBuffer(ANCHORED_SPEC, SESSION, timeframe="1d"),
@@ -172,18 +183,19 @@ def test_snapshots_of_versions_2_and_3_restore_without_anchors_and_are_refused_w
     version,
 ):
     # 2: before partial buffers and day-anchored windows; 3: selected_from, no last_day.
+    # They can only come from a spec without anchors (version 1's).
     bars = _aligned_market(5, symbols=1, days=1).iloc[:200]
-    buffer = OnlineFeatureBuffer(SPEC, SESSION, timeframe="1m")
-    _replay(buffer, bars.iloc[:100], SPEC, SESSION)
+    buffer = OnlineFeatureBuffer(ROLLING_SPEC, SESSION, timeframe="1m")
+    _replay(buffer, bars.iloc[:100], ROLLING_SPEC, SESSION)
     old = buffer.snapshot()
     old["__version__"] = np.array(version)
     del old["last_day"], old["__timeframe__"]
     if version == 2:
         del old["__selected_from__"]
-    restored = OnlineFeatureBuffer.restore(old, SPEC, SESSION)
+    restored = OnlineFeatureBuffer.restore(old, ROLLING_SPEC, SESSION)
     assert restored.selected_from == buffer.selected_from
-    straight = _replay(buffer, bars.iloc[100:], SPEC, SESSION)
-    again = _replay(restored, bars.iloc[100:], SPEC, SESSION)
+    straight = _replay(buffer, bars.iloc[100:], ROLLING_SPEC, SESSION)
+    again = _replay(restored, bars.iloc[100:], ROLLING_SPEC, SESSION)
     pd.testing.assert_frame_equal(straight, again)
 
     anchored = OnlineFeatureBuffer(ANCHORED_SPEC, SESSION)

@@ -104,7 +104,9 @@ def test_online_equals_batch_on_synthetic_data_with_gaps(seed):
 def test_online_equals_batch_on_sp500_daily_with_a_restart_midway():
     bars = _sp500()
     batch = compute_batch(bars, SPEC, SESSION)
-    online, _ = _replay(OnlineFeatureBuffer(SPEC, SESSION), bars, snapshot_at=2_500)
+    # Told its timeframe: the spec's day-anchored windows roll on 1d, as in compute_batch.
+    buffer = OnlineFeatureBuffer(SPEC, SESSION, timeframe="1d")
+    online, _ = _replay(buffer, bars, snapshot_at=2_500)
     _assert_parity(batch, online)
     assert np.allclose(batch["tod_sin"].dropna(), 0.0)  # daily bars open at the open
 

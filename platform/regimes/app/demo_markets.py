@@ -1,7 +1,8 @@
 """The demo's markets step (docs/data.md "Markets and calendars"): an FX-like symbol
 (24x5, hourly) and a crypto-like symbol (24x7, 5-minute) beside the equities, each
 through synth -> resample -> features -> train (a model of its own scope) -> backfill ->
-states, and composite records of all three markets with state ages in market time."""
+states (VWAP and volume windows reset at each market's own trading day, as the feature
+spec says), and composite records of all three markets with state ages in market time."""
 
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ GRID = {"K": [3, 4], "covariance": ["diag"]}
 def run_markets_step(workspace: Workspace, seed: int, end: pd.Timestamp, say: Notify) -> dict:
     """The step; ``end`` is the equities' last bar time (the other markets end there)."""
     executor, orchestrator = LocalExecutor(), DirectOrchestrator("demo")
-    rows, symbols = [], []
+    rows, symbols, starts = [], [], {}
     for k, demo in enumerate(MARKETS):
         start = _first_day(end, demo)
+        starts[demo.market] = start
         request = data.SynthRequest(
             symbols=1,
             days=demo.days,
@@ -82,9 +84,35 @@ def run_markets_step(workspace: Workspace, seed: int, end: pd.Timestamp, say: No
     table = pd.DataFrame(rows)
     say("other markets, each through synth -> resample -> features -> train -> backfill:")
     say(table.to_string(index=False))
+    anchored = day_anchored_windows(workspace, starts)
+    say(anchored["line"])
     say("")
     composites = _composites(workspace, ["SYN000", *symbols], end, say)
-    return {"markets": rows, "composite": composites}
+    return {"markets": rows, "day_anchored": anchored, "composite": composites}
+
+
+def day_anchored_windows(workspace: Workspace, first_days: dict) -> dict:
+    """Which feature windows reset at the market's trading day (the feature spec's
+    ``anchor: market_day``) and where that day starts on each market (its calendar's
+    open of ``first_days[market]``, in the market's zone)."""
+    spec = workspace.config.features
+    names = [name for name, item in spec.features.items() if item.anchor == "market_day"]
+    book = workspace.markets()
+    starts = {}
+    for market, day in first_days.items():
+        calendar = book.calendar(market)
+        [first] = calendar.trading_days(day, 1)
+        opened = calendar.schedule(first, first)["open"].iloc[0].tz_convert(calendar.timezone)
+        starts[market] = f"{opened:%H:%M} {calendar.timezone}"
+    if names:
+        where = ", ".join(f"{market} at {start}" for market, start in starts.items())
+        line = (
+            f"day-anchored windows (features.yaml version {spec.version}): {', '.join(names)} "
+            f"reset at each market's trading day: {where}"
+        )
+    else:
+        line = f"features.yaml version {spec.version} anchors no window: every window rolls"
+    return {"features": names, "day_starts": starts, "line": line}
 
 
 def _last_friday(end: pd.Timestamp) -> pd.Timestamp:
