@@ -60,7 +60,7 @@ def test_refit_on_a_shifted_window_keeps_state_ids(market_5m, method):
     shared = frame[(frame["ts"] >= axis[int(0.2 * n)]) & (frame["ts"] < axis[int(0.6 * n)])]
 
     # Without the seasonal adjustment, as docs/regime_model.md's 91% was measured. With
-    # it (the shipped 5m setting) both methods find the same mapping, but the two fits'
+    # it (an opt-in; shipped off) both methods find the same mapping, but the two fits'
     # states agree on only 63% of the shared bars (unaligned 29%): docs/regime_model.md,
     # "Seasonal adjustment".
     config = _without_seasonal(CONFIG, "5m")
