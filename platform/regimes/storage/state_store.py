@@ -282,29 +282,45 @@ class StateStore:
 
         ``occupancy`` maps each state_id (-1 = UNKNOWN) to its share of the rows.
         """
+        import pyarrow as pa
+        from deltalake import QueryBuilder
+
         columns = ["timeframe", "model_id", "rows", "symbols", "first_date", "last_date"]
-        filters = None
+        # deltalake's own engine (DataFusion) reads the few columns of every file in
+        # parallel, ~12x faster than a pyarrow scan through the store's file system on a
+        # table of many small partitions (a 1d model has one file per day).
+        where = ""
         if timeframe is not None:
-            filters = [("timeframe", "=", check_timeframe_name(timeframe))]
-        models = ["timeframe", "model_id"]
-        dataset = self._open_dataset(filters)
+            where = f"WHERE timeframe = '{check_timeframe_name(timeframe)}'"
+        query = QueryBuilder().register("states", self._open())
         try:
-            table = dataset.to_table(columns=[*models, "symbol", "date", "state_id"])
+            per_model = pa.table(
+                query.execute(
+                    "SELECT timeframe, model_id, count(*) AS rows, count(DISTINCT symbol) AS "
+                    "symbols, min(date) AS first_date, max(date) AS last_date FROM states "
+                    f"{where} GROUP BY timeframe, model_id"
+                ).read_all()
+            )
+            per_state = pa.table(
+                query.execute(
+                    "SELECT timeframe, model_id, state_id, count(*) AS n FROM states "
+                    f"{where} GROUP BY timeframe, model_id, state_id"
+                ).read_all()
+            )
         except Exception as exc:
             raise StoreError(
                 f"reading states from {self.root} failed: {_first_line(exc)}"
             ) from None
-        if table.num_rows == 0:
+        if per_model.num_rows == 0:
             return pd.DataFrame(columns=[*columns, "occupancy"])
-        per_model = table.group_by(models).aggregate(
-            [("state_id", "count"), ("symbol", "count_distinct"), ("date", "min"), ("date", "max")]
-        )
-        out = per_model.to_pandas().set_axis(columns, axis=1)
-        per_state = table.group_by([*models, "state_id"]).aggregate([("symbol", "count")])
+        models = ["timeframe", "model_id"]
+        out = per_model.to_pandas()[columns]
+        out["rows"] = out["rows"].astype("int64")
+        out["symbols"] = out["symbols"].astype("int64")
         occupancy: dict[tuple[str, str], dict[int, float]] = {}
         for (tf, model), group in per_state.to_pandas().groupby(models):
-            total = group["symbol_count"].sum()
-            shares = sorted(zip(group["state_id"], group["symbol_count"], strict=True))
+            total = group["n"].sum()
+            shares = sorted(zip(group["state_id"], group["n"], strict=True))
             occupancy[(tf, model)] = {int(s): float(n / total) for s, n in shares}
         keys = zip(out["timeframe"], out["model_id"], strict=True)
         out["occupancy"] = [occupancy[key] for key in keys]
