@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+
+from regimes.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ def ensure_ray(num_cpus: int | None = None) -> str:
         return _where(ray)
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        check_ray_address(address)
         ray.init(
             address=address,
             runtime_env={"env_vars": {**SINGLE_THREAD_ENV, **QUIET_ENV}},
@@ -70,6 +74,26 @@ def ensure_ray(num_cpus: int | None = None) -> str:
             log_to_driver=False,
         )
     return _where(ray)
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a ``RAY_ADDRESS`` (``host:port`` of a cluster's GCS) that nothing answers at,
+    in one line before any work starts: ``ray.init`` would otherwise retry for a minute
+    and print its own warnings. ``auto``, ``local`` and ``ray://`` client addresses are
+    left to Ray."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"RAY_ADDRESS={address}: expected host:port of a Ray cluster's head")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"RAY_ADDRESS={address}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "start it (`ray start --head`) or unset RAY_ADDRESS to use a local Ray"
+        ) from None
 
 
 def shutdown_ray() -> None:

@@ -199,6 +199,23 @@ def test_train_mistakes_are_one_line_errors(trained_home):
         result.returncode == 2
         and "PREFECT_API_URL=http://127.0.0.1:9/api does not answer" in result.stderr
     )
+    # A Ray cluster address nothing answers at: one line before any work (ray.init alone
+    # retries for a minute and prints its own warnings); a malformed one names the form.
+    for address, message in (
+        ("127.0.0.1:9", "RAY_ADDRESS=127.0.0.1:9: no Ray cluster answers there"),
+        ("nonsense", "RAY_ADDRESS=nonsense: expected host:port"),
+    ):
+        result = run(
+            "features",
+            "--timeframe",
+            "1h",
+            home=home,
+            env={**os.environ, "RAY_ADDRESS": address},
+            check=False,
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert lines[-1].startswith("regimes features: error: " + message), lines
     result = run(
         "train",
         "--timeframe",
