@@ -7,6 +7,7 @@ reaches ``regimes.jobs``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -121,5 +122,12 @@ def executor_named(name: str) -> Executor:
     if name == "local":
         return LocalExecutor()
     if name == "ray":
+        # A cluster address nothing answers at is refused here, before any work starts
+        # (the use case would otherwise read and check its inputs first).
+        from regimes.jobs.runtime import check_ray_address
+
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            check_ray_address(address)
         return RayExecutor()
     raise BadInputError(f"executor: expected one of {sorted(EXECUTORS)}, got {name!r}")
