@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -276,9 +277,21 @@ def test_snapshots_are_npz_and_refused_when_they_do_not_fit(model, tmp_path):
         live.step(group)
     path = live.save(tmp_path / "engine.npz")
     with np.load(path, allow_pickle=False) as data:
-        assert "engine/log_alpha" in data.files
+        assert "engine/posterior" in data.files
     restored = InferenceEngine(LoadedModel.load(result.path)).load(path)
     assert restored.counters() == live.counters()
+    # A snapshot of the previous release (version 3) held log alpha: restored warm, its
+    # answers afterwards agree with the uninterrupted engine's (exp(log) is within an ulp).
+    old = live.snapshot()
+    old["engine/version"] = np.array(3)
+    with np.errstate(divide="ignore"):
+        old["engine/log_alpha"] = np.log(old.pop("engine/posterior"))
+    upgraded = InferenceEngine(LoadedModel.load(result.path)).restore(old)
+    going_on = copy.deepcopy(live)
+    for group in _steps(engine)[50:60]:
+        expected, got = going_on.step(group), upgraded.step(group)
+        np.testing.assert_allclose(got["p_00"], expected["p_00"], rtol=0, atol=1e-12)
+        assert (got["state_id"].to_numpy() == expected["state_id"].to_numpy()).all()
     state = live.snapshot()
     state["engine/model_id"] = np.array("other-model")
     with pytest.raises(BadInputError, match="snapshot is of model other-model"):

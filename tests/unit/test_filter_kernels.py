@@ -1,7 +1,8 @@
 """The filter's per-covariance kernels: chosen from the fitted covariances, in agreement
 (<= 1e-9) with the log-space forward filter the project used before them, on random
-models of every covariance type and on S&P 500 daily; rows that would underflow in
-probability space are redone in log space."""
+models of every covariance type and on S&P 500 daily — both forms of the step, log alpha
+in and out (``filter_step``) and alpha in probability space (``posterior_step``, the live
+engine's); rows that would underflow in probability space are redone in log space."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from regimes.model.hmm.filtering import (
     filter_sequence,
     filter_sequences,
     filter_step,
+    posterior_sequences,
+    posterior_step,
 )
 from regimes.model.hmm.kernels import COVARIANCE_KINDS, forward_step
 from regimes.model.hmm.model import RegimeHMM, sticky_transmat
@@ -60,14 +63,22 @@ def _reference_filter(Z, params, lengths=None):
 
 
 def _agreement(Z, params, lengths=None):
-    """Largest posterior and (relative) predictive log-likelihood differences."""
+    """Largest posterior and (relative) predictive log-likelihood differences, over both
+    forms of the step."""
     if lengths is None:
         ours, ours_ll = filter_sequence(Z, params)
     else:
         ours, ours_ll = filter_sequences(Z, lengths, params)
+    alpha, alpha_ll = posterior_sequences(Z, [len(Z)] if lengths is None else lengths, params)
     reference, reference_ll = _reference_filter(Z, params, lengths)
-    posterior = np.abs(np.exp(ours) - np.exp(reference)).max()
-    loglik = (np.abs(ours_ll - reference_ll) / np.maximum(1.0, np.abs(reference_ll))).max()
+    scale = np.maximum(1.0, np.abs(reference_ll))
+    posterior = max(
+        np.abs(np.exp(ours) - np.exp(reference)).max(), np.abs(alpha - np.exp(reference)).max()
+    )
+    loglik = max(
+        (np.abs(ours_ll - reference_ll) / scale).max(),
+        (np.abs(alpha_ll - reference_ll) / scale).max(),
+    )
     return posterior, loglik
 
 
@@ -139,6 +150,32 @@ def test_a_row_that_underflows_in_probability_space_is_redone_in_log_space():
     assert redo.all() and not np.isfinite(alpha).all()
     stepped, _ = filter_step(previous, Z[5:6], params)
     np.testing.assert_allclose(np.exp(stepped), np.exp(log_alpha[5:6]), atol=1e-12)
+    # The live form (alpha in probability space) redoes the same rows the same way.
+    alpha, alpha_ll = posterior_sequences(Z, [len(Z)], params)
+    assert np.all(np.isfinite(alpha)) and np.allclose(alpha.sum(axis=1), 1.0)
+    assert np.abs(alpha - np.exp(reference)).max() <= 1e-9
+    assert (np.abs(alpha_ll - reference_ll) / np.abs(reference_ll)).max() <= 1e-9
+    stepped, _ = posterior_step(alpha[4:5], Z[5:6], params)
+    np.testing.assert_allclose(stepped, alpha[5:6], atol=1e-12)
+
+
+def test_the_live_step_takes_a_first_bar_per_row_and_equals_its_sequence_form():
+    params = _random_params("diag", K=4, d=3, seed=8)
+    Z = np.random.default_rng(9).normal(size=(2, 6, 3))  # 2 symbols x 6 bars
+    alpha, rows = None, []
+    for t in range(6):
+        state = alpha
+        if t == 3:  # symbol 1 starts over (a new symbol in that row): NaN means first bar
+            state = alpha.copy()
+            state[1] = np.nan
+        alpha, _ = posterior_step(state, Z[:, t], params)
+        rows.append(alpha)
+    stepped = np.stack(rows, axis=1)  # (2, 6, K)
+    whole, _ = posterior_sequences(Z.reshape(-1, 3), [6, 6], params)
+    np.testing.assert_array_equal(stepped[0], whole[:6])
+    again, _ = posterior_sequences(Z[1, 3:], [3], params)
+    # One row through BLAS instead of two may round the emission's last bit differently.
+    np.testing.assert_allclose(stepped[1, 3:], again, rtol=0, atol=1e-15)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ Everything comes from the model artifact (:class:`~regimes.model.loaded.LoadedMo
 its feature spec, session, fitted objects, OOD and anti-chatter settings. Today's
 ``config/`` plays no part, so the engine computes exactly what the batch path
 (:meth:`regimes.model.pipeline.StateVectorPipeline.transform` then
-:func:`regimes.model.hmm.filtering.filter_sequences`) computes on the same bars, and
+:func:`regimes.model.hmm.filtering.posterior_sequences`) computes on the same bars, and
 the same model gives the same answers whatever the config says now.
 
 A bar without a complete usable window (warm-up, gap, or too soon after one) gets an
@@ -55,7 +55,7 @@ from regimes.live.snapshot import (
     take_snapshot,
     write_snapshot,
 )
-from regimes.model.hmm.filtering import entropy, filter_step
+from regimes.model.hmm.filtering import posterior_entropy, posterior_step
 from regimes.model.loaded import LoadedModel
 from regimes.model.scaling import stationarize
 from regimes.model.seasonal import minutes_into_day
@@ -78,7 +78,7 @@ __all__ = [
 class _Rows:
     """Per-symbol arrays the engine owns besides its components."""
 
-    log_alpha: np.ndarray  # (N, K), NaN before a symbol's first encoded bar
+    posterior: np.ndarray  # (N, K) filtered alpha, NaN before a symbol's first encoded bar
     window: np.ndarray  # (N, L, F) last L scaled rows, oldest first
     run: np.ndarray  # (N,) consecutive usable rows ending at the last bar
 
@@ -215,7 +215,7 @@ class InferenceEngine:
         n = len(new)
         self.buffer.add_symbols(new)
         self._rows = _Rows(
-            np.vstack([self._rows.log_alpha, np.full((n, self.K), np.nan)]),
+            np.vstack([self._rows.posterior, np.full((n, self.K), np.nan)]),
             np.concatenate([self._rows.window, np.zeros((n, self.L, self.F))]),
             np.concatenate([self._rows.run, np.zeros(n, dtype=np.int64)]),
         )
@@ -320,12 +320,12 @@ class InferenceEngine:
             target = idx[every]
             windows = rows.window[target].reshape(len(target), self.L * self.F)
             z[every] = self.pipeline.encoder_.transform(windows)
-            log_alpha, ll = filter_step(rows.log_alpha[target], z[every], self.hmm.params_)
-            rows.log_alpha[target] = log_alpha
-            posterior[every] = np.exp(log_alpha)
+            alpha, ll = posterior_step(rows.posterior[target], z[every], self.hmm.params_)
+            rows.posterior[target] = alpha
+            posterior[every] = alpha
             loglik[every] = ll
             # Encoded bars go through anti-chatter and OOD; the rest stay UNKNOWN.
-            h[every] = entropy(np.log(np.clip(posterior[every], 1e-300, None)))
+            h[every] = posterior_entropy(alpha)
             state_id[every], raw[every], reason[every] = judge(
                 self._chatter,
                 self._ood,

@@ -20,7 +20,7 @@ from regimes.live import antichatter, ood
 from regimes.live.answer_frame import GAP, WARMING, answer_frame, empty_outputs, judge
 from regimes.live.screening import check_columns
 from regimes.model.encoders.base import make_windows
-from regimes.model.hmm.filtering import entropy, filter_sequences
+from regimes.model.hmm.filtering import posterior_entropy, posterior_sequences
 from regimes.model.scaling import stationarize
 from regimes.model.seasonal import minutes_into_day
 from regimes.paths import check_symbol
@@ -87,10 +87,10 @@ def replay_with_inputs(engine: InferenceEngine, bars: pd.DataFrame):
     reason[:] = np.where(gap, GAP, WARMING)
     if len(ready_rows):
         z[ready_rows] = pipeline.encoder_.transform(np.concatenate(windows))
-        log_alpha, ll = filter_sequences(z[ready_rows], lengths, model.hmm.params_)
-        posterior[ready_rows] = np.exp(log_alpha)
+        alpha, ll = posterior_sequences(z[ready_rows], lengths, model.hmm.params_)
+        posterior[ready_rows] = alpha
         loglik[ready_rows] = ll
-        h[ready_rows] = entropy(np.log(np.clip(posterior[ready_rows], 1e-300, None)))
+        h[ready_rows] = posterior_entropy(alpha)
         chatter = antichatter.AntiChatterState.empty(len(starts), engine.settings.majority_window)
         health = ood.OODState.empty(len(starts), engine.ood_settings.window)
         offsets = np.r_[0, np.cumsum(lengths)[:-1]]

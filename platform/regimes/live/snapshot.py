@@ -1,7 +1,7 @@
 """Exact restarts of an engine: its whole state as a flat dict of arrays, written to and
 read from an ``.npz`` file atomically (no pickle).
 
-A snapshot holds the feature buffers, the filter's log alpha, the encoder windows, the
+A snapshot holds the feature buffers, the filtered posterior (alpha), the encoder windows, the
 anti-chatter and OOD states and the counters. It belongs to one model: restoring it
 into an engine of another model_id, or with windows of other lengths, is refused, and a
 snapshot that fails any check changes nothing.
@@ -23,7 +23,10 @@ from regimes.live import antichatter, ood
 if TYPE_CHECKING:
     from regimes.live.engine import InferenceEngine
 
-SNAPSHOT_VERSION = 3  # 3: the feature buffer holds only the features the model reads
+SNAPSHOT_VERSION = 4  # 4: the filter state is alpha in probability space (was log alpha)
+# 3: the feature buffer holds only the features the model reads. A version 3 snapshot is
+# restored with its log alpha turned into alpha (exp), so an upgrade restarts warm.
+READABLE_VERSIONS = (3, 4)
 
 
 def take_snapshot(engine: InferenceEngine) -> dict[str, np.ndarray]:
@@ -36,7 +39,7 @@ def take_snapshot(engine: InferenceEngine) -> dict[str, np.ndarray]:
             "engine/version": np.array(SNAPSHOT_VERSION),
             "engine/model_id": np.array(engine.model_id),
             "engine/symbols": np.array(engine.symbols, dtype=str),
-            "engine/log_alpha": engine._rows.log_alpha.copy(),
+            "engine/posterior": engine._rows.posterior.copy(),
             "engine/window": engine._rows.window.copy(),
             "engine/run": engine._rows.run.copy(),
             "engine/counts": np.array(json.dumps(engine._counts)),
@@ -82,7 +85,7 @@ def restore_snapshot(engine: InferenceEngine, state: dict[str, np.ndarray]) -> N
         raise BadInputError("engine snapshot: anti-chatter arrays do not fit the symbols")
     engine.buffer = buffer
     engine._rows = type(engine._rows)(
-        np.array(state["engine/log_alpha"], dtype=float),
+        _posterior(state),
         np.array(state["engine/window"], dtype=float),
         np.array(state["engine/run"], dtype=np.int64),
     )
@@ -96,7 +99,7 @@ def _check_header(engine: InferenceEngine, state: dict[str, np.ndarray]) -> None
     missing = [key for key in required if key not in state]
     if missing:
         raise BadInputError(f"engine snapshot is incomplete: no {missing}")
-    if int(state["engine/version"]) != SNAPSHOT_VERSION:
+    if int(state["engine/version"]) not in READABLE_VERSIONS:
         raise BadInputError(
             f"engine snapshot version {int(state['engine/version'])} is not supported"
         )
@@ -110,7 +113,7 @@ def _check_header(engine: InferenceEngine, state: dict[str, np.ndarray]) -> None
 def _check_shapes(engine: InferenceEngine, state: dict[str, np.ndarray], n: int) -> None:
     W, V = engine.settings.majority_window, engine.ood_settings.window
     shapes = {
-        "engine/log_alpha": (n, engine.K),
+        _posterior_key(state): (n, engine.K),
         "engine/window": (n, engine.L, engine.F),
         "engine/run": (n,),
         "chatter/history": (n, W),
@@ -152,3 +155,13 @@ def read_snapshot(path: str | Path) -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
     except (OSError, ValueError) as exc:
         raise BadInputError(f"{path}: not an engine snapshot ({exc})") from None
+
+
+def _posterior_key(state: dict[str, np.ndarray]) -> str:
+    return "engine/posterior" if int(state["engine/version"]) >= 4 else "engine/log_alpha"
+
+
+def _posterior(state: dict[str, np.ndarray]) -> np.ndarray:
+    """The filter state as alpha; a version 3 snapshot holds log alpha."""
+    values = np.array(state[_posterior_key(state)], dtype=float)
+    return values if int(state["engine/version"]) >= 4 else np.exp(values)

@@ -28,6 +28,7 @@ from regimes.model.hmm.kernels import (
     covariance_kind,
     forward_step,
     log_space_rows,
+    probability_step,
 )
 
 LOG_2PI = np.log(2.0 * np.pi)
@@ -166,6 +167,56 @@ def filter_step(
     return log_alpha, loglik
 
 
+def posterior_step(
+    posterior_prev: np.ndarray | None,
+    Z: np.ndarray,
+    params: GaussianHMMParams,
+    log_emission: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`filter_step` with the state in probability space: (alpha_t (N, K),
+    log p(z_t | z_1..t-1) (N,)) from alpha_{t-1} (None, or a row of NaN, for a symbol's
+    first bar). The live engine's kernel.
+
+    The same recursion with no log in and no log out: the filtered posterior is what the
+    answers publish, and exp/log over every entry are the dearest part of a step where
+    numpy's float64 exp and log are not vectorised (CPUs without AVX-512). A normalised
+    alpha's largest entry is at least 1/K, so nothing is lost keeping it in probability
+    space: an entry that would underflow to 0 here is below 1e-308 of its row, and
+    :func:`predict` turns such log entries into 0 all the same. Rows that underflow are
+    redone in log space as in :func:`filter_step`.
+    """
+    log_b = emission_logpdf(Z, params) if log_emission is None else log_emission
+    N = log_b.shape[0]
+    if posterior_prev is None:
+        predicted = np.broadcast_to(params.startprob, (N, params.K))
+    else:
+        posterior_prev = np.asarray(posterior_prev, dtype=np.float64)
+        first = np.isnan(posterior_prev[:, 0])
+        if first.any():
+            posterior_prev = posterior_prev.copy()
+            posterior_prev[first] = 0.0
+            predicted = posterior_prev @ params.transmat
+            predicted[first] = params.startprob
+        else:
+            predicted = posterior_prev @ params.transmat
+    alpha, loglik, redo = probability_step(predicted, log_b)
+    if redo.any():
+        with np.errstate(divide="ignore"):
+            log_predicted = np.log(predicted[redo])
+        log_alpha, loglik[redo] = log_space_rows(log_predicted, log_b[redo])
+        alpha[redo] = np.exp(log_alpha)
+    return alpha, loglik
+
+
+def posterior_sequences(
+    Z: np.ndarray, lengths: Sequence[int], params: GaussianHMMParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`filter_sequences` in probability space: filtered posteriors (rows of Z, K)
+    and predictive log-likelihoods, by the very steps the live engine takes
+    (:func:`posterior_step`), so a replay equals the live answers bit for bit."""
+    return _sequences(posterior_step, Z, lengths, params)
+
+
 def filter_sequence(
     Z: np.ndarray, params: GaussianHMMParams, log_alpha0: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -190,21 +241,27 @@ def filter_sequences(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`filter_sequence` for many sequences at once (concatenated rows, ``lengths``),
     advancing all of them together one time index at a time."""
+    return _sequences(filter_step, Z, lengths, params)
+
+
+def _sequences(step, Z, lengths, params):
+    """Run ``step`` over many concatenated sequences, all advancing one time index at a
+    time: (state after each row (rows of Z, K), predictive log-likelihoods)."""
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.sum() != len(Z):
         raise BadInputError(f"filter: lengths sum to {lengths.sum()}, Z has {len(Z)} rows")
     log_b = emission_logpdf(Z, params)
     starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    log_alpha = np.empty((len(Z), params.K))
+    states = np.empty((len(Z), params.K))
     loglik = np.empty(len(Z))
     state = np.full((len(lengths), params.K), np.nan)
     for t in range(int(lengths.max(initial=0))):
         active = np.flatnonzero(lengths > t)
         rows = starts[active] + t
-        current, ll = filter_step(state[active], None, params, log_emission=log_b[rows])
+        current, ll = step(state[active], None, params, log_emission=log_b[rows])
         state[active] = current
-        log_alpha[rows], loglik[rows] = current, ll
-    return log_alpha, loglik
+        states[rows], loglik[rows] = current, ll
+    return states, loglik
 
 
 def viterbi(Z: np.ndarray, params: GaussianHMMParams) -> tuple[float, np.ndarray]:
@@ -234,6 +291,14 @@ def viterbi_sequences(
         out.append(viterbi(Z[start : start + length], params)[1])
         start += length
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def posterior_entropy(posterior: np.ndarray) -> np.ndarray:
+    """:func:`entropy` of posteriors in probability space (0 log 0 = 0): one log pass."""
+    log_p = np.zeros_like(posterior)
+    np.log(posterior, out=log_p, where=posterior > 0)
+    log_p *= posterior
+    return -(log_p @ np.ones(posterior.shape[1]))  # a product: sum(axis=1) is slow on short rows
 
 
 def entropy(log_alpha: np.ndarray) -> np.ndarray:

@@ -162,10 +162,10 @@ def row_max(values: np.ndarray) -> np.ndarray:
     return peak
 
 
-def forward_step(
+def probability_step(
     predicted: np.ndarray, log_b: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The probability-space step: (log alpha_t, log p(z_t | past), rows to redo).
+    """The probability-space step: (alpha_t, log p(z_t | past), rows to redo).
 
     ``predicted`` is p(s_t = k | z_1..t-1) (N, K), ``log_b`` the log emissions (N, K),
     left as they are. Rows flagged in the third output (sum below :data:`TINY_ROW_SUM` or
@@ -179,10 +179,19 @@ def forward_step(
     # A row that underflowed to 0 gives NaN here; it is flagged and redone by the caller.
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha /= total[:, None]
-        np.log(alpha, out=alpha)
         loglik = np.log(total)
     loglik += peak
     redo = ~(total >= TINY_ROW_SUM)
+    return alpha, loglik, redo
+
+
+def forward_step(
+    predicted: np.ndarray, log_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`probability_step` with log alpha_t as its first output."""
+    alpha, loglik, redo = probability_step(predicted, log_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.log(alpha, out=alpha)
     return alpha, loglik, redo
 
 
