@@ -158,6 +158,10 @@ class OnlineFeatureBuffer:
         self._longest = max(self._warm[name] for name in selected_from)
         self.symbols: list[str] = []
         self._index: dict[str, int] = {}
+        # The last look-up whose symbols were all tracked: (symbols, rows). A tracked
+        # symbol's row never changes, so it stays right; a live feed sends the same
+        # symbols in the same order bar after bar.
+        self._recent: tuple[np.ndarray, np.ndarray] | None = None
         self._rows = 0
         self._trackers: dict[str, object] = {}
         self.last_ts = np.zeros(0, dtype=np.int64)
@@ -330,9 +334,19 @@ class OnlineFeatureBuffer:
 
     def rows_of(self, symbols: Sequence[str]) -> np.ndarray:
         """Row of each symbol in the state arrays, -1 for an unseen one."""
-        get = self._index.get
         n = len(symbols)
-        return np.fromiter(map(get, symbols, repeat(-1, n)), dtype=np.int64, count=n)
+        cacheable = isinstance(symbols, np.ndarray) and symbols.dtype == object and n > 0
+        recent = self._recent
+        if cacheable and recent is not None and len(recent[0]) == n:
+            # One comparison per symbol (an identity check when the strings are the same
+            # objects) costs a third of a dict look-up per symbol.
+            if (recent[0] == symbols).all():
+                return recent[1].copy()
+        get = self._index.get
+        rows = np.fromiter(map(get, symbols, repeat(-1, n)), dtype=np.int64, count=n)
+        if cacheable and (rows >= 0).all():
+            self._recent = (symbols.copy(), rows.copy())
+        return rows
 
     # -- the step
 
