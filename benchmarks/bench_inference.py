@@ -10,10 +10,11 @@
   through every stage (asserted). 60 consecutive steps are timed (one period of the
   longest feature block, so block recomputations count in proportion), best of 3 runs
   from copies of the same warmed engine.
-* filter alone: ``regimes.model.hmm.filtering.filter_step`` on the (10,000, 8) z the engine
-  produced in those steps, with the artifact's parameters, and the minimal forward step of
-  the artifact's covariance type (``benchmarks/minimal_filter.py``, the limit anchor of
-  ``bench_hmm``) on the same z, interleaved.
+* filter alone: ``regimes.model.hmm.filtering.posterior_step`` (the engine's kernel) on the
+  (10,000, 8) z the engine produced in those steps, with the artifact's parameters, and
+  the minimal forward step of the artifact's covariance type
+  (``benchmarks/minimal_filter.py``, the limit anchor of ``bench_hmm``) on the same z,
+  interleaved.
 * anchor: hmmlearn ``predict_proba`` re-run on a trailing 500-bar window per new bar
   (``regimes.model.hmm._hmmlearn.score_window``, as in ``bench_hmm``) with the artifact's
   parameters, on a few hundred windows, as symbol-bars per second. It covers the HMM
@@ -173,7 +174,7 @@ def _nbytes(value) -> int:
 
 STATE_PARTS = {
     "buffer": "online features (windows, rings, EMAs)",
-    "engine/log_alpha": "filter (log alpha)",
+    "engine/posterior": "filter (alpha)",
     "engine/window": "encoder window (last L scaled rows)",
     "chatter": "anti-chatter",
     "ood": "OOD trailing windows",
@@ -245,7 +246,7 @@ def measure() -> dict:
     from regimes.config.loading import load_config
     from regimes.live.engine import InferenceEngine
     from regimes.model.hmm import _hmmlearn
-    from regimes.model.hmm.filtering import filter_sequence, filter_step
+    from regimes.model.hmm.filtering import filter_sequence, posterior_step
     from regimes.model.loaded import LoadedModel
 
     started = time.perf_counter()
@@ -295,9 +296,9 @@ def measure() -> dict:
             Z = timed[latents].to_numpy().reshape(STEPS, SYMBOLS, live.pipeline.d)
 
             def run_filter():
-                log_alpha = None
+                alpha = None
                 for z in Z:
-                    log_alpha, _ = filter_step(log_alpha, z, params)
+                    alpha, _ = posterior_step(alpha, z, params)
 
             first, minimal = minimal_step(
                 params.covariance_kind,
@@ -383,7 +384,7 @@ def section(result: dict) -> str:
             f"{full / anchor:,.0f}x faster",
         ],
         [
-            "filter alone, `filter_step`",
+            "filter alone, `posterior_step`",
             f"{SYMBOLS:,} x {STEPS} steps of the engine's z",
             f"{filt / 1e6:.2f} M symbol-bars/s ({result['filter_ms']:.1f} ms/step; median "
             f"{result['filter_median_rate'] / 1e6:.2f} M)",
