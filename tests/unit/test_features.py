@@ -312,3 +312,22 @@ def test_symbols_added_one_at_a_time_keep_parity_and_snapshots_stay_compact(seed
     missing = {k: v for k, v in state.items() if k != "last_ts"}
     with pytest.raises(BadInputError, match="incomplete"):
         OnlineFeatureBuffer.restore(missing, SPEC, SESSION)
+
+
+def test_rows_of_remembers_a_fully_tracked_batch_and_stays_right():
+    buffer = OnlineFeatureBuffer(SPEC, SESSION, ["A", "B", "C"])
+    batch = np.array(["C", "A", "B"], dtype=object)
+    np.testing.assert_array_equal(buffer.rows_of(batch), [2, 0, 1])
+    rows = buffer.rows_of(batch.copy())  # the remembered look-up: equal names, new objects
+    np.testing.assert_array_equal(rows, [2, 0, 1])
+    rows[:] = 9  # the caller's copy: the remembered rows are not touched
+    np.testing.assert_array_equal(buffer.rows_of(batch), [2, 0, 1])
+    # Other names, another order, an unseen symbol (not remembered: it may be added later).
+    np.testing.assert_array_equal(
+        buffer.rows_of(np.array(["A", "C", "B"], dtype=object)), [0, 2, 1]
+    )
+    unseen = np.array(["A", "D", "B"], dtype=object)
+    np.testing.assert_array_equal(buffer.rows_of(unseen), [0, -1, 1])
+    buffer.add_symbols(["D"])
+    np.testing.assert_array_equal(buffer.rows_of(unseen), [0, 3, 1])
+    np.testing.assert_array_equal(buffer.rows_of(["C", "A", "B"]), [2, 0, 1])  # a list
