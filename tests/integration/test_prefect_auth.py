@@ -148,3 +148,6 @@ def test_the_right_auth_string_runs_the_train_flow_on_that_server(auth_server, s
     runs = _flow_runs(url)
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
     assert _api(url, f"flows/{runs[0]['flow_id']}")["name"] == "train"
+    # Nor does the server's own log hold the string.
+    server_log = (auth_server.prefect_home / "server.log").read_text(errors="replace")
+    assert AUTH_STRING.split(":", 1)[1] not in server_log
