@@ -151,3 +151,36 @@ def test_the_right_auth_string_runs_the_train_flow_on_that_server(auth_server, s
     # Nor does the server's own log hold the string.
     server_log = (auth_server.prefect_home / "server.log").read_text(errors="replace")
     assert AUTH_STRING.split(":", 1)[1] not in server_log
+
+
+def test_a_url_that_answers_health_but_is_no_prefect_api_is_refused_in_one_line(monkeypatch):
+    """Another service at PREFECT_API_URL (its /health answers, nothing else does)."""
+    import http.server
+    import threading
+
+    from regimes.errors import ConfigError
+    from regimes.flows.server import check_prefect_api
+
+    class OnlyHealth(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's API
+            self.send_response(200 if self.path.endswith("/health") else 404)
+            self.end_headers()
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    service = http.server.HTTPServer(("127.0.0.1", 0), OnlyHealth)
+    threading.Thread(target=service.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{service.server_port}/api"
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", AUTH_STRING)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            check_prefect_api(url)
+    finally:
+        service.shutdown()
+        service.server_close()
+    message = str(refused.value)
+    assert message == (
+        f"PREFECT_API_URL={url} answers /health but not the API (GET {url}/admin/version: "
+        "HTTP 404); check that the URL is a Prefect server's API (it ends in /api)"
+    )
