@@ -177,6 +177,47 @@ def test_every_reference_is_defined():
     assert references > 20
 
 
+def _secret_env(container: dict) -> dict:
+    """The container's variables that come from a Secret: name -> (secret, key)."""
+    return {
+        env["name"]: (ref["name"], ref["key"])
+        for env in container.get("env", [])
+        if (ref := env.get("valueFrom", {}).get("secretKeyRef"))
+    }
+
+
+def test_the_prefect_server_takes_an_auth_string_and_its_clients_send_one():
+    containers = [
+        container
+        for _, doc in MANIFESTS
+        for pod in _pod_specs(doc)
+        for container in pod["containers"]
+        if container.get("command", [""])[0] == "prefect"
+    ]
+    servers = [c for c in containers if c["command"][1:3] == ["server", "start"]]
+    clients = [c for c in containers if c["command"][1:3] != ["server", "start"]]
+    assert len(servers) == 1 and len(clients) >= 2  # the worker and the deploy Job
+    server = servers[0]
+    assert _secret_env(server)["PREFECT_SERVER_API_AUTH_STRING"] == (
+        "regimes-credentials",
+        "PREFECT_SERVER_API_AUTH_STRING",
+    )
+    # The one path such a server answers without the string.
+    assert server["readinessProbe"]["httpGet"]["path"] == "/api/health"
+    for client in clients:
+        assert _secret_env(client)["PREFECT_API_AUTH_STRING"] == (
+            "regimes-credentials",
+            "PREFECT_API_AUTH_STRING",
+        ), client["name"]
+    # Left unreplaced, the two placeholders differ, so the server refuses the clients.
+    credentials = next(
+        doc["stringData"]
+        for _, doc in MANIFESTS
+        if doc["kind"] == "Secret" and doc["metadata"]["name"] == "regimes-credentials"
+    )
+    assert credentials["PREFECT_API_AUTH_STRING"] != credentials["PREFECT_SERVER_API_AUTH_STRING"]
+
+
 def test_no_credential_is_committed():
     secrets = [doc for _, doc in MANIFESTS if doc["kind"] == "Secret"]
     assert secrets

@@ -10,6 +10,7 @@ mistake is the same one-line error whichever orchestrator ran it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
@@ -210,5 +211,13 @@ def orchestrator_named(name: str) -> Orchestrator:
     if name == "direct":
         return DirectOrchestrator()
     if name == "prefect":
+        # A server that does not answer, or refuses this client's auth string, is refused
+        # here, before any work starts (the use case would otherwise read and check its
+        # inputs first).
+        from regimes.flows.server import check_prefect_api
+
+        url = os.environ.get("PREFECT_API_URL")
+        if url:
+            check_prefect_api(url)
         return PrefectOrchestrator()
     raise BadInputError(f"orchestrator: expected one of {sorted(ORCHESTRATORS)}, got {name!r}")
