@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from regimes.errors import BadInputError, RegistryConflictError, StoreError
 from regimes.paths import check_model_id, check_timeframe_name
+from regimes.storage._store_errors import failure_reason, object_store_hint
 from regimes.storage.roles import (
     ROLES,
     SET_ROLE_TRANSITIONS,
@@ -398,6 +399,11 @@ class Registry:
     def _options(self) -> dict[str, str] | None:
         return dict(self.storage_options) if self.storage_options else None
 
+    def _reason(self, exc: BaseException) -> str:
+        """``exc`` as one line, and what to check when the object store failed."""
+        reason = failure_reason(exc)
+        return reason + object_store_hint(self.root, self.storage_options, reason)
+
     def _snapshot(self) -> _Snapshot:
         """The registry at its newest version; reads the table only when it moved."""
         from deltalake import DeltaTable
@@ -425,7 +431,7 @@ class Registry:
             except Exception as exc:  # a damaged log must never read as an empty registry
                 cache.table = None
                 raise StoreError(
-                    f"registry at {self.root} cannot be read: {_first_line(exc)}"
+                    f"registry at {self.root} cannot be read: {self._reason(exc)}"
                 ) from None
             return cache.snapshot
 
@@ -495,14 +501,14 @@ class Registry:
             if self._snapshot().version == read_version:  # not a lost race: a real failure
                 raise StoreError(
                     f"registry at {self.root}: the {note.operation} was not recorded: "
-                    f"{_first_line(exc)}"
+                    f"{self._reason(exc)}"
                 ) from None
             return False
         except Exception as exc:
             self._cache.table = None
             raise StoreError(
                 f"registry at {self.root}: the {note.operation} was not recorded: "
-                f"{_first_line(exc)}"
+                f"{self._reason(exc)}"
             ) from None
         return True
 
@@ -523,9 +529,13 @@ class Registry:
                 commit_properties=CommitProperties(max_commit_retries=0),
             )
         except Exception as exc:
-            if not DeltaTable.is_deltatable(self.root, self._options()):  # else a racer made it
+            try:
+                made = DeltaTable.is_deltatable(self.root, self._options())  # by a racer
+            except Exception:
+                made = False
+            if not made:
                 raise StoreError(
-                    f"cannot create the registry at {self.root}: {_first_line(exc)}"
+                    f"cannot create the registry at {self.root}: {self._reason(exc)}"
                 ) from None
 
 
@@ -551,8 +561,3 @@ def _check_schema(table, root: str) -> None:
         )
     if names != REGISTRY_SCHEMA.names:
         raise StoreError(f"registry at {root} has another schema than this version writes: {names}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
