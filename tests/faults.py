@@ -148,9 +148,12 @@ class FlakyHttpProxy:
     answer ``503 SlowDown`` (S3's throttling reply, which clients retry) without
     forwarding: to the next ``count`` requests, for ``seconds``, or (neither given)
     until ``heal()``; ``method`` and ``path_contains`` narrow it to some requests (e.g.
-    ``PUT`` of ``_delta_log/``: the commit). ``stall(seconds)`` holds each request that
-    long (a client with a shorter request timeout gives up) and then answers ``504``
-    without forwarding it, so nothing a stalled client sent ever reaches the store.
+    ``PUT`` of ``_delta_log/``: the commit). With ``after_forwarding`` the request is
+    forwarded first and the store's answer replaced by the 503: the store did the work
+    and the client does not know (an answer lost on the way back). ``stall(seconds)``
+    holds each request that long (a client with a shorter request timeout gives up) and
+    then answers ``504`` without forwarding it, so nothing a stalled client sent ever
+    reaches the store.
     ``heal()`` ends both and releases the held requests. ``counts()`` says how many
     requests were ``refused``, ``stalled`` and ``forwarded``; ``log()`` lists
     ``[method, path, status]`` of each.
@@ -202,10 +205,17 @@ class FlakyHttpProxy:
         *,
         method: str | None = None,
         path_contains: str | None = None,
+        after_forwarding: bool = False,
     ) -> None:
         self._control(
             "refuse",
-            {"count": count, "seconds": seconds, "method": method, "path_contains": path_contains},
+            {
+                "count": count,
+                "seconds": seconds,
+                "method": method,
+                "path_contains": path_contains,
+                "after_forwarding": after_forwarding,
+            },
         )
 
     def stall(self, seconds: float) -> None:
@@ -261,6 +271,7 @@ class _Faults:
         self.refuse_until: float | None = None
         self.method: str | None = None
         self.path_contains: str | None = None
+        self.after_forwarding = False
         self.stall_seconds = 0.0
         self.counts = {"refused": 0, "stalled": 0, "forwarded": 0}
         self.log: list[list] = []
@@ -279,11 +290,13 @@ class _Faults:
                     self.refuse_until = float("inf")
                 self.method = arguments["method"]
                 self.path_contains = arguments["path_contains"]
+                self.after_forwarding = bool(arguments.get("after_forwarding"))
             elif command == "stall":
                 self.stall_seconds = float(arguments["seconds"])
                 self.released.clear()
             elif command == "heal":
                 self.refuse_left = self.refuse_until = self.method = self.path_contains = None
+                self.after_forwarding = False
                 self.stall_seconds = 0.0
                 self.released.set()
             elif command == "counts":
@@ -294,22 +307,23 @@ class _Faults:
                 raise ValueError(f"unknown fault proxy command {command!r}")
         return {}
 
-    def take_refusal(self, method: str, path: str) -> bool:
+    def take_refusal(self, method: str, path: str) -> str | None:
+        """None (relay the request), "before" or "after" forwarding it: answer 503."""
         import time
 
         with self.lock:
             if self.method is not None and method != self.method:
-                return False
+                return None
             if self.path_contains is not None and self.path_contains not in path:
-                return False
+                return None
             if self.refuse_left is not None:
                 if self.refuse_left <= 0:
-                    return False
+                    return None
                 self.refuse_left -= 1
             elif self.refuse_until is None or time.monotonic() >= self.refuse_until:
-                return False
+                return None
             self.counts["refused"] += 1
-            return True
+            return "after" if self.after_forwarding else "before"
 
     def take_stall(self) -> float:
         with self.lock:
@@ -353,7 +367,8 @@ def _serve_flaky_http(upstream_host: str, upstream_port: int) -> None:
                     200, [("Content-Type", "application/json")], json.dumps(answer).encode()
                 )
                 return
-            if faults.take_refusal(method, path):
+            refusal = faults.take_refusal(method, path)
+            if refusal == "before":
                 self.answer(503, [("Content-Type", "application/xml")], _SLOW_DOWN)
                 faults.record(method, path, 503, forwarded=False)
                 return
@@ -372,6 +387,10 @@ def _serve_flaky_http(upstream_host: str, upstream_port: int) -> None:
                 upstream.request(method, path, body=body if sends_body else None, headers=headers)
                 reply = upstream.getresponse()
                 payload = reply.read()
+                if refusal == "after":
+                    self.answer(503, [("Content-Type", "application/xml")], _SLOW_DOWN)
+                    faults.record(method, path, 503, forwarded=True)
+                    return
                 kept = [(k, v) for k, v in reply.getheaders() if k.lower() not in _NOT_RELAYED]
                 if method == "HEAD":  # a HEAD reply announces the size of a body it never sends
                     kept += [(k, v) for k, v in reply.getheaders() if k.lower() == "content-length"]

@@ -337,3 +337,46 @@ def test_a_registry_write_refused_by_the_object_store_is_not_recorded(flaky_s3):
     assert reopened.champion("1h") is None
     registry.promote("1h", "m1", actor="ops", reason="after the outage")
     assert Registry(settings.registry_root, settings.registry_options).champion("1h") == "m1"
+
+
+@pytest.mark.timeout(120)
+def test_a_commit_whose_answer_is_lost_is_not_applied_twice(flaky_s3):
+    """The store writes the commit but the client gets a 503: the client's retry of the
+    conditional PUT finds the version taken (412), which is handled as a lost race: the
+    MERGE runs again on the new version and only updates the rows it already wrote."""
+    proxy, settings = flaky_s3
+    store = _store(settings)
+    first = state_rows(["SPY"], DAYS[:2])
+    store.write(first, D, K)  # v0 create, v1 merge
+    second = state_rows(["AAA", "SPY"], DAYS[1:])
+    proxy.refuse(count=1, method="PUT", path_contains="/_delta_log/", after_forwarding=True)
+    assert store.write(second, D, K) == len(second)
+    assert proxy.counts()["refused"] == 1
+    commits = [
+        (m, p[-25:], status) for m, p, status in proxy.log() if m == "PUT" and "/_delta_log/" in p
+    ]
+    assert ("PUT", "00000000000000000002.json", 503) in commits, commits  # landed, answer lost
+    assert ("PUT", "00000000000000000002.json", 412) in commits, commits  # its retry: taken
+    # v2 is the lost-answer commit, v3 the re-run: the same rows again, as updates.
+    newest = store.history()[0]
+    assert newest["version"] == 3 and newest["readVersion"] == 2, newest
+    assert newest["operationMetrics"]["num_target_rows_inserted"] == 0, newest
+    union = [state_rows(["SPY"], DAYS), state_rows(["AAA"], DAYS[1:])]
+    _expect_written(store, union, 3)
+
+
+@pytest.mark.timeout(120)
+def test_a_registry_commit_whose_answer_is_lost_counts_as_written(flaky_s3):
+    """The registry's promote lands but its answer is lost: the retried put-if-absent
+    finds the version taken by that very promote, which must not read as a conflict
+    ("nothing was written") nor be recorded twice."""
+    proxy, settings = flaky_s3
+    registry = Registry(settings.registry_root, settings.registry_options)
+    registry.register("1h", "m1", artifact_path="x", actor="t", reason="first")
+    proxy.refuse(count=1, method="PUT", path_contains="/_delta_log/", after_forwarding=True)
+    transition = registry.promote("1h", "m1", actor="ops", reason="answer lost")
+    assert proxy.counts()["refused"] == 1
+    assert transition.to_role == "champion" and transition.version == 2
+    reopened = Registry(settings.registry_root, settings.registry_options)
+    assert reopened.version() == 2 and reopened.champion("1h") == "m1"
+    assert reopened.events()["to_role"].tolist() == ["candidate", "champion"]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -489,7 +490,12 @@ class Registry:
         from deltalake.exceptions import CommitFailedError
 
         table = pa.Table.from_pylist(rows, schema=REGISTRY_SCHEMA)
-        metadata = {"regimes.operation": note.operation, "regimes.actor": note.actor}
+        write_id = uuid.uuid4().hex
+        metadata = {
+            "regimes.operation": note.operation,
+            "regimes.actor": note.actor,
+            "regimes.write_id": write_id,
+        }
         try:
             write_deltalake(
                 self._cache.table,
@@ -498,12 +504,16 @@ class Registry:
                 commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
             )
         except CommitFailedError as exc:
-            if self._snapshot().version == read_version:  # not a lost race: a real failure
+            latest = self._snapshot().version
+            if latest == read_version:  # not a lost race: a real failure
                 raise StoreError(
                     f"registry at {self.root}: the {note.operation} was not recorded: "
                     f"{self._reason(exc)}"
                 ) from None
-            return False
+            # The version may be our own: the store wrote the commit but its answer was
+            # lost (a 503 or a timeout), and the client's retry of the put-if-absent
+            # found the version taken. That is a success, not a race lost to ourselves.
+            return self._committed(write_id, read_version + 1, latest)
         except Exception as exc:
             self._cache.table = None
             raise StoreError(
@@ -511,6 +521,13 @@ class Registry:
                 f"{self._reason(exc)}"
             ) from None
         return True
+
+    def _committed(self, write_id: str, version: int, latest: int) -> bool:
+        """Whether commit ``version`` is the write tagged ``write_id``."""
+        for commit in self._cache.table.history(limit=latest - version + 1):
+            if commit.get("version") == version:
+                return commit.get("regimes.write_id") == write_id
+        return False
 
     def _create_table(self) -> None:
         """Create the empty table (version 0) for the first write."""
