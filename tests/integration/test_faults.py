@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import pandas as pd
+import pyarrow.fs as pa_fs
 import pytest
 import sqlalchemy as sa
 
@@ -274,7 +275,7 @@ def test_an_outage_longer_than_the_retry_budget_fails_the_write_cleanly(flaky_s3
     store = _store(settings)
     first = state_rows(["SPY"], DAYS[:2])
     store.write(first, D, K)
-    before = store.read("1m", "m1")
+    before, files_before = store.read("1m", "m1"), store.files("1m", "m1")
     second = state_rows(["AAA", "BBB"], DAYS)
 
     outage_s = 8.0  # twice the client's retry timeout
@@ -311,6 +312,12 @@ def test_an_outage_longer_than_the_retry_budget_fails_the_write_cleanly(flaky_s3
     assert store.version() == 1
     _log_intact(store)
     pd.testing.assert_frame_equal(store.read("1m", "m1"), before)
+    assert store.files("1m", "m1") == files_before
+    if fault == "commit-put":  # the MERGE's data files are in the bucket, unreferenced
+        written = store._filesystem().get_file_info(
+            pa_fs.FileSelector("timeframe=1m/model_id=m1/symbol=AAA", recursive=True)
+        )
+        assert any(info.base_name.endswith(".parquet") for info in written)
 
     # The same write again, once the store answers: every row, once.
     assert store.write(second, D, K) == len(second)
