@@ -6,7 +6,7 @@ import pytest
 
 from regimes.app.workspace import Workspace
 from regimes.config.settings import resolve_settings
-from regimes.errors import RegimesError, StoreError
+from regimes.errors import ConfigError, RegimesError, StoreError
 
 pytestmark = pytest.mark.unit
 
@@ -170,3 +170,25 @@ def test_a_command_that_only_reads_is_not_stopped_by_a_location_it_never_uses(tm
         Workspace.open(home=tmp_path, environ={})
     reader = Workspace.open(home=tmp_path, environ={}, check_locations=False)
     assert reader.registry.current().empty
+
+
+def test_object_store_retry_settings_come_from_the_environment_and_are_checked(tmp_path):
+    environ = {
+        "REGIMES_STATES_URI": "s3://bucket/states",
+        "REGIMES_STORE_MAX_RETRIES": "2",
+        "REGIMES_STORE_RETRY_TIMEOUT": "4s",
+        "REGIMES_STORE_TIMEOUT": "1500ms",
+        "REGIMES_STORE_BACKOFF_MAX": "1m 30s",
+    }
+    store = Workspace.open(home=tmp_path, environ=environ).state_store
+    assert store.storage_options == {
+        "max_retries": "2",
+        "retry_timeout": "4s",
+        "timeout": "1500ms",
+        "backoff_config.max_backoff": "1m 30s",
+    }
+    for name, value in (("REGIMES_STORE_MAX_RETRIES", "-1"), ("REGIMES_STORE_TIMEOUT", "2")):
+        with pytest.raises(ConfigError, match=f"{name}='{value}': expected"):
+            resolve_settings(tmp_path, environ={**environ, name: value})
+    # A local store has no client to retry: the variables are not its business.
+    assert resolve_settings(tmp_path, environ={"REGIMES_STORE_TIMEOUT": "2"}).storage_options == {}

@@ -9,11 +9,13 @@ environment for locations. The application layer (``regimes.app.workspace``) tur
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from regimes.config.loading import default_config_dir
+from regimes.errors import ConfigError
 
 """The default config shipped as package data (``config/`` of the checkout when editable)."""
 
@@ -33,12 +35,33 @@ STORAGE_ENVIRONMENT = {
 }
 """Environment variable -> deltalake storage option, passed for ``s3://`` roots."""
 
+STORE_RETRY_ENVIRONMENT = {
+    "REGIMES_STORE_MAX_RETRIES": "max_retries",
+    "REGIMES_STORE_RETRY_TIMEOUT": "retry_timeout",
+    "REGIMES_STORE_TIMEOUT": "timeout",
+    "REGIMES_STORE_CONNECT_TIMEOUT": "connect_timeout",
+    "REGIMES_STORE_BACKOFF_INIT": "backoff_config.init_backoff",
+    "REGIMES_STORE_BACKOFF_MAX": "backoff_config.max_backoff",
+}
+"""Environment variable -> the object-store client's retry and timeout option, passed for
+``s3://`` roots. Unset, the client's defaults hold: 10 retries within 180 s (backoff
+from 100 ms doubling up to 15 s) of requests that failed with a 5xx answer or a
+timeout, each request bounded by 30 s and its connection by 5 s. ``MAX_RETRIES`` is a
+whole number, the others durations such as ``500ms``, ``20s``, ``2m``."""
+_DURATION = re.compile(r"^\s*(\d+\s*(ns|us|ms|s|sec|secs|m|min|mins|h|hr|hrs)\s*)+$")
+
 
 def storage_options_from_env(root: str, environ: Mapping[str, str]) -> dict[str, str] | None:
     """The deltalake storage options of a table at ``root``, from an environment mapping.
 
     For an ``s3://`` (or ``s3a://``) root the variables of :data:`STORAGE_ENVIRONMENT`
-    that are set become options; a local root needs none (``None``).
+    and :data:`STORE_RETRY_ENVIRONMENT` that are set become options; a local root needs
+    none (``None``).
+
+    Raises
+    ------
+    ConfigError
+        A retry or timeout variable that the object-store client could not parse.
 
     Examples
     --------
@@ -50,7 +73,21 @@ def storage_options_from_env(root: str, environ: Mapping[str, str]) -> dict[str,
     if not root.startswith(OBJECT_STORE_SCHEMES):
         return None
     options = {key: environ[name] for name, key in STORAGE_ENVIRONMENT.items() if environ.get(name)}
+    for name, key in STORE_RETRY_ENVIRONMENT.items():
+        if value := environ.get(name, "").strip():
+            options[key] = _check_store_setting(name, value)
     return options or None
+
+
+def _check_store_setting(name: str, value: str) -> str:
+    """A retry/timeout variable's value as the client parses it; ConfigError otherwise
+    (the client would only fail at the first request, with a less clear message)."""
+    if name == "REGIMES_STORE_MAX_RETRIES":
+        if not value.isdigit():
+            raise ConfigError(f"{name}={value!r}: expected a whole number of retries, e.g. 3")
+    elif not _DURATION.match(value):
+        raise ConfigError(f"{name}={value!r}: expected a duration such as 500ms, 20s or 2m")
+    return value
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from regimes.errors import StoreError
+from regimes.storage._store_errors import failure_reason
 
 _COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
 _CHECKPOINT_FILE = re.compile(r"^(\d{20})\.checkpoint(?:\..+)?\.parquet$")
@@ -22,15 +24,20 @@ _FILE_METRICS = {
 _checked_commits: dict[tuple[str, str], int] = {}
 
 
-def check_delta_log(root: str, filesystem, what: str) -> None:
-    """Refuse a log with a missing, empty or cut-off commit since the last checkpoint."""
+def check_delta_log(
+    root: str, filesystem, what: str, reason: Callable[[BaseException], str] = failure_reason
+) -> None:
+    """Refuse a log with a missing, empty or cut-off commit since the last checkpoint.
+
+    ``reason`` turns a failure to list or read the log into the message's one line (the
+    caller's adds what to check on its store)."""
     import pyarrow.fs as pa_fs
 
     log = f"{root.rstrip('/')}/_delta_log"
     try:
         infos = filesystem.get_file_info(pa_fs.FileSelector("_delta_log"))
     except Exception as exc:
-        raise StoreError(f"{what} log {log} cannot be listed: {_first_line(exc)}") from None
+        raise StoreError(f"{what} log {log} cannot be listed: {reason(exc)}") from None
     commits: dict[int, tuple[str, int]] = {}
     checkpoints: set[int] = set()
     for info in infos:
@@ -55,7 +62,7 @@ def check_delta_log(root: str, filesystem, what: str) -> None:
             with filesystem.open_input_stream(f"_delta_log/{name}") as stream:
                 data = stream.read()
         except Exception as exc:
-            raise StoreError(f"{log}/{name} cannot be read: {_first_line(exc)}") from None
+            raise StoreError(f"{log}/{name} cannot be read: {reason(exc)}") from None
         _check_commit(data, f"{log}/{name}")
         _checked_commits[(log, name)] = size
 
@@ -96,8 +103,3 @@ def _check_commit(data: bytes, path: str) -> None:
             )
     if operation == "CREATE TABLE" and not (counts.get("protocol") and counts.get("metaData")):
         raise StoreError(f"state table commit {path}: CREATE TABLE without protocol or metadata")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

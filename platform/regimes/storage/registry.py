@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ import pyarrow as pa
 
 from regimes.errors import BadInputError, RegistryConflictError, StoreError
 from regimes.paths import check_model_id, check_timeframe_name
+from regimes.storage._store_errors import failure_reason, object_store_hint
 from regimes.storage.roles import (
     ROLES,
     SET_ROLE_TRANSITIONS,
@@ -398,6 +400,11 @@ class Registry:
     def _options(self) -> dict[str, str] | None:
         return dict(self.storage_options) if self.storage_options else None
 
+    def _reason(self, exc: BaseException) -> str:
+        """``exc`` as one line, and what to check when the object store failed."""
+        reason = failure_reason(exc)
+        return reason + object_store_hint(self.root, self.storage_options, reason)
+
     def _snapshot(self) -> _Snapshot:
         """The registry at its newest version; reads the table only when it moved."""
         from deltalake import DeltaTable
@@ -425,7 +432,7 @@ class Registry:
             except Exception as exc:  # a damaged log must never read as an empty registry
                 cache.table = None
                 raise StoreError(
-                    f"registry at {self.root} cannot be read: {_first_line(exc)}"
+                    f"registry at {self.root} cannot be read: {self._reason(exc)}"
                 ) from None
             return cache.snapshot
 
@@ -483,7 +490,12 @@ class Registry:
         from deltalake.exceptions import CommitFailedError
 
         table = pa.Table.from_pylist(rows, schema=REGISTRY_SCHEMA)
-        metadata = {"regimes.operation": note.operation, "regimes.actor": note.actor}
+        write_id = uuid.uuid4().hex
+        metadata = {
+            "regimes.operation": note.operation,
+            "regimes.actor": note.actor,
+            "regimes.write_id": write_id,
+        }
         try:
             write_deltalake(
                 self._cache.table,
@@ -492,19 +504,30 @@ class Registry:
                 commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
             )
         except CommitFailedError as exc:
-            if self._snapshot().version == read_version:  # not a lost race: a real failure
+            latest = self._snapshot().version
+            if latest == read_version:  # not a lost race: a real failure
                 raise StoreError(
                     f"registry at {self.root}: the {note.operation} was not recorded: "
-                    f"{_first_line(exc)}"
+                    f"{self._reason(exc)}"
                 ) from None
-            return False
+            # The version may be our own: the store wrote the commit but its answer was
+            # lost (a 503 or a timeout), and the client's retry of the put-if-absent
+            # found the version taken. That is a success, not a race lost to ourselves.
+            return self._committed(write_id, read_version + 1, latest)
         except Exception as exc:
             self._cache.table = None
             raise StoreError(
                 f"registry at {self.root}: the {note.operation} was not recorded: "
-                f"{_first_line(exc)}"
+                f"{self._reason(exc)}"
             ) from None
         return True
+
+    def _committed(self, write_id: str, version: int, latest: int) -> bool:
+        """Whether commit ``version`` is the write tagged ``write_id``."""
+        for commit in self._cache.table.history(limit=latest - version + 1):
+            if commit.get("version") == version:
+                return commit.get("regimes.write_id") == write_id
+        return False
 
     def _create_table(self) -> None:
         """Create the empty table (version 0) for the first write."""
@@ -523,9 +546,13 @@ class Registry:
                 commit_properties=CommitProperties(max_commit_retries=0),
             )
         except Exception as exc:
-            if not DeltaTable.is_deltatable(self.root, self._options()):  # else a racer made it
+            try:
+                made = DeltaTable.is_deltatable(self.root, self._options())  # by a racer
+            except Exception:
+                made = False
+            if not made:
                 raise StoreError(
-                    f"cannot create the registry at {self.root}: {_first_line(exc)}"
+                    f"cannot create the registry at {self.root}: {self._reason(exc)}"
                 ) from None
 
 
@@ -551,8 +578,3 @@ def _check_schema(table, root: str) -> None:
         )
     if names != REGISTRY_SCHEMA.names:
         raise StoreError(f"registry at {root} has another schema than this version writes: {names}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

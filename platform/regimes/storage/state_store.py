@@ -59,6 +59,7 @@ import pyarrow.compute as pc
 
 from regimes.errors import BadInputError, RegimesError, StoreError
 from regimes.paths import check_model_id, check_symbol, check_timeframe_name
+from regimes.storage._store_errors import failure_reason, object_store_hint
 from regimes.storage.delta_log import check_delta_log
 from regimes.storage.registry import Registry
 from regimes.storage.state_table import KEY_COLUMNS, PARTITION_COLUMNS, STATE_SCHEMA, to_state_table
@@ -115,7 +116,7 @@ class StateStore:
             return DeltaTable.is_deltatable(self.root, self._options())
         except Exception as exc:
             raise StoreError(
-                f"state store at {self.root} cannot be reached: {_first_line(exc)}"
+                f"state store at {self.root} cannot be reached: {self._reason(exc)}"
             ) from None
 
     def version(self) -> int | None:
@@ -255,7 +256,7 @@ class StateStore:
             table = dataset.to_table(columns=scanned, filter=condition)
         except Exception as exc:
             raise StoreError(
-                f"reading states from {self.root} failed: {_first_line(exc)}"
+                f"reading states from {self.root} failed: {self._reason(exc)}"
             ) from None
         table = table.sort_by([("symbol", "ascending"), ("ts", "ascending")]).select(wanted)
         if as_arrow:
@@ -309,7 +310,7 @@ class StateStore:
             )
         except Exception as exc:
             raise StoreError(
-                f"reading states from {self.root} failed: {_first_line(exc)}"
+                f"reading states from {self.root} failed: {self._reason(exc)}"
             ) from None
         if per_model.num_rows == 0:
             return pd.DataFrame(columns=[*columns, "occupancy"])
@@ -333,6 +334,11 @@ class StateStore:
     def _options(self) -> dict[str, str] | None:
         return dict(self.storage_options) if self.storage_options else None
 
+    def _reason(self, exc: BaseException) -> str:
+        """``exc`` as one line, and what to check when the object store failed."""
+        reason = failure_reason(exc)
+        return reason + object_store_hint(self.root, self.storage_options, reason)
+
     def _filesystem(self):
         import pyarrow.fs as pa_fs
         from deltalake.fs import DeltaStorageHandler
@@ -350,7 +356,7 @@ class StateStore:
             return DeltaTable(self.root, storage_options=self._options())
         except Exception as exc:
             raise StoreError(
-                f"state table at {self.root} cannot be opened: {_first_line(exc)}"
+                f"state table at {self.root} cannot be opened: {self._reason(exc)}"
             ) from None
 
     def _no_table(self) -> str:
@@ -369,7 +375,7 @@ class StateStore:
         return f"no state table at {self.root}: no states were written there yet"
 
     def _check_log(self) -> None:
-        check_delta_log(self.root, self._filesystem(), "state table")
+        check_delta_log(self.root, self._filesystem(), "state table", self._reason)
 
     def _ensure_table(self) -> None:
         """Create the table on the first write; refuse one with another schema."""
@@ -390,7 +396,7 @@ class StateStore:
             except Exception as exc:
                 if not self.exists():  # else another writer created it first: fine
                     raise StoreError(
-                        f"cannot create the state table at {self.root}: {_first_line(exc)}"
+                        f"cannot create the state table at {self.root}: {self._reason(exc)}"
                     ) from None
         stored = pa.schema(self._open().schema().to_arrow())
         expected = [(field.name, field.type) for field in STATE_SCHEMA]
@@ -413,7 +419,7 @@ class StateStore:
                 if attempt == COMMIT_ATTEMPTS:
                     raise StoreError(
                         f"{what} at {self.root}: still in conflict with concurrent writers "
-                        f"after {attempt} attempts: {_first_line(exc)}"
+                        f"after {attempt} attempts: {self._reason(exc)}"
                     ) from None
                 logger.info(
                     "%s at %s: commit conflict (attempt %d of %d), retrying: %s",
@@ -421,14 +427,14 @@ class StateStore:
                     self.root,
                     attempt,
                     COMMIT_ATTEMPTS,
-                    _first_line(exc),
+                    failure_reason(exc),
                 )
                 time.sleep(wait * random.uniform(0.5, 1.5))
                 wait = min(2 * wait, BACKOFF_SECONDS[1])
             except RegimesError:
                 raise
             except Exception as exc:
-                raise StoreError(f"{what} at {self.root} failed: {_first_line(exc)}") from None
+                raise StoreError(f"{what} at {self.root} failed: {self._reason(exc)}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_dataset(self, filters: list[tuple] | None):
@@ -437,7 +443,7 @@ class StateStore:
             return delta.to_pyarrow_dataset(file_pruning_predicate=filters or None)
         except Exception as exc:
             raise StoreError(
-                f"state table at {self.root} cannot be scanned: {_first_line(exc)}"
+                f"state table at {self.root} cannot be scanned: {self._reason(exc)}"
             ) from None
 
     def _dataset(
@@ -520,8 +526,3 @@ def _as_utc(value: Any, what: str) -> pd.Timestamp | None:
 def _ts_scalar(stamp: pd.Timestamp) -> pa.Scalar:
     """``stamp`` rounded up to the store's microseconds (exact for bounds on stored ts)."""
     return pa.scalar(stamp.ceil("us").value // 1000, pa.timestamp("us", tz="UTC"))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
