@@ -5,6 +5,9 @@ the middle of a write. Threads only; talks to 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import struct
 import threading
@@ -138,3 +141,39 @@ def _reset(sock: socket.socket) -> None:
         sock.close()
     except OSError:
         pass
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The command name (field 2) may hold spaces: the fields after it count
+                # from its closing parenthesis.
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    return children
+
+
+def kill_process_tree(pid: int) -> list[int]:
+    """SIGKILL ``pid`` and every descendant, whatever session or process group it
+    started (a dead machine: nothing gets to clean up). Each is stopped first so none
+    can start a new child between the listing and the kill. Returns the pids killed."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            os.kill(current, signal.SIGSTOP)
+        except ProcessLookupError:
+            continue
+        found.append(current)
+        pending.extend(_children().get(current, []))
+    for victim in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    return found
