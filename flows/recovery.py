@@ -130,9 +130,10 @@ def refuse_endless_restarts(max_runs: int = MAX_RUNS) -> None:
 
     if flow_run.run_count > max_runs:
         raise RuntimeError(
-            f"flow run {flow_run.name} was started {flow_run.run_count - 1} times and "
-            f"crashed each time; not starting it again (the limit is {max_runs}); find "
-            "why it crashes (worker logs, memory) and start a new run"
+            f"flow run {flow_run.name} was started {flow_run.run_count - 1} times without "
+            f"finishing (crashed and rescheduled, or retried by hand); not starting it "
+            f"again (the limit is {max_runs} starts): find why it crashes (worker logs, "
+            "memory) and start a new run"
         )
 
 

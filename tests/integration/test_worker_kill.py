@@ -17,7 +17,15 @@ import pytest
 
 from regimes.app.workspace import Workspace
 from regimes.data import sql as db
-from regimes.flows.recovery import CRASH, RESCHEDULE
+from regimes.errors import ConfigError
+from regimes.flows.recovery import (
+    CRASH,
+    FLOWS,
+    MAX_RUNS,
+    RESCHEDULE,
+    recovery_automations,
+    refuse_endless_restarts,
+)
 from regimes.storage.state_store import StateStore
 from tests.conftest import REPO_ROOT
 from tests.faults import kill_process_tree
@@ -153,3 +161,28 @@ def test_a_flow_run_whose_worker_died_is_run_again_by_a_new_worker_and_completes
     # The rows the first attempt committed are all still there.
     kept = partial.merge(stored, on=KEY)
     assert len(kept) == len(partial)
+
+
+def test_the_automations_wait_for_missed_heartbeats_on_our_flows_only():
+    crash, reschedule = recovery_automations(45, miss_factor=3)
+    assert crash.trigger.within.total_seconds() == 135
+    assert crash.trigger.posture == "Proactive" and reschedule.trigger.posture == "Reactive"
+    for automation in (crash, reschedule):
+        related = automation.trigger.match_related
+        assert related["prefect.resource.role"] == ["flow"]
+        assert related["prefect.resource.name"] == list(FLOWS)
+    assert [a.actions[0].state.value for a in (crash, reschedule)] == ["CRASHED", "SCHEDULED"]
+    with pytest.raises(ConfigError, match="heartbeat_seconds: expected >= 30"):
+        recovery_automations(10)
+    with pytest.raises(ConfigError, match="miss_factor: expected > 1"):
+        recovery_automations(30, miss_factor=1)
+
+
+def test_a_run_that_keeps_crashing_is_not_started_again(monkeypatch):
+    # Prefect's runtime reads a run's values from PREFECT__RUNTIME__* when they are set
+    # (its documented way to run code outside a flow run).
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__RUN_COUNT", str(MAX_RUNS))
+    refuse_endless_restarts()  # the last allowed start
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__RUN_COUNT", str(MAX_RUNS + 1))
+    with pytest.raises(RuntimeError, match=f"started {MAX_RUNS} times"):
+        refuse_endless_restarts()
