@@ -1,7 +1,9 @@
 """Fault injection for the integration tier: a TCP proxy on 127.0.0.1 that forwards to a
 real server and, on demand, cuts every connection (at once, or once the client has sent
 a given number of bytes), so a test can break a database or object-store connection in
-the middle of a write. Threads only; talks to 127.0.0.1 only."""
+the middle of a write. Threads only; talks to 127.0.0.1 only. And a dead machine:
+``kill_process_tree`` SIGKILLs a process with every descendant, whatever session each
+started."""
 
 from __future__ import annotations
 
