@@ -14,6 +14,7 @@ from regimes.app.backfill import BackfillRequest, plan_units, run_backfill_units
 from regimes.app.executors import executor_named
 from regimes.app.failures import USER_MISTAKES, as_failure
 from regimes.app.workspace import Workspace
+from regimes.flows.recovery import refuse_endless_restarts
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="backfill-{timeframe}-{model_id}")
@@ -63,6 +64,7 @@ def backfill(
     executor: str = "ray",
 ) -> list[dict]:
     """Backfill one model's states; resumable (re-running writes what is missing)."""
+    refuse_endless_restarts()  # a crashed run is rescheduled (recovery.py)
     return backfill_model(
         timeframe,
         model_id,

@@ -12,6 +12,7 @@ from regimes.app.failures import FAILURE_KEY, USER_MISTAKES, as_failure
 from regimes.app.monitor import MonitorRequest, Verdict, act_on, check_timeframe
 from regimes.app.orchestrators import PrefectOrchestrator
 from regimes.app.workspace import Workspace
+from regimes.flows.recovery import refuse_endless_restarts
 from regimes.timeframes import TIMEFRAMES
 
 
@@ -44,6 +45,7 @@ def monitor(
     now: str | None = None,
 ) -> dict:
     """Check each timeframe; with ``act``, retrain and roll out where a trigger fired."""
+    refuse_endless_restarts()  # a crashed run is rescheduled (recovery.py)
     logger = get_run_logger()
     request = MonitorRequest(
         tuple(timeframes) if timeframes else None,

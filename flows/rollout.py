@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger, task
 from regimes.app.failures import USER_MISTAKES, as_failure
 from regimes.app.rollouts import STEPS, RolloutRequest
 from regimes.app.workspace import Workspace
+from regimes.flows.recovery import refuse_endless_restarts
 
 
 @task(retries=2, retry_delay_seconds=5, task_run_name="rollout-{step_name}")
@@ -29,6 +30,7 @@ def rollout_step(step_name: str, request: dict, home: str, db_url: str, config_d
 @flow(name="rollout", log_prints=False)
 def rollout(request: dict, home: str, db_url: str, config_dir: str) -> list[dict]:
     """The steps in order; stops at the first that fails."""
+    refuse_endless_restarts()  # a crashed run is rescheduled (recovery.py)
     outcomes = []
     for step in STEPS:
         outcome = rollout_step(step.__name__, request, home, db_url, config_dir)

@@ -15,6 +15,7 @@ from regimes.app.executors import executor_named
 from regimes.app.failures import FAILURE_KEY, USER_MISTAKES, as_failure
 from regimes.app.training import train_unit
 from regimes.app.workspace import Workspace
+from regimes.flows.recovery import refuse_endless_restarts
 from regimes.training.units import scope_units
 
 
@@ -69,6 +70,7 @@ def train(
     grid fans out on ``executor``; each model's validation report is written (unless
     ``report`` is False). A unit refused as a user mistake is returned as a
     failure record (``regimes.app.failures``) and stops the run."""
+    refuse_endless_restarts()  # a crashed run is rescheduled (recovery.py)
     try:
         with Workspace.open(home, db_url, config_dir) as workspace:
             units = scope_units(workspace.engine, timeframes, symbols, scope)

@@ -1,10 +1,15 @@
 """Fault injection for the integration tier: a TCP proxy on 127.0.0.1 that forwards to a
 real server and, on demand, cuts every connection (at once, or once the client has sent
 a given number of bytes), so a test can break a database or object-store connection in
-the middle of a write. Threads only; talks to 127.0.0.1 only."""
+the middle of a write. Threads only; talks to 127.0.0.1 only. And a dead machine:
+``kill_process_tree`` SIGKILLs a process with every descendant, whatever session each
+started."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import struct
 import threading
@@ -138,6 +143,42 @@ def _reset(sock: socket.socket) -> None:
         sock.close()
     except OSError:
         pass
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The command name (field 2) may hold spaces: the fields after it count
+                # from its closing parenthesis.
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    return children
+
+
+def kill_process_tree(pid: int) -> list[int]:
+    """SIGKILL ``pid`` and every descendant, whatever session or process group it
+    started (a dead machine: nothing gets to clean up). Each is stopped first so none
+    can start a new child between the listing and the kill. Returns the pids killed."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            os.kill(current, signal.SIGSTOP)
+        except ProcessLookupError:
+            continue
+        found.append(current)
+        pending.extend(_children().get(current, []))
+    for victim in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    return found
 
 
 class FlakyHttpProxy:

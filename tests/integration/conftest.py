@@ -127,3 +127,91 @@ def copy_home(source, target):
 
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("prefect", "serve"))
     return target
+
+
+class PrefectPool:
+    """A real Prefect server (of this test) with the process work pool ``regimes``: the
+    ``prefect`` CLI against it (:meth:`cli`) and workers of the pool (:meth:`start_worker`),
+    each in a session of its own, logging to ``worker-<n>.log``."""
+
+    def __init__(self, server, directory, extra_env: dict[str, str] | None = None):
+        import os
+
+        self.server = server
+        self.directory = directory
+        self.env = {**os.environ, "PREFECT_API_URL": server.api_url, **(extra_env or {})}
+        self.workers: list[subprocess.Popen] = []
+        self._logs: list = []
+
+    def cli(self, *args, timeout: float = 240) -> subprocess.CompletedProcess:
+        from tests.conftest import REPO_ROOT
+
+        result = subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            env=self.env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return result
+
+    def start_worker(self) -> subprocess.Popen:
+        from tests.conftest import REPO_ROOT
+
+        log = open(self.worker_log(len(self.workers)), "wb")  # noqa: SIM115 - closed at the end
+        self._logs.append(log)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "regimes"],
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def worker_log(self, n: int):
+        return self.directory / f"worker-{n}.log"
+
+    def logs(self) -> str:
+        return "\n".join(
+            self.worker_log(n).read_text(errors="replace")[-3000:] for n in range(len(self.workers))
+        )
+
+    def close(self) -> None:
+        import os
+        import signal
+
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(timeout=60)
+        for log in self._logs:
+            log.close()
+        self.server.stop()
+
+
+@pytest.fixture
+def prefect_pool(tmp_path, monkeypatch):
+    """A Prefect server started for this test, the work pool ``regimes`` created on it;
+    stopped afterwards with its workers, and ``PREFECT_API_URL`` gone again."""
+    import os
+
+    from regimes.flows.server import ensure_prefect_server
+
+    # setenv first so that monkeypatch restores the variable's absence afterwards: the
+    # server started here sets PREFECT_API_URL, and later tests must not inherit it.
+    monkeypatch.setenv("PREFECT_API_URL", "")
+    monkeypatch.delenv("PREFECT_API_URL")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    pool = PrefectPool(ensure_prefect_server(tmp_path / "prefect"), tmp_path)
+    try:
+        pool.cli("work-pool", "create", "regimes", "--type", "process")
+        yield pool
+    finally:
+        pool.close()
+    # The stopped server is no longer this process's API (nor its later children's).
+    assert "PREFECT_API_URL" not in os.environ

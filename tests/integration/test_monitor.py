@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -20,7 +19,6 @@ from regimes.app.monitor import check_timeframe
 from regimes.app.workspace import Workspace
 from regimes.data import sql as db
 from regimes.data.shocks import scale_volatility
-from regimes.flows.server import ensure_prefect_server
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import TWO_MODELS_TF as TF
 from tests.integration.conftest import copy_home
@@ -75,77 +73,40 @@ def test_triggers_are_quiet_on_the_training_market_and_fire_on_a_shock(two_model
         assert verdict.drift_report and verdict.drift_report.startswith(f"drift-{TF}-")
 
 
-def _prefect(*args, env, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result
-
-
 def test_a_worker_runs_the_monitor_deployment_through_train_and_rollout(
-    two_models_home, tmp_path, monkeypatch
+    two_models_home, tmp_path, prefect_pool
 ):
     home, models = _home(two_models_home, tmp_path, shocked=True)
-    # setenv first so that monkeypatch restores the variable's absence afterwards: the
-    # server started here sets PREFECT_API_URL, and later tests must not inherit it.
-    monkeypatch.setenv("PREFECT_API_URL", "")
-    monkeypatch.delenv("PREFECT_API_URL")
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    server = ensure_prefect_server(tmp_path / "prefect")
-    worker = None
-    worker_log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
-    try:
-        env = {**os.environ, "PREFECT_API_URL": server.api_url}
-        _prefect("work-pool", "create", "regimes", "--type", "process", env=env)
-        deployed = _prefect(
-            "--no-prompt", "deploy", "--all", "--prefect-file", "infra/prefect.yaml", env=env
-        )
-        assert "monitor/monitor" in deployed.stdout and "train/train-15m" in deployed.stdout
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "regimes"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        parameters = {
-            "home": str(home),
-            "db_url": f"sqlite:///{home / 'regimes.db'}",
-            "config_dir": str(home / "config"),
-            "timeframes": [TF],
-            "executor": "local",
-            "grid": {"K": [6], "covariance": ["diag"]},
-            "seed": 3,
-            "replay_shadow": True,
-        }
-        # The run is started and watched by the prefect CLI in its own process: a Prefect
-        # client in this process would outlive the server (its exit hooks start one).
-        ran = subprocess.run(
-            [sys.executable, "-m", "prefect", "deployment", "run", "monitor/monitor"]
-            + ["--params", json.dumps(parameters), "--watch", "--watch-timeout", "600"],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=660,
-        )
-        log = (tmp_path / "worker.log").read_text(errors="replace")
-        assert ran.returncode == 0 and "Completed" in ran.stdout, (ran.stdout[-2000:], log[-3000:])
-    finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
-        worker_log.close()
-        server.stop()
-    # The stopped server is no longer this process's API (nor its later children's).
-    assert "PREFECT_API_URL" not in os.environ
+    deployed = prefect_pool.cli(
+        "--no-prompt", "deploy", "--all", "--prefect-file", "infra/prefect.yaml"
+    )
+    assert "monitor/monitor" in deployed.stdout and "train/train-15m" in deployed.stdout
+    prefect_pool.start_worker()
+    parameters = {
+        "home": str(home),
+        "db_url": f"sqlite:///{home / 'regimes.db'}",
+        "config_dir": str(home / "config"),
+        "timeframes": [TF],
+        "executor": "local",
+        "grid": {"K": [6], "covariance": ["diag"]},
+        "seed": 3,
+        "replay_shadow": True,
+    }
+    # The run is started and watched by the prefect CLI in its own process: a Prefect
+    # client in this process would outlive the server (its exit hooks start one).
+    ran = subprocess.run(
+        [sys.executable, "-m", "prefect", "deployment", "run", "monitor/monitor"]
+        + ["--params", json.dumps(parameters), "--watch", "--watch-timeout", "600"],
+        env=prefect_pool.env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=660,
+    )
+    assert ran.returncode == 0 and "Completed" in ran.stdout, (
+        ran.stdout[-2000:],
+        prefect_pool.logs(),
+    )
 
     with Workspace.open(home=home, environ={}) as workspace:
         registry = workspace.registry
