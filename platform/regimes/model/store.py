@@ -138,7 +138,7 @@ class ModelStore:
         try:
             info = self._fs().get_file_info(bucket)
         except Exception as exc:
-            raise self._error("cannot be reached", exc) from None
+            raise self._error(f"bucket {bucket} cannot be opened", exc) from None
         if info.type != pa_fs.FileType.Directory:
             raise StoreError(
                 f"{MODELS_URI_ENV}={self.root}: bucket {bucket} does not exist; create it or "
@@ -344,9 +344,9 @@ class ModelStore:
     def _error(self, what: str, exc: BaseException) -> StoreError:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return StoreError(
-            f"{MODELS_URI_ENV}={self.root}: {what} ({detail}); check the endpoint "
-            "(AWS_ENDPOINT_URL), the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) "
-            "and the bucket"
+            f"{MODELS_URI_ENV}={self.root}: {what} ({detail}); check that the endpoint "
+            "(AWS_ENDPOINT_URL) answers, that the credentials (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY) are accepted and that the bucket exists"
         )
 
 
