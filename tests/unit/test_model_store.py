@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from regimes.errors import BadInputError
+from regimes.errors import BadInputError, ConfigError
 from regimes.model.artifact import write_artifact
 from regimes.model.store import ModelStore
 
@@ -38,3 +38,9 @@ def test_an_s3_root_needs_a_cache_and_names_its_locations(tmp_path):
     assert "secret" not in repr(store)
     with pytest.raises(BadInputError, match="model_id"):
         store.location("1d", "../m1")
+
+
+def test_an_s3_location_without_a_cache_is_a_config_error(tmp_path):
+    registered = "s3://bucket/models/timeframe=1h/model_id=m1"
+    with pytest.raises(ConfigError, match="REGIMES_MODELS_URI"):
+        ModelStore(tmp_path).artifact("1h", "m1", registered=registered)

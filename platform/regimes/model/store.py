@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from regimes.config.settings import OBJECT_STORE_SCHEMES
-from regimes.errors import ArtifactIntegrityError, BadInputError, StoreError
+from regimes.errors import ArtifactIntegrityError, BadInputError, ConfigError, StoreError
 from regimes.model.artifact import (
     METADATA_FILE,
     RESERVED_NAMES,
@@ -274,6 +274,12 @@ class ModelStore:
     def _fetch(self, timeframe: str, model_id: str, location: str) -> Path:
         import pyarrow.fs as pa_fs
 
+        if self.cache_dir is None:
+            raise ConfigError(
+                f"model {model_id} ({timeframe}) is at {location}, an object store, but the "
+                f"models root {self.root} has no cache to download it into; open the "
+                f"Workspace with {MODELS_URI_ENV} set to its bucket"
+            )
         final = artifact_dir(self.cache_dir, timeframe, model_id)
         prefix = _key(location).rstrip("/")
         try:
