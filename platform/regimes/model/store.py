@@ -149,11 +149,12 @@ class ModelStore:
 
     def publish(self, path: str | Path, timeframe: str, model_id: str) -> str:
         """Make the artifact written at ``path`` (under :attr:`write_root`) available
-        under the root and return its :meth:`location`.
+        under the root and return where it is now.
 
-        Local roots: nothing to do. Remote roots: every file is uploaded, ``metadata.json``
-        last. A model_id already there with the same files is left as it is; with other
-        files it is refused (the same inputs give the same model_id and the same bytes).
+        Local roots: nothing to do (``path`` is returned). Remote roots: every file is
+        uploaded, ``metadata.json`` last. A model_id already there with the same files is
+        left as it is; with other files it is refused (the same inputs give the same
+        model_id and the same bytes).
 
         Raises
         ------
@@ -162,9 +163,9 @@ class ModelStore:
         StoreError
             If the object store refuses or cannot be reached.
         """
-        location = self.location(timeframe, model_id)
         if not self.is_remote:
-            return location
+            return str(path)
+        location = self.location(timeframe, model_id)
         directory = Path(path)
         metadata = verify_artifact(directory)
         existing = self._read_remote_metadata(location)
