@@ -55,7 +55,7 @@ from regimes.live.gateway import (
 from regimes.live.probation import ProbationSettings, probation_verdict, since
 from regimes.live.shadow import compare_answers
 from regimes.live.sync import TimeframeSynchronizer
-from regimes.paths import artifact_dir, check_symbol
+from regimes.paths import check_symbol
 from regimes.serve.dashboard import PAGE
 from regimes.serve.metrics import ServiceMetrics
 
@@ -500,7 +500,7 @@ class Ingress:
 
     def _metadata(self, timeframe: str, model_id: str):
         path = self.workspace.registry.artifact_path(timeframe, model_id)
-        folder = path or artifact_dir(self.workspace.models_dir, timeframe, model_id)
+        folder = self.workspace.model_store.artifact(timeframe, model_id, path)
         metadata = load_metadata(os.path.join(folder, "metadata.json"))
         labels = {int(k): str(v) for k, v in metadata.state_labels.items()}
         return labels, metadata.state_ttl

@@ -25,7 +25,6 @@ from regimes.app.workspace import Workspace
 from regimes.config.serving import ServeConfig
 from regimes.live.shard import EngineShard, ShardOptions, shard_folder
 from regimes.model.loaded import LoadedModel
-from regimes.paths import artifact_dir
 from regimes.storage.recording import LiveSink
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,11 @@ class EngineShardDeployment:
         self._last_step = 0.0
         self.workspace = Workspace.open(**params)
         registry = self.workspace.registry
-        models_dir = self.workspace.models_dir
+        models = self.workspace.model_store
 
         def open_model(model_id: str) -> LoadedModel:
             path = registry.artifact_path(timeframe, model_id)
-            return LoadedModel.load(path or artifact_dir(models_dir, timeframe, model_id))
+            return LoadedModel.load(models.artifact(timeframe, model_id, path))
 
         sink = LiveSink(self.workspace.engine, self.workspace.state_store, registry, timeframe)
         folder = shard_folder(self.workspace.settings.serve_dir, timeframe, index)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -18,9 +20,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """moto's S3 server on a free local port, in a child process.
+@contextmanager
+def moto_server(**environ: str):
+    """moto's S3 server on a free local port, in a child process (``environ`` added to its
+    environment); yields its endpoint URL.
 
     Not ``ThreadedMotoServer``: deltalake holds the GIL in some calls that do network
     I/O (``DeltaTable.is_deltatable``, ``history``, its filesystem handler), so an
@@ -32,6 +35,7 @@ def s3_endpoint():
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **environ},
     )
     try:
         deadline = time.monotonic() + 60
@@ -47,6 +51,13 @@ def s3_endpoint():
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server (:func:`moto_server`), shared by the session."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

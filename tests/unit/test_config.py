@@ -378,3 +378,28 @@ def test_a_missing_default_config_package_is_one_line_naming_it():
     message = str(info.value)
     assert "regimes.config.no_such_defaults" in message and "REGIMES_CONFIG_DIR" in message
     assert "\n" not in message
+
+
+def test_settings_resolve_the_models_root_and_its_cache(tmp_path):
+    home = tmp_path.resolve()
+    local = resolve_settings(home=tmp_path, environ={"AWS_ACCESS_KEY_ID": "k"})
+    assert local.models_root == str(home / "models") and local.models_are_local
+    assert local.models_dir == home / "models" and dict(local.models_options) == {}
+    elsewhere = resolve_settings(home=tmp_path, environ={"REGIMES_MODELS_URI": "/srv/models"})
+    assert elsewhere.models_dir == Path("/srv/models")
+    remote = resolve_settings(
+        home=tmp_path,
+        environ={
+            "REGIMES_MODELS_URI": "s3://b/models",
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "secret",
+        },
+    )
+    assert remote.models_root == "s3://b/models" and not remote.models_are_local
+    # Artifacts of an object store are read from (and verified in) the local cache.
+    assert remote.models_dir == remote.models_cache_dir == home / ".cache" / "models"
+    assert dict(remote.models_options) == {
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+    }
+    assert "secret" not in repr(remote)

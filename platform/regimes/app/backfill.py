@@ -93,7 +93,7 @@ def plan_units(workspace: Workspace, request: BackfillRequest) -> list[BackfillU
     return plan_backfill(
         workspace.engine,
         workspace.registry,
-        workspace.models_dir,
+        workspace.model_store,
         request.timeframe,
         request.model_id,
         list(request.symbols) if request.symbols else None,

@@ -375,7 +375,8 @@ def _train_all(
         except RegimesError as exc:
             say(f"   {timeframe}: not trained: {exc}")
             continue
-        accuracy = accuracy_against_truth(workspace.engine, workspace.config, result["path"], truth)
+        local = workspace.model_store.artifact(timeframe, result["model_id"], str(result["path"]))
+        accuracy = accuracy_against_truth(workspace.engine, workspace.config, local, truth)
         rows.append(
             {
                 "timeframe": timeframe,
@@ -452,7 +453,7 @@ def _live(workspace: Workspace, trained: list[dict], say: Notify, progress: Prog
         # The champion of the timeframe, from its artifact alone; each new symbol is
         # cold-started from its stored bars.
         engine = open_engine(
-            workspace.models_dir,
+            workspace.model_store,
             workspace.registry,
             timeframe,
             history=DatabaseHistory(workspace.engine, timeframe),

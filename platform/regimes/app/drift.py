@@ -80,7 +80,6 @@ def _utc(text: str, flag: str) -> pd.Timestamp:
 
 def _model(workspace: Workspace, timeframe: str, model_id: str):
     from regimes.model.loaded import LoadedModel
-    from regimes.paths import artifact_dir
 
     registry = workspace.registry
     role = registry.role(timeframe, model_id)
@@ -88,8 +87,8 @@ def _model(workspace: Workspace, timeframe: str, model_id: str):
         raise BadInputError(
             f"model {model_id} is not in the registry for {timeframe} (see `regimes models`)"
         )
-    path = registry.artifact_path(timeframe, model_id) or artifact_dir(
-        workspace.models_dir, timeframe, model_id
+    path = workspace.model_store.artifact(
+        timeframe, model_id, registry.artifact_path(timeframe, model_id)
     )
     return LoadedModel.load(path), role
 
@@ -214,14 +213,13 @@ def _versus_champion(workspace, request, model, current, windows) -> dict | None
     """A candidate's states, aligned to the champion's, vs the champion's on the same bars."""
     from regimes.live.shadow import align_states
     from regimes.model.loaded import LoadedModel
-    from regimes.paths import artifact_dir
 
     registry = workspace.registry
     champion = registry.champion(request.timeframe)
     if champion is None or champion == request.model_id:
         return None
-    path = registry.artifact_path(request.timeframe, champion) or artifact_dir(
-        workspace.models_dir, request.timeframe, champion
+    path = workspace.model_store.artifact(
+        request.timeframe, champion, registry.artifact_path(request.timeframe, champion)
     )
     champion_model = LoadedModel.load(path)
     symbols = sorted(set(current["symbol"]))

@@ -72,7 +72,7 @@ def replay(
     timeframe = check_timeframe_name(request.timeframe)
     start = aware_timestamp(request.start, "--start")
     engine = open_engine(
-        workspace.models_dir, workspace.registry, timeframe, model_id=request.model_id
+        workspace.model_store, workspace.registry, timeframe, model_id=request.model_id
     )
     # The model answers with its own settings; say where today's config would differ
     # (best effort: an unreadable config never blocks replaying a self-contained model).

@@ -170,7 +170,7 @@ def _check_symbols(
 
 def _load_model(workspace: Workspace, timeframe: str, model_id: str) -> LoadedModel:
     from regimes.model.loaded import LoadedModel
-    from regimes.paths import artifact_dir, check_model_id, check_timeframe_name
+    from regimes.paths import check_model_id, check_timeframe_name
 
     timeframe, model_id = check_timeframe_name(timeframe), check_model_id(model_id)
     registry = workspace.registry
@@ -180,11 +180,10 @@ def _load_model(workspace: Workspace, timeframe: str, model_id: str) -> LoadedMo
             f"{registry.root}; see `regimes models`"
         )
     registered = registry.artifact_path(timeframe, model_id)
-    path = (
-        Path(registered) if registered else artifact_dir(workspace.models_dir, timeframe, model_id)
-    )
-    if not path.is_dir():
-        raise BadInputError(f"report: model {model_id}: no artifact at {path}")
+    try:
+        path = workspace.model_store.artifact(timeframe, model_id, registered)
+    except BadInputError as exc:
+        raise BadInputError(f"report: {exc}") from None
     return LoadedModel.load(path)
 
 

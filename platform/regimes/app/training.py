@@ -190,7 +190,7 @@ def train_unit(
         workspace.engine,
         workspace.config,
         workspace.registry,
-        workspace.models_dir,
+        workspace.model_store,
         timeframe,
         symbols=symbols,
         grid=grid,

@@ -3,7 +3,8 @@
 The CLI, the demo, the Prefect flows and the Ray jobs all start from a Workspace, so
 the step settings -> database engine / config / registry / state store is written once.
 Locations are checked when the Workspace opens: a home, models folder or state store
-that cannot be created or written is one line naming it, before any work starts.
+that cannot be created or written is one line naming it, before any work starts, and so
+is an object-store models root (``REGIMES_MODELS_URI``) that does not answer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from regimes.config.settings import Settings, resolve_settings
 from regimes.errors import StoreError
 
 if TYPE_CHECKING:
+    from regimes.model.store import ModelStore
     from regimes.storage.registry import Registry
     from regimes.storage.state_store import StateStore
 
@@ -51,6 +53,7 @@ class Workspace:
         # concurrency both live in the object (a read, then a write, on the same one).
         self._registry: Registry | None = None
         self._state_store: StateStore | None = None
+        self._model_store: ModelStore | None = None
 
     # -- construction
 
@@ -113,7 +116,13 @@ class Workspace:
 
     @property
     def models_dir(self) -> Path:
+        """The local folder of model artifacts (the download cache when
+        ``REGIMES_MODELS_URI`` is an object store)."""
         return self.settings.models_dir
+
+    @property
+    def models_root(self) -> str:
+        return self.settings.models_root
 
     @property
     def registry_root(self) -> str:
@@ -143,7 +152,7 @@ class Workspace:
         """Every folder this Workspace may write on the local file system, by name."""
         locations = {
             "home": self.home,
-            "models folder": self.models_dir,
+            "models folder" if self.settings.models_are_local else "models cache": self.models_dir,
             "reports folder": self.reports_dir,
             "synth folder": self.synth_dir,
             "Prefect home": self.prefect_home,
@@ -159,8 +168,9 @@ class Workspace:
 
     def check_locations(self) -> None:
         """Refuse, in one line naming it, a local location that cannot be created or
-        written. Nothing is created: a missing folder passes when its nearest existing
-        parent is a folder that takes files.
+        written, or an object-store models root that does not answer. Nothing is
+        created: a missing folder passes when its nearest existing parent is a folder
+        that takes files.
 
         Raises
         ------
@@ -169,6 +179,7 @@ class Workspace:
         """
         for what, path in self.local_locations().items():
             _check_writable(what, path)
+        self.model_store.check()
 
     # -- resources
 
@@ -208,6 +219,18 @@ class Workspace:
             options = dict(self.settings.registry_options) or None
             self._registry = Registry(self.registry_root, options)
         return self._registry
+
+    @property
+    def model_store(self) -> ModelStore:
+        """The model artifacts at :attr:`models_root` (a local folder, or an object store
+        with its download cache), made once per Workspace."""
+        from regimes.model.store import ModelStore
+
+        if self._model_store is None:
+            self._model_store = ModelStore(
+                self.models_root, self.settings.models_options, self.settings.models_cache_dir
+            )
+        return self._model_store
 
     @property
     def state_store(self) -> StateStore:

@@ -112,6 +112,11 @@ class Settings:
         path or ``s3://...``; empty means ``<home>/registry``.
     registry_options : dict
         Its storage options, as ``storage_options``.
+    models_uri : str
+        Root of the model artifacts (``REGIMES_MODELS_URI``): a local path or
+        ``s3://...``; empty means ``<home>/models``.
+    models_options : dict
+        Its storage options, as ``storage_options``.
     """
 
     home: Path
@@ -121,10 +126,28 @@ class Settings:
     storage_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     registry_uri: str = ""
     registry_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    models_uri: str = ""
+    models_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def models_root(self) -> str:
+        return self.models_uri or str(self.home / "models")
 
     @property
     def models_dir(self) -> Path:
-        return self.home / "models"
+        """The local folder of model artifacts: :attr:`models_root` when it is local, the
+        download cache (:attr:`models_cache_dir`) when it is an object store."""
+        return Path(self.models_root) if self.models_are_local else self.models_cache_dir
+
+    @property
+    def models_are_local(self) -> bool:
+        return not self.models_root.startswith(OBJECT_STORE_SCHEMES)
+
+    @property
+    def models_cache_dir(self) -> Path:
+        """Where artifacts of an object-store :attr:`models_root` are downloaded to (and
+        verified in) before they are loaded."""
+        return self.home / ".cache" / "models"
 
     @property
     def registry_root(self) -> str:
@@ -178,10 +201,10 @@ def resolve_settings(
     ``os.environ``. Nothing is created on disk.
 
     ``REGIMES_HOME``, ``REGIMES_DB_URL`` and ``REGIMES_CONFIG_DIR`` stand in for the
-    arguments; ``REGIMES_STATES_URI`` moves the state store and ``REGIMES_REGISTRY_URI``
-    the registry (e.g. to ``s3://...``); for an object-store root the AWS variables of
-    :data:`STORAGE_ENVIRONMENT` become its storage options. The "file" level is a
-    ``config/`` folder inside the home.
+    arguments; ``REGIMES_STATES_URI`` moves the state store, ``REGIMES_REGISTRY_URI``
+    the registry and ``REGIMES_MODELS_URI`` the model artifacts (e.g. to ``s3://...``);
+    for an object-store root the AWS variables of :data:`STORAGE_ENVIRONMENT` become its
+    storage options. The "file" level is a ``config/`` folder inside the home.
 
     Examples
     --------
@@ -202,6 +225,7 @@ def resolve_settings(
     states_uri = env.get("REGIMES_STATES_URI") or str(resolved_home / "states")
     options = storage_options_from_env(states_uri, env) or {}
     registry_uri = env.get("REGIMES_REGISTRY_URI") or str(resolved_home / "registry")
+    models_uri = env.get("REGIMES_MODELS_URI") or str(resolved_home / "models")
     return Settings(
         home=resolved_home,
         db_url=resolved_db,
@@ -210,4 +234,6 @@ def resolve_settings(
         storage_options=options,
         registry_uri=registry_uri,
         registry_options=storage_options_from_env(registry_uri, env) or {},
+        models_uri=models_uri,
+        models_options=storage_options_from_env(models_uri, env) or {},
     )

@@ -59,7 +59,7 @@ from regimes.model.hmm.filtering import posterior_entropy, posterior_step
 from regimes.model.loaded import LoadedModel
 from regimes.model.scaling import stationarize
 from regimes.model.seasonal import minutes_into_day
-from regimes.paths import artifact_dir, check_model_id, check_symbol, check_timeframe_name
+from regimes.paths import check_model_id, check_symbol, check_timeframe_name
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,15 @@ class _Rows:
 
 
 def open_engine(
-    models_dir: str | Path,
+    models,
     registry,
     timeframe: str,
     model_id: str | None = None,
     history: History | None = None,
 ) -> InferenceEngine:
     """The engine of ``timeframe``: ``model_id``, else the registry's champion of the
-    timeframe.
+    timeframe, its artifact found through ``models`` (a
+    :class:`~regimes.model.store.ModelStore` or a local models folder).
 
     Refuses (``BadInputError``) a timeframe without a champion, a model_id
     without an artifact, and an artifact of another timeframe; an artifact that fails
@@ -107,10 +108,10 @@ def open_engine(
                 "a model_id (see `regimes models`)"
             )
     model_id = check_model_id(model_id)
+    from regimes.model.store import ModelStore
+
     registered = registry.artifact_path(timeframe, model_id)
-    path = Path(registered) if registered else artifact_dir(models_dir, timeframe, model_id)
-    if not path.is_dir():
-        raise BadInputError(f"model {model_id} ({timeframe}): no artifact at {path}")
+    path = ModelStore.of(models).artifact(timeframe, model_id, registered)
     model = LoadedModel.load(path)
     if model.timeframe != timeframe:
         raise BadInputError(

@@ -40,7 +40,8 @@ from regimes.errors import BadInputError
 from regimes.live.engine import InferenceEngine
 from regimes.model.artifact import verify_artifact
 from regimes.model.loaded import LoadedModel
-from regimes.paths import artifact_dir, check_model_id, check_timeframe_name
+from regimes.model.store import ModelStore
+from regimes.paths import check_model_id, check_timeframe_name
 from regimes.storage.recording import DEFAULT_ROWS_PER_COMMIT, _mirror, record_states
 from regimes.storage.registry import Registry
 from regimes.storage.state_store import StateStore
@@ -83,7 +84,7 @@ class BackfillResult:
 def plan_backfill(
     engine,
     registry: Registry,
-    models_dir: str | Path,
+    models: ModelStore | str | Path,
     timeframe: str,
     model_id: str,
     symbols: Sequence[str] | None = None,
@@ -106,9 +107,12 @@ def plan_backfill(
             f"{registry.root}; train or register it first (see `regimes models`)"
         )
     registered = registry.artifact_path(timeframe, model_id)
-    path = Path(registered) if registered else artifact_dir(models_dir, timeframe, model_id)
-    if not path.is_dir():
-        raise BadInputError(f"backfill: model {model_id}: no artifact at {path}")
+    try:
+        # A remote artifact is downloaded and verified into the cache here; the units
+        # load (and verify again) that local copy.
+        path = ModelStore.of(models).artifact(timeframe, model_id, registered)
+    except BadInputError as exc:
+        raise BadInputError(f"backfill: {exc}") from None
     metadata = verify_artifact(path)
     if metadata["timeframe"] != timeframe:
         raise BadInputError(

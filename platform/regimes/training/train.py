@@ -76,8 +76,13 @@ def train_timeframe(
     winner's decoded walk-forward test windows (every fold's, each decoded by the
     fold's own fit; columns fold, symbol, ts, raw, published) against known regimes
     (synthetic data) into ``metrics["truth"]``.
+
+    ``models_root`` is a :class:`~regimes.model.store.ModelStore` or a local models
+    folder; the artifact is written locally and, for an object store, uploaded
+    (``TrainingResult.path`` is then its ``s3://`` location).
     """
     from regimes.model.artifact import write_artifact
+    from regimes.model.store import ModelStore
     from regimes.paths import inputs_hash, make_model_id
 
     frame = load_training_frame(engine, config, timeframe, symbols)
@@ -153,9 +158,11 @@ def train_timeframe(
         "end": last.train_end.isoformat(),
     }
     payload = _metadata(config, model_id, timeframe, window, cell, final, metrics, seed, files)
-    path = write_artifact(models_root, timeframe, model_id, files, payload)
+    store = ModelStore.of(models_root)
+    path = write_artifact(store.write_root, timeframe, model_id, files, payload)
+    location = store.publish(path, timeframe, model_id)
     return TrainingResult(
-        timeframe, model_id, str(path), winner.dropna().to_dict(), summary, payload, rule
+        timeframe, model_id, location, winner.dropna().to_dict(), summary, payload, rule
     )
 
 

@@ -44,7 +44,7 @@ def train_and_register(
     engine,
     config: PlatformConfig,
     registry: Registry,
-    models_dir,
+    models,
     timeframe: str,
     *,
     symbols: Sequence[str] | None,
@@ -66,12 +66,17 @@ def train_and_register(
     # A retrain of the same scope is aligned to its champion; a pooled model over a
     # chosen subset of symbols is not that champion's successor (as before).
     champion = registry.champion(timeframe, symbol) if scope == "symbol" or not symbols else None
-    previous = PreviousModel.load(registry.artifact_path(timeframe, champion)) if champion else None
+    previous = None
+    if champion:
+        from regimes.model.store import ModelStore
+
+        path = registry.artifact_path(timeframe, champion)
+        previous = PreviousModel.load(ModelStore.of(models).artifact(timeframe, champion, path))
     result = train_timeframe(
         engine,
         config,
         timeframe,
-        models_dir,
+        models,
         symbols=symbols,
         grid=grid,
         seed=seed,
