@@ -192,10 +192,12 @@ def test_the_prefect_server_takes_an_auth_string_and_its_clients_send_one():
         for _, doc in MANIFESTS
         for pod in _pod_specs(doc)
         for container in pod["containers"]
-        if container.get("command", [""])[0] == "prefect"
+        # `prefect ...` itself, or a shell running it (the deploy Job: deploy, then the
+        # recovery automations)
+        if re.search(r"(^|\s)prefect\s", " ".join(map(str, container.get("command", []))))
     ]
-    servers = [c for c in containers if c["command"][1:3] == ["server", "start"]]
-    clients = [c for c in containers if c["command"][1:3] != ["server", "start"]]
+    servers = [c for c in containers if c["command"][:3] == ["prefect", "server", "start"]]
+    clients = [c for c in containers if c["command"][:3] != ["prefect", "server", "start"]]
     assert len(servers) == 1 and len(clients) >= 2  # the worker and the deploy Job
     server = servers[0]
     assert _secret_env(server)["PREFECT_SERVER_API_AUTH_STRING"] == (
