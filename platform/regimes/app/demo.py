@@ -146,7 +146,7 @@ def run(
     say("")
     step(
         f"== 9/{steps} the live service (Ray Serve, HTTP on 127.0.0.1): a shadow beside the "
-        "1h champion, the last day posted bar by bar"
+        "1h champion, the last day posted bar by bar (1m: its last two hours)"
     )
     from regimes.app.demo_service import run_service_step
 
