@@ -13,16 +13,11 @@ import urllib.request
 
 import pytest
 
-from regimes.config.loading import load_config
-from regimes.data import sql as db
-from regimes.data.synth import SynthConfig, generate
-from regimes.features.store import plan_units, run_features
 from regimes.flows.server import start_prefect_server
-from tests.conftest import REPO_ROOT
 from tests.integration.test_cli import last_json, run
+from tests.integration.test_training import fifteen_minute_home
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-CONFIG = load_config(REPO_ROOT / "config")
 # Made up per session, so that finding it in any output can only mean it was printed.
 AUTH_STRING = f"regimes:{secrets.token_urlsafe(18)}"
 TRAIN = ("train", "--timeframe", "15m", "--grid", '{"K": [6], "covariance": ["diag"]}')
@@ -40,16 +35,8 @@ def auth_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_home(tmp_path_factory):
     """15m bars and features of 3 symbols x 30 days: enough for one walk-forward split."""
-    from regimes.data.bars import resample_symbols
-
     home = tmp_path_factory.mktemp("auth-home")
-    engine = db.make_engine(f"sqlite:///{home / 'regimes.db'}")
-    db.create_schema(engine)
-    market = generate(SynthConfig(symbols=3, days=30, seed=5), CONFIG.timeframes.session)
-    db.upsert_bars(engine, market.bars)
-    resample_symbols(engine, CONFIG.timeframes.session, 0.2, timeframes=["15m"])
-    run_features(engine, CONFIG, plan_units(engine, ["15m"]))
-    engine.dispose()
+    fifteen_minute_home(home).dispose()
     return home
 
 

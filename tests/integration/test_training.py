@@ -29,18 +29,25 @@ CONFIG = load_config(REPO_ROOT / "config")
 GRID = {"K": [6], "covariance": ["diag"]}
 
 
-@pytest.fixture(scope="module")
-def trained_home(tmp_path_factory):
-    """A home with 15m bars and features for 3 symbols x 30 days."""
+def fifteen_minute_home(home):
+    """The SQLite engine of ``home``, filled with 15m bars and features of 3 synthetic
+    symbols x 30 days: enough for one walk-forward split."""
     from regimes.data.bars import resample_symbols
 
-    home = tmp_path_factory.mktemp("train")
     engine = db.make_engine(f"sqlite:///{home / 'regimes.db'}")
     db.create_schema(engine)
     market = generate(SynthConfig(symbols=3, days=30, seed=5), CONFIG.timeframes.session)
     db.upsert_bars(engine, market.bars)
     resample_symbols(engine, CONFIG.timeframes.session, 0.2, timeframes=["15m"])
     run_features(engine, CONFIG, plan_units(engine, ["15m"]))
+    return engine
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory):
+    """A home with 15m bars and features for 3 symbols x 30 days."""
+    home = tmp_path_factory.mktemp("train")
+    engine = fifteen_minute_home(home)
     yield home, engine
     engine.dispose()
 

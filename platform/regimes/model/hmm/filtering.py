@@ -146,25 +146,35 @@ def filter_step(
     (:mod:`regimes.model.hmm.kernels`).
     """
     log_b = emission_logpdf(Z, params) if log_emission is None else log_emission
-    N = log_b.shape[0]
-    if log_alpha_prev is None:
-        predicted = np.broadcast_to(params.startprob, (N, params.K))
-    else:
-        log_alpha_prev = np.asarray(log_alpha_prev, dtype=np.float64)
-        first = np.isnan(log_alpha_prev[:, 0])
-        if first.any():
-            log_alpha_prev = log_alpha_prev.copy()
-            log_alpha_prev[first] = 0.0
-            predicted = predict(log_alpha_prev, params)
-            predicted[first] = params.startprob
-        else:
-            predicted = predict(log_alpha_prev, params)
+    predicted = _predicted(log_alpha_prev, log_b.shape[0], params, predict)
     log_alpha, loglik, redo = forward_step(predicted, log_b)
     if redo.any():
         with np.errstate(divide="ignore"):
             log_predicted = np.log(predicted[redo])
         log_alpha[redo], loglik[redo] = log_space_rows(log_predicted, log_b[redo])
     return log_alpha, loglik
+
+
+def _propagate(posterior: np.ndarray, params: GaussianHMMParams) -> np.ndarray:
+    """p(s_t = k | z_1..t-1) from alpha_{t-1} in probability space: (N, K)."""
+    return posterior @ params.transmat
+
+
+def _predicted(previous, N: int, params: GaussianHMMParams, propagate) -> np.ndarray:
+    """The prediction of a step from the previous filter state (None, or rows of NaN for a
+    symbol's first bar: the start distribution); ``propagate(state, params)`` is
+    :func:`predict` for log alpha, :func:`_propagate` for alpha."""
+    if previous is None:
+        return np.broadcast_to(params.startprob, (N, params.K))
+    previous = np.asarray(previous, dtype=np.float64)
+    first = np.isnan(previous[:, 0])
+    if not first.any():
+        return propagate(previous, params)
+    previous = previous.copy()
+    previous[first] = 0.0
+    predicted = propagate(previous, params)
+    predicted[first] = params.startprob
+    return predicted
 
 
 def posterior_step(
@@ -186,19 +196,7 @@ def posterior_step(
     redone in log space as in :func:`filter_step`.
     """
     log_b = emission_logpdf(Z, params) if log_emission is None else log_emission
-    N = log_b.shape[0]
-    if posterior_prev is None:
-        predicted = np.broadcast_to(params.startprob, (N, params.K))
-    else:
-        posterior_prev = np.asarray(posterior_prev, dtype=np.float64)
-        first = np.isnan(posterior_prev[:, 0])
-        if first.any():
-            posterior_prev = posterior_prev.copy()
-            posterior_prev[first] = 0.0
-            predicted = posterior_prev @ params.transmat
-            predicted[first] = params.startprob
-        else:
-            predicted = posterior_prev @ params.transmat
+    predicted = _predicted(posterior_prev, log_b.shape[0], params, _propagate)
     alpha, loglik, redo = probability_step(predicted, log_b)
     if redo.any():
         with np.errstate(divide="ignore"):
