@@ -499,8 +499,7 @@ class Ingress:
         return {"changed": changed, "roles": self.roles}
 
     def _metadata(self, timeframe: str, model_id: str):
-        path = self.workspace.registry.artifact_path(timeframe, model_id)
-        folder = self.workspace.model_store.artifact(timeframe, model_id, path)
+        folder = self.workspace.model_path(timeframe, model_id)
         metadata = load_metadata(os.path.join(folder, "metadata.json"))
         labels = {int(k): str(v) for k, v in metadata.state_labels.items()}
         return labels, metadata.state_ttl

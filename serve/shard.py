@@ -51,11 +51,9 @@ class EngineShardDeployment:
         self._last_step = 0.0
         self.workspace = Workspace.open(**params)
         registry = self.workspace.registry
-        models = self.workspace.model_store
 
         def open_model(model_id: str) -> LoadedModel:
-            path = registry.artifact_path(timeframe, model_id)
-            return LoadedModel.load(models.artifact(timeframe, model_id, path))
+            return LoadedModel.load(self.workspace.model_path(timeframe, model_id))
 
         sink = LiveSink(self.workspace.engine, self.workspace.state_store, registry, timeframe)
         folder = shard_folder(self.workspace.settings.serve_dir, timeframe, index)

@@ -160,9 +160,7 @@ def _composites(workspace: Workspace, symbols: list[str], end: pd.Timestamp, say
             champion = registry.champion(timeframe, symbol)
             if champion is None or (symbol is None and registry.champion(timeframe) is None):
                 continue
-            path = workspace.model_store.artifact(
-                timeframe, champion, registry.artifact_path(timeframe, champion)
-            )
+            path = workspace.model_path(timeframe, champion)
             sync.set_champion(timeframe, champion, symbol, LoadedModel.load(path).state_ttl)
             stored = store.read(timeframe, champion, start=end - pd.Timedelta(days=7))
             answers.append(stored[stored["symbol"].isin(symbols)])

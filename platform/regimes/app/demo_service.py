@@ -45,9 +45,7 @@ def add_shadow(workspace: Workspace, seed: int, say: Notify) -> str | None:
 
     registry = workspace.registry
     champion = registry.champion(SHADOW_TIMEFRAME)
-    path = workspace.model_store.artifact(
-        SHADOW_TIMEFRAME, champion, registry.artifact_path(SHADOW_TIMEFRAME, champion)
-    )
+    path = workspace.model_path(SHADOW_TIMEFRAME, champion)
     metadata = LoadedModel.load(path).metadata
     grid = {"K": [int(metadata["K"])], "covariance": [metadata["covariance_type"]]}
     request = training.TrainRequest((SHADOW_TIMEFRAME,), None, grid, seed + 1)

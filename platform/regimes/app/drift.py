@@ -87,9 +87,7 @@ def _model(workspace: Workspace, timeframe: str, model_id: str):
         raise BadInputError(
             f"model {model_id} is not in the registry for {timeframe} (see `regimes models`)"
         )
-    path = workspace.model_store.artifact(
-        timeframe, model_id, registry.artifact_path(timeframe, model_id)
-    )
+    path = workspace.model_path(timeframe, model_id)
     return LoadedModel.load(path), role
 
 
@@ -218,9 +216,7 @@ def _versus_champion(workspace, request, model, current, windows) -> dict | None
     champion = registry.champion(request.timeframe)
     if champion is None or champion == request.model_id:
         return None
-    path = workspace.model_store.artifact(
-        request.timeframe, champion, registry.artifact_path(request.timeframe, champion)
-    )
+    path = workspace.model_path(request.timeframe, champion)
     champion_model = LoadedModel.load(path)
     symbols = sorted(set(current["symbol"]))
     answers, inputs = _answers(workspace, champion_model, symbols, windows.current_end)

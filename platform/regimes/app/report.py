@@ -179,9 +179,8 @@ def _load_model(workspace: Workspace, timeframe: str, model_id: str) -> LoadedMo
             f"report: model {model_id} ({timeframe}) is not in the registry at "
             f"{registry.root}; see `regimes models`"
         )
-    registered = registry.artifact_path(timeframe, model_id)
     try:
-        path = workspace.model_store.artifact(timeframe, model_id, registered)
+        path = workspace.model_path(timeframe, model_id)
     except BadInputError as exc:
         raise BadInputError(f"report: {exc}") from None
     return LoadedModel.load(path)

@@ -232,6 +232,13 @@ class Workspace:
             )
         return self._model_store
 
+    def model_path(self, timeframe: str, model_id: str) -> Path:
+        """The local folder of a registered model's artifact: where the registry recorded
+        it, else its place under :attr:`models_root`; downloaded and verified into the
+        cache when that is an object store (:meth:`ModelStore.artifact`)."""
+        registered = self.registry.artifact_path(timeframe, model_id)
+        return self.model_store.artifact(timeframe, model_id, registered)
+
     @property
     def state_store(self) -> StateStore:
         """The Delta state store at :attr:`states_uri` with its storage options, made once
