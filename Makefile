@@ -8,6 +8,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= demo_home
 PYTEST_ARGS ?=
+# make test runs the suite on this many pytest-xdist workers, a whole test file per worker
+# at a time (its module fixtures start once). Most of the suite's time is spent waiting on
+# engines (Ray, Prefect, Serve, Chromium starting; flows polling), which two workers
+# overlap on these 2-core machines. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 
 # No telemetry, nothing phoned home.
 export DO_NOT_TRACK := 1
@@ -49,7 +54,7 @@ demo: $(STAMP)
 	REGIMES_PROGRESS=1 $(BIN)/regimes --home $(DEMO_HOME) demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

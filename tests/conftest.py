@@ -6,13 +6,21 @@
   ``REGIMES_TEST_PG_URL`` (default: the machines' server on 127.0.0.1:5432, database
   ``test``); each test session works in a schema of its own, dropped at the end. If the
   server does not answer, the PostgreSQL tests fail: a skipped test is a missing test.
+* ``make test`` runs the suite on two pytest-xdist workers, a test file per worker at a
+  time (``--dist loadfile``: a module's fixtures start once). Session fixtures that are
+  costly to build and only read (a trained home) go through :func:`built_once`, so the
+  workers build them once between them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +29,28 @@ from regimes.data import sql as db
 TEST_SEED = int(os.environ.get("REGIMES_TEST_SEED", "0"))
 PG_URL = os.environ.get("REGIMES_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], Any]) -> Any:
+    """``build(directory)`` run once per test run, even across pytest-xdist workers: the
+    first worker to get here builds into ``<basetemp>/<name>`` under a file lock and
+    pickles what ``build`` returns; the others wait for the lock and read it. What is
+    built is shared, so tests must treat it as read-only (copy it to change it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's basetemp, above each worker's own
+    directory = root / name
+    done = root / f"{name}.pickle"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                directory.mkdir()
+                value = build(directory)
+                done.write_bytes(pickle.dumps(value))
+            return pickle.loads(done.read_bytes())
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def pytest_report_header(config):

@@ -91,9 +91,10 @@ TWO_MODELS_TF = "15m"
 
 @pytest.fixture(scope="session")
 def two_models_home(tmp_path_factory):
-    """A home trained once per session: 15m bars of four synthetic symbols (25 days),
-    features, and two registered models — the first promoted to champion, the second a
-    candidate. Tests that change it work on a copy (:func:`copy_home`)."""
+    """A home trained once per test run (:func:`tests.conftest.built_once`): 15m bars of
+    four synthetic symbols (25 days), features, and two registered models — the first
+    promoted to champion, the second a candidate. Tests that change it work on a copy
+    (:func:`copy_home`)."""
     from regimes.config.loading import load_config
     from regimes.data import sql as db
     from regimes.data.bars import resample_symbols
@@ -101,34 +102,37 @@ def two_models_home(tmp_path_factory):
     from regimes.features.store import plan_units, run_features
     from regimes.storage.registry import Registry
     from regimes.training.train import train_timeframe
-    from tests.conftest import REPO_ROOT
+    from tests.conftest import REPO_ROOT, built_once
 
     config = load_config(REPO_ROOT / "config")
-    home = tmp_path_factory.mktemp("two-models")
-    engine = db.make_engine(f"sqlite:///{home / 'regimes.db'}")
-    db.create_schema(engine)
-    market = generate(SynthConfig(symbols=4, days=25, seed=8), config.timeframes.session)
-    db.upsert_bars(engine, market.bars)
-    resample_symbols(engine, config.timeframes.session, 0.2, timeframes=[TWO_MODELS_TF])
-    run_features(engine, config, plan_units(engine, [TWO_MODELS_TF]))
-    registry = Registry(str(home / "registry"))
-    models = []
-    for K, seed in ((6, 1), (7, 2)):
-        result = train_timeframe(
-            engine,
-            config,
-            TWO_MODELS_TF,
-            home / "models",
-            grid={"K": [K], "covariance": ["diag"]},
-            seed=seed,
-        )
-        registry.register(
-            TWO_MODELS_TF, result.model_id, artifact_path=str(result.path), actor="t", reason="t"
-        )
-        models.append(result)
-    registry.promote(TWO_MODELS_TF, models[0].model_id, actor="t", reason="the first champion")
-    engine.dispose()
-    return home, models
+
+    def build(home):
+        engine = db.make_engine(f"sqlite:///{home / 'regimes.db'}")
+        db.create_schema(engine)
+        market = generate(SynthConfig(symbols=4, days=25, seed=8), config.timeframes.session)
+        db.upsert_bars(engine, market.bars)
+        resample_symbols(engine, config.timeframes.session, 0.2, timeframes=[TWO_MODELS_TF])
+        run_features(engine, config, plan_units(engine, [TWO_MODELS_TF]))
+        registry = Registry(str(home / "registry"))
+        models = []
+        for K, seed in ((6, 1), (7, 2)):
+            result = train_timeframe(
+                engine,
+                config,
+                TWO_MODELS_TF,
+                home / "models",
+                grid={"K": [K], "covariance": ["diag"]},
+                seed=seed,
+            )
+            registry.register(
+                TWO_MODELS_TF, result.model_id, artifact_path=str(result.path), actor="t", reason="t"
+            )
+            models.append(result)
+        registry.promote(TWO_MODELS_TF, models[0].model_id, actor="t", reason="the first champion")
+        engine.dispose()
+        return home, models
+
+    return built_once(tmp_path_factory, "two-models", build)
 
 
 def copy_home(source, target):
