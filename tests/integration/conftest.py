@@ -125,7 +125,11 @@ def two_models_home(tmp_path_factory):
                 seed=seed,
             )
             registry.register(
-                TWO_MODELS_TF, result.model_id, artifact_path=str(result.path), actor="t", reason="t"
+                TWO_MODELS_TF,
+                result.model_id,
+                artifact_path=str(result.path),
+                actor="t",
+                reason="t",
             )
             models.append(result)
         registry.promote(TWO_MODELS_TF, models[0].model_id, actor="t", reason="the first champion")
