@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 from regimes.errors import ConfigError
@@ -130,13 +131,23 @@ class PrefectServer:
         self.process = process
         self.prefect_home = prefect_home
         self._restore: dict = {}  # environment before this process was pointed at it
+        self._settings = ExitStack()  # this process's Prefect settings while pointed here
 
     def point_here(self) -> None:
         """Make this server the API of this process and of the children it starts."""
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
         self._restore = {key: os.environ.get(key) for key in ("PREFECT_API_URL", "PREFECT_HOME")}
         os.environ["PREFECT_API_URL"] = self.api_url
+        updates = {PREFECT_API_URL: self.api_url}
         if self.prefect_home is not None:
             os.environ["PREFECT_HOME"] = str(self.prefect_home)
+            updates[PREFECT_HOME] = str(self.prefect_home)
+        # Prefect reads the environment into its settings once, when it is first imported.
+        # A process that imported it before this server existed (the CLI imports its flows
+        # first) would otherwise not see the variable: its flow runs would start a temporary
+        # server of their own and be recorded there, not here.
+        self._settings.enter_context(temporary_settings(updates=updates))
 
     def stop(self) -> None:
         # Prefect sends run logs to the API from a background worker; drained after the
@@ -152,6 +163,7 @@ class PrefectServer:
                 self.process.kill()
         # A server this process started is gone: it must not stay the API of this process
         # (or of children started later).
+        self._settings.close()
         for key, value in self._restore.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -204,13 +204,20 @@ class PrefectPool:
         import os
         import signal
 
-        for worker in self.workers:
-            if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGTERM)
-                worker.wait(timeout=60)
-        for log in self._logs:
-            log.close()
-        self.server.stop()
+        try:
+            for worker in self.workers:
+                if worker.poll() is None:
+                    os.killpg(worker.pid, signal.SIGTERM)
+            for worker in self.workers:
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:  # a loaded machine: no grace left
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    worker.wait(timeout=30)
+        finally:
+            for log in self._logs:
+                log.close()
+            self.server.stop()
 
 
 @pytest.fixture

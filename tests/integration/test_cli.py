@@ -16,12 +16,12 @@ from regimes.data.synth import content_sha256
 pytestmark = pytest.mark.integration
 
 
-def run(*args, home=None, env=None, check=True):
+def run(*args, home=None, env=None, check=True, timeout=300):
     command = [sys.executable, "-m", "regimes"]
     if home is not None:
         command += ["--home", str(home)]
     result = subprocess.run(
-        command + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=300
+        command + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=timeout
     )
     if check:
         assert result.returncode == 0, result.stderr
@@ -90,7 +90,8 @@ def test_synth_then_resample_on_postgresql(home, pg_schema_url):
 
 
 def test_demo_runs_end_to_end_and_says_where_things_went(home):
-    result = run("demo", "--symbols", 2, "--days", 3, home=home)
+    # ~145 s alone on a quiet machine; the suite runs it beside another test file.
+    result = run("demo", "--symbols", 2, "--days", 3, home=home, timeout=900)
     out = last_json(result)
     assert out["bars"] == {"1m": 2340, "5m": 468, "15m": 156, "1h": 42, "1d": 6}
     assert out["features"] == out["bars"] and out["feature_failures"] == []

@@ -4,6 +4,7 @@ the Prefect flow and its deployments, and the bad inputs of the train command.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -168,19 +169,24 @@ def test_bad_grids_are_refused(grid, message):
 def test_train_command_runs_the_prefect_flow_and_registers_a_candidate(trained_home):
     home, _ = trained_home
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    out = last_json(
-        run(
-            "train",
-            "--timeframe",
-            "15m",
-            "--grid",
-            '{"K": [6], "covariance": ["diag"]}',
-            "--executor",
-            "local",
-            home=home,
-            env=env,
-        )
+    result = run(
+        "train",
+        "--timeframe",
+        "15m",
+        "--grid",
+        '{"K": [6], "covariance": ["diag"]}',
+        "--executor",
+        "local",
+        home=home,
+        env=env,
     )
+    out = last_json(result)
+    # The flow ran on the server the CLI started and named, not on a temporary server of
+    # Prefect's own (what a process that imported prefect before the server existed does).
+    said = result.stdout + result.stderr
+    server = re.search(r"Prefect flow 'train' on (http://127\.0\.0\.1:\d+)/api", said)
+    assert server and f"View at {server.group(1)}/runs/flow-run/" in said, said[-3000:]
+    assert "temporary server" not in said
     model = out["models"][0]
     assert model["role"] == "candidate" and model["model_id"].startswith("15m-")
     # The flow wrote the model's validation report and returned its verdicts.
