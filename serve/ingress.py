@@ -160,9 +160,7 @@ class Ingress:
         the ingress never holds, nor is given, a key.
     """
 
-    async def __init__(
-        self, shards: dict, params: dict, config: dict, writer=None, key_digests=()
-    ):
+    async def __init__(self, shards: dict, params: dict, config: dict, writer=None, key_digests=()):
         self.shards = shards
         self.writer = writer
         self.config = ServeConfig.model_validate(config)
