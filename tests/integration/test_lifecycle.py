@@ -67,7 +67,7 @@ GATES_YAML = (
 CLUSTER = """
 import json, sys
 from ray.cluster_utils import Cluster
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
 for _ in range(2):
     cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
@@ -291,6 +291,7 @@ def stack(tmp_path_factory, s3_endpoint):
         elif server is not None:
             server.stop()
         cluster.stdin.close()
+        cluster.stdout.close()
         try:
             cluster.wait(timeout=120)
         except subprocess.TimeoutExpired:

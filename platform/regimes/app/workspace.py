@@ -9,7 +9,6 @@ is an object-store models root (``REGIMES_MODELS_URI``) that does not answer.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,13 +91,11 @@ class Workspace:
         and ``db_url`` is then ``""``, which the receiving side resolves from its own
         ``REGIMES_DB_URL``.
 
-        >>> import os
         >>> url = "postgresql+psycopg://regimes:s3cret@db:5432/regimes"
-        >>> os.environ["REGIMES_DB_URL"] = url
-        >>> with Workspace.open(home="/tmp/regimes-doc", check_locations=False) as w:
+        >>> environ = {"REGIMES_DB_URL": url}
+        >>> with Workspace.open("/tmp/regimes-doc", environ=environ, check_locations=False) as w:
         ...     w.params()["db_url"]
         ''
-        >>> del os.environ["REGIMES_DB_URL"]
         """
         return {
             "home": str(self.home),
@@ -111,7 +108,7 @@ class Workspace:
 
         if mask_url(self.db_url) == self.db_url:  # no password in it
             return self.db_url
-        if os.environ.get(DB_URL_ENV) == self.db_url:
+        if self.settings.db_url_from_env:
             return ""
         raise ConfigError(
             f"database URL {mask_url(self.db_url)}: a password in --db-url would be passed "
