@@ -10,10 +10,13 @@ describes the same deployments for ``prefect deploy`` with a work pool.
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import timedelta
 
 from regimes.app.workspace import Workspace
 from regimes.config.loading import PlatformConfig
+from regimes.errors import BadInputError, ConfigError, RegimesError
+from regimes.flows.server import check_prefect_api
 from regimes.flows.train import train
 
 # Saturday 06:00 UTC for weekly runs (markets closed); the first day of the month or
@@ -55,16 +58,32 @@ def build_deployments(
     return deployments
 
 
-def main() -> None:  # pragma: no cover - a long-running server process
+def main() -> None:  # the refusals: tests/integration/test_prefect_auth.py
     from prefect import serve
 
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m regimes.flows.deployments", description=__doc__
+    )
     parser.add_argument("--home")
     parser.add_argument("--db-url")
     parser.add_argument("--config-dir")
     args = parser.parse_args()
-    with Workspace.open(args.home, args.db_url, args.config_dir) as workspace:
-        serve(*build_deployments(workspace.config, **workspace.params()))
+    # The server, and that it accepts this client, before anything is served: a
+    # scheduler that cannot reach its server would start no run, and say so nowhere.
+    api_url = os.environ.get("PREFECT_API_URL")
+    try:
+        if not api_url:
+            raise ConfigError(
+                "PREFECT_API_URL is unset; point it at the Prefect server whose schedules "
+                "this process serves (e.g. http://127.0.0.1:4200/api)"
+            )
+        check_prefect_api(api_url)
+        with Workspace.open(args.home, args.db_url, args.config_dir) as workspace:
+            deployments = build_deployments(workspace.config, **workspace.params())
+    except RegimesError as exc:  # a user's setting 2, a store 3 (as the CLI)
+        code = 2 if isinstance(exc, ConfigError | BadInputError) else 3
+        parser.exit(code, f"{parser.prog}: error: {exc}\n")
+    serve(*deployments)
 
 
 if __name__ == "__main__":  # pragma: no cover

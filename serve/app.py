@@ -17,7 +17,7 @@ import urllib.request
 from ray import serve
 
 from regimes.config.serving import ServeConfig
-from regimes.live.api_keys import KEYS_ENV, KEYS_FILE_ENV
+from regimes.live.api_keys import key_digests, load_api_keys
 from regimes.serve.ingress import Ingress
 from regimes.serve.shard import EngineShardDeployment
 from regimes.serve.writer import WriterDeployment
@@ -32,9 +32,10 @@ REPLICA_CPUS = 0.1
 def build_app(params: dict, config: ServeConfig, timeframes=TIMEFRAMES, environ=None):
     """The application: ``Ingress`` over ``config.shards[tf]`` shards per timeframe.
 
-    ``params`` rebuild the Workspace in every replica (:meth:`Workspace.params`);
-    ``environ`` carries the API-key variables to the ingress only (default: this
-    process's environment).
+    ``params`` rebuild the Workspace in every replica (:meth:`Workspace.params`); the
+    API keys are read here from ``environ`` (default: this process's environment) and
+    the ingress is given their SHA-256 digests only: a key passed to a replica (its
+    ``runtime_env``) would be written to Ray's logs.
     """
     environ = os.environ if environ is None else environ
     settings = config.model_dump()
@@ -50,12 +51,9 @@ def build_app(params: dict, config: ServeConfig, timeframes=TIMEFRAMES, environ=
             ).bind(timeframe, k, n, params, settings, writer)
             for k in range(n)
         ]
-    secrets = {k: environ[k] for k in (KEYS_ENV, KEYS_FILE_ENV) if environ.get(k)}
-    options = {"num_cpus": REPLICA_CPUS}
-    if secrets:
-        options["runtime_env"] = {"env_vars": secrets}
-    return Ingress.options(name="ingress", ray_actor_options=options).bind(
-        shards, params, settings, writer
+    digests = key_digests(load_api_keys(environ))
+    return Ingress.options(name="ingress", ray_actor_options={"num_cpus": REPLICA_CPUS}).bind(
+        shards, params, settings, writer, digests
     )
 
 

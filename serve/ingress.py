@@ -34,7 +34,7 @@ from regimes.live.api import (
     parse_columns,
     validation_message,
 )
-from regimes.live.api_keys import check_authorization, load_api_keys
+from regimes.live.api_keys import check_authorization
 from regimes.live.gateway import (
     AnswerBacklog,
     ShardRouter,
@@ -155,14 +155,17 @@ class Ingress:
         The :class:`regimes.config.serving.ServeConfig` as a dict.
     writer : handle
         The writer deployment (:mod:`regimes.serve.writer`), for its counters.
+    key_digests : tuple
+        SHA-256 digests of the API keys (:func:`regimes.live.api_keys.key_digests`):
+        the ingress never holds, nor is given, a key.
     """
 
-    async def __init__(self, shards: dict, params: dict, config: dict, writer=None):
+    async def __init__(self, shards: dict, params: dict, config: dict, writer=None, key_digests=()):
         self.shards = shards
         self.writer = writer
         self.config = ServeConfig.model_validate(config)
         self.workspace = Workspace.open(**params)
-        self.keys = load_api_keys(os.environ)
+        self.keys = tuple(key_digests)
         self.metrics = ServiceMetrics()
         self.sync = TimeframeSynchronizer({})
         self.roles: dict[str, dict] = {}

@@ -171,3 +171,29 @@ def test_a_url_that_answers_health_but_is_no_prefect_api_is_refused_in_one_line(
         f"PREFECT_API_URL={url} answers /health but not the API (GET {url}/admin/version: "
         "HTTP 404); check that the URL is a Prefect server's API (it ends in /api)"
     )
+
+
+def test_the_schedule_server_checks_the_prefect_api_before_serving(auth_server, tmp_path):
+    """``python -m regimes.flows.deployments`` (a long-running scheduler) refuses a wrong
+    auth string in one line instead of serving schedules nobody can start."""
+    import subprocess
+    import sys
+
+    url = auth_server.api_url
+    env = _client_env(url, "regimes:not-the-password")
+    result = subprocess.run(
+        [sys.executable, "-m", "regimes.flows.deployments", "--home", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(
+        f"python -m regimes.flows.deployments: error: PREFECT_API_URL={url} refused "
+        "PREFECT_API_AUTH_STRING (GET "
+    ), result.stderr[-2000:]
+    _assert_secret_not_printed(result)
+    assert "not-the-password" not in result.stderr

@@ -20,7 +20,7 @@ from regimes.live.api import (
     parse_columns,
     validation_message,
 )
-from regimes.live.api_keys import check_authorization, load_api_keys
+from regimes.live.api_keys import check_authorization, key_digests, load_api_keys
 from regimes.live.journal import BarJournal, read_journals, remove_journals
 from regimes.live.landing import Landing, LandingWriter
 from regimes.live.shadow import AnswerWindow, align_states, compare_answers
@@ -384,9 +384,14 @@ def test_api_keys_from_env_and_file(tmp_path):
         {"REGIMES_API_KEYS": "env-key-0123456789abcdef", "REGIMES_API_KEYS_FILE": str(file)}
     )
     assert keys == ("env-key-0123456789abcdef", "file-key-0123456789abcdef")
-    assert check_authorization("Bearer file-key-0123456789abcdef", keys) == "ok"
-    assert check_authorization("Basic file-key-0123456789abcdef", keys) == "missing"
-    assert check_authorization("Bearer file-key-0123456789abcdeX", keys) == "wrong"
+    digests = key_digests(keys)
+    # The ingress holds digests: no key, nor any part of one, is in them.
+    assert all(len(d) == 64 and not any(k[:8] in d for k in keys) for d in digests)
+    assert check_authorization("Bearer file-key-0123456789abcdef", digests) == "ok"
+    assert check_authorization("Basic file-key-0123456789abcdef", digests) == "missing"
+    assert check_authorization("Bearer file-key-0123456789abcdeX", digests) == "wrong"
+    # A key is not its digest: sending a digest as the key is refused.
+    assert check_authorization(f"Bearer {digests[0]}", digests) == "wrong"
     assert check_authorization("Bearer anything", ()) == "wrong"
     with pytest.raises(ConfigError, match="shorter than 16"):
         load_api_keys({"REGIMES_API_KEYS": "short"})

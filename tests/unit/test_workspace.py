@@ -63,6 +63,26 @@ def test_params_rebuild_the_same_workspace(tmp_path):
     assert again.config_dir == config_dir
 
 
+def test_params_never_carry_a_database_password(tmp_path):
+    """Flow parameters are stored and shown by Prefect: a URL with a password stays in
+    REGIMES_DB_URL (the receiving side reads its own); in --db-url it is refused."""
+    url = "postgresql+psycopg://regimes:pa55word-x@db:5432/regimes"
+    environ = {"REGIMES_DB_URL": url}
+    from_env = Workspace.open(home=tmp_path, environ=environ, check_locations=False)
+    assert from_env.db_url == url and from_env.params()["db_url"] == ""
+    again = Workspace.open(**from_env.params(), environ=environ, check_locations=False)
+    assert again.db_url == url
+    given = Workspace.open(home=tmp_path, db_url=url, environ=environ, check_locations=False)
+    with pytest.raises(ConfigError) as refused:
+        given.params()
+    message = str(refused.value)
+    assert "pa55word" not in message and "REGIMES_DB_URL" in message
+    assert message.startswith("database URL postgresql+psycopg://regimes:***@db:5432/regimes:")
+    # Without a password the URL is passed as it is.
+    plain = "postgresql+psycopg://regimes@db:5432/regimes"
+    assert Workspace.open(home=tmp_path, db_url=plain, environ={}).params()["db_url"] == plain
+
+
 @pytest.mark.parametrize(
     "in_the_way, what",
     [

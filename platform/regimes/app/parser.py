@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db-url",
-        help="SQLAlchemy database URL; env REGIMES_DB_URL; default sqlite:///<home>/regimes.db",
+        help="SQLAlchemy database URL; env REGIMES_DB_URL; default sqlite:///<home>/regimes.db "
+        "(a URL with a password: in REGIMES_DB_URL only, never passed to flows or services)",
     )
     parser.add_argument(
         "--config-dir",

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from regimes.config.loading import PlatformConfig, load_config
 from regimes.config.settings import Settings, resolve_settings
-from regimes.errors import StoreError
+from regimes.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from regimes.model.store import ModelStore
     from regimes.storage.registry import Registry
     from regimes.storage.state_store import StateStore
+
+
+DB_URL_ENV = "REGIMES_DB_URL"
 
 
 class Workspace:
@@ -81,12 +84,38 @@ class Workspace:
 
     def params(self) -> dict[str, str]:
         """The plain parameters a flow or a remote worker rebuilds this Workspace from
-        (``Workspace.open(**params)``); credentials stay in the environment."""
+        (``Workspace.open(**params)``); credentials stay in the environment.
+
+        A database URL with a password is never a parameter (Prefect stores flow
+        parameters and shows them in its UI): it must come from ``REGIMES_DB_URL``,
+        and ``db_url`` is then ``""``, which the receiving side resolves from its own
+        ``REGIMES_DB_URL``.
+
+        >>> url = "postgresql+psycopg://regimes:s3cret@db:5432/regimes"
+        >>> environ = {"REGIMES_DB_URL": url}
+        >>> with Workspace.open("/tmp/regimes-doc", environ=environ, check_locations=False) as w:
+        ...     w.params()["db_url"]
+        ''
+        """
         return {
             "home": str(self.home),
-            "db_url": self.db_url,
+            "db_url": self._db_url_parameter(),
             "config_dir": str(self.config_dir),
         }
+
+    def _db_url_parameter(self) -> str:
+        from regimes.data.sql import mask_url
+
+        if mask_url(self.db_url) == self.db_url:  # no password in it
+            return self.db_url
+        if self.settings.db_url_from_env:
+            return ""
+        raise ConfigError(
+            f"database URL {mask_url(self.db_url)}: a password in --db-url would be passed "
+            f"to flows and services as a parameter (stored and shown by Prefect); set the "
+            f"URL in {DB_URL_ENV} instead, or use a URL without a password (e.g. a "
+            "PostgreSQL password file, ~/.pgpass)"
+        )
 
     def __enter__(self) -> Workspace:
         return self

@@ -117,6 +117,10 @@ class Settings:
         ``s3://...``; empty means ``<home>/models``.
     models_options : dict
         Its storage options, as ``storage_options``.
+    db_url_from_env : bool
+        Whether ``db_url`` came from ``REGIMES_DB_URL`` (a process started with the same
+        environment finds it there: it need not be passed on, see
+        :meth:`regimes.app.workspace.Workspace.params`).
     """
 
     home: Path
@@ -128,6 +132,7 @@ class Settings:
     registry_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     models_uri: str = ""
     models_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    db_url_from_env: bool = field(default=False, repr=False, compare=False)
 
     @property
     def models_root(self) -> str:
@@ -236,4 +241,5 @@ def resolve_settings(
         registry_options=storage_options_from_env(registry_uri, env) or {},
         models_uri=models_uri,
         models_options=storage_options_from_env(models_uri, env) or {},
+        db_url_from_env=not db_url and bool(env.get("REGIMES_DB_URL")),
     )

@@ -1,22 +1,27 @@
 """API keys of the live service: where they come from and how a request's key is checked.
 
 Keys come from ``REGIMES_API_KEYS`` (comma-separated) and/or the file named by
-``REGIMES_API_KEYS_FILE`` (one key per line, ``#`` comments). A request's
-``Authorization: Bearer <key>`` is compared with every key in constant time
-(:func:`hmac.compare_digest`), so the time taken says nothing about how much of a key
-was right.
+``REGIMES_API_KEYS_FILE`` (one key per line, ``#`` comments). The process that
+starts the service reads them and hands the HTTP ingress their SHA-256 digests
+(:func:`key_digests`), never the keys: nothing the service is given (its deployment
+arguments, a replica's environment, which Ray writes to its logs) holds a key. A
+request's ``Authorization: Bearer <key>`` is hashed and compared with every digest in
+constant time (:func:`hmac.compare_digest`), so the time taken says nothing about how
+much of a key was right.
 
 Examples
 --------
 >>> keys = load_api_keys({"REGIMES_API_KEYS": "alpha-key-0123456789, beta-key-0123456789"})
->>> check_authorization("Bearer beta-key-0123456789", keys)
+>>> digests = key_digests(keys)
+>>> check_authorization("Bearer beta-key-0123456789", digests)
 'ok'
->>> check_authorization(None, keys), check_authorization("Bearer nope", keys)
+>>> check_authorization(None, digests), check_authorization("Bearer nope", digests)
 ('missing', 'wrong')
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,12 +53,26 @@ def load_api_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
-def check_authorization(header: str | None, keys: tuple[str, ...]) -> str:
-    """``ok``, ``missing`` (no bearer key) or ``wrong`` (no configured key matches)."""
+def key_digests(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The SHA-256 digest (hex) of each key: what the ingress holds instead of the keys.
+
+    >>> key_digests(("alpha-key-0123456789",))[0][:16]
+    'c0dcc758f85e141d'
+    """
+    return tuple(_digest(key.encode()) for key in keys)
+
+
+def _digest(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()
+
+
+def check_authorization(header: str | None, digests: tuple[str, ...]) -> str:
+    """``ok``, ``missing`` (no bearer key) or ``wrong`` (the key's digest matches none of
+    ``digests``, from :func:`key_digests`)."""
     if not header or not header.startswith("Bearer "):
         return "missing"
-    given = header[len("Bearer ") :].strip().encode()
+    given = _digest(header[len("Bearer ") :].strip().encode()).encode()
     matched = False
-    for key in keys:  # every key compared: no early exit that times the match
-        matched |= hmac.compare_digest(given, key.encode())
+    for digest in digests:  # every digest compared: no early exit that times the match
+        matched |= hmac.compare_digest(given, digest.encode())
     return "ok" if matched else "wrong"
