@@ -45,7 +45,11 @@ def cluster():
     # Ray gives a raylet 30 s to register; three of them starting at once on a busy
     # 2-core machine can need more.
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    # No dashboard: its port (8265) may be another Ray's on this machine (a parallel
+    # test worker's), and Ray then drops its unclosed port probe (a ResourceWarning).
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
     for _ in range(2):
         cluster.add_node(num_cpus=WORKER_CPUS)
     cluster.wait_for_nodes()
