@@ -75,7 +75,8 @@ def main(argv: list[str]) -> int:
         "Made by `make bench` (`benchmarks/run.py`; `python benchmarks/run.py NAME ...`",
         "re-runs some sections and keeps the others). Every figure was measured in the run",
         "that wrote its section (dated at its end); each benchmark runs its anchor in the",
-        "same run and reports the ratio.",
+        "same run and reports the ratio. `scaling` (the backfill on a 2-node Ray cluster,",
+        "~30 min) runs only when named: `python benchmarks/run.py scaling`.",
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}",
