@@ -14,7 +14,7 @@ days of 1m bars in SQLite, into a Delta state store of its own per run:
   against one unit of all of them (``--symbols-per-unit``).
 * profile: one unit in this process under ``cProfile``: where a backfill's time goes.
 
-Sizes: the full run is 1,000 symbols x 21 trading days (~8.2 M bars; ~30 min and ~4 GB
+Sizes: the full run is 1,000 symbols x 21 trading days (~8.2 M bars; 47 min and ~5 GB
 of temporary disk on the 2-core machine), so ``benchmarks/run.py`` runs this section only
 when named (``python benchmarks/run.py scaling``). Smaller runs for a smoke test:
 ``REGIMES_BENCH_SCALING_SYMBOLS`` / ``_DAYS`` / ``_SYMBOLS_PER_UNIT`` / ``_NARROW``

@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# Too long for every `make bench`: the 2-node backfill takes ~30 min and ~4 GB of /tmp.
+# Too long for every `make bench`: the 2-node backfill took 47 min and ~5 GB of /tmp here.
 ON_REQUEST = {"scaling"}
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
         "re-runs some sections and keeps the others). Every figure was measured in the run",
         "that wrote its section (dated at its end); each benchmark runs its anchor in the",
         "same run and reports the ratio. `scaling` (the backfill on a 2-node Ray cluster,",
-        "~30 min) runs only when named: `python benchmarks/run.py scaling`.",
+        "~45 min) runs only when named: `python benchmarks/run.py scaling`.",
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}",
