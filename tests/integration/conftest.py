@@ -148,6 +148,23 @@ def copy_home(source, target):
     return target
 
 
+def prefect_api(api_url: str, auth_string: str, path: str, body: dict | None = None):
+    """A Prefect server's JSON answer to ``path`` (POST with ``body``, else GET), asked
+    with basic auth ``auth_string`` ("user:password") as Prefect's own client does."""
+    import base64
+    import json
+    import urllib.request
+
+    token = base64.b64encode(auth_string.encode()).decode()
+    request = urllib.request.Request(
+        f"{api_url}/{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.load(reply)
+
+
 class PrefectPool:
     """A real Prefect server (of this test) with the process work pool ``regimes``: the
     ``prefect`` CLI against it (:meth:`cli`) and workers of the pool (:meth:`start_worker`),

@@ -17,7 +17,6 @@ the cluster, the commands and the probes run in child processes.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -28,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -46,7 +44,7 @@ from regimes.flows.server import start_prefect_server
 from regimes.live.engine import DatabaseHistory, InferenceEngine
 from regimes.model.loaded import LoadedModel
 from tests.conftest import PG_URL, REPO_ROOT
-from tests.integration.conftest import PrefectPool
+from tests.integration.conftest import PrefectPool, prefect_api
 from tests.integration.test_serve import _body, _same_answers
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(900)]
@@ -147,14 +145,7 @@ class Stack:
     # -- Prefect
 
     def api(self, path: str, body: dict | None = None):
-        token = base64.b64encode(self.secrets["prefect"].encode()).decode()
-        request = urllib.request.Request(
-            f"{self.pool.server.api_url}/{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return json.load(reply)
+        return prefect_api(self.pool.server.api_url, self.secrets["prefect"], path, body)
 
     def run_deployment(self, name: str, parameters: dict) -> str:
         started = self.pool.cli("deployment", "run", name, "--params", json.dumps(parameters))

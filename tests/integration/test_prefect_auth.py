@@ -4,8 +4,6 @@ one line before any work, and the string is never printed."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import secrets
 import urllib.error
@@ -14,6 +12,7 @@ import urllib.request
 import pytest
 
 from regimes.flows.server import start_prefect_server
+from tests.integration.conftest import prefect_api
 from tests.integration.test_cli import last_json, run
 from tests.integration.test_training import fifteen_minute_home
 
@@ -50,14 +49,7 @@ def _client_env(api_url: str, auth_string: str | None) -> dict:
 
 def _api(api_url: str, path: str, body: dict | None = None):
     """The server's answer to ``path``, asked with the right auth string."""
-    token = base64.b64encode(AUTH_STRING.encode()).decode()
-    request = urllib.request.Request(
-        f"{api_url}/{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        return json.load(reply)
+    return prefect_api(api_url, AUTH_STRING, path, body)
 
 
 def _flow_runs(api_url: str) -> list[dict]:
