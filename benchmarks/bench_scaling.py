@@ -388,7 +388,7 @@ def run(size: Size | None = None) -> str:
         f"- CPU: {cpu_model()}, {os.cpu_count()} cores shared by the nodes, the driver and "
         "every other process on the machine",
         f"- load average (1 min) over the whole benchmark: {load_all.text()} (each run's "
-        "own in the table; a shared machine: other helpers' jobs ran beside it)",
+        "own in the table; above ~2 on these 2 cores, other work shared the machine)",
         f"- the state store after one run: {disk / 1e9:.2f} GB in {files:,} Parquet files "
         "(partitions timeframe/model_id/symbol/date)",
         f"- preparing the input (synthetic bars into SQLite, features and training on "
