@@ -13,6 +13,7 @@ import argparse
 import os
 from datetime import timedelta
 
+from regimes.app.parser import EXIT_STORE_ERROR, EXIT_USER_ERROR
 from regimes.app.workspace import Workspace
 from regimes.config.loading import PlatformConfig
 from regimes.errors import BadInputError, ConfigError, RegimesError
@@ -80,8 +81,9 @@ def main() -> None:  # the refusals: tests/integration/test_prefect_auth.py
         check_prefect_api(api_url)
         with Workspace.open(args.home, args.db_url, args.config_dir) as workspace:
             deployments = build_deployments(workspace.config, **workspace.params())
-    except RegimesError as exc:  # a user's setting 2, a store 3 (as the CLI)
-        code = 2 if isinstance(exc, ConfigError | BadInputError) else 3
+    except RegimesError as exc:  # the CLI's exit codes: a user's setting, else a store
+        user = isinstance(exc, ConfigError | BadInputError)
+        code = EXIT_USER_ERROR if user else EXIT_STORE_ERROR
         parser.exit(code, f"{parser.prog}: error: {exc}\n")
     serve(*deployments)
 
